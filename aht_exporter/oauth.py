@@ -1,0 +1,91 @@
+"""OAuth 2.0 client-credentials tokens as an httpx auth flow: cached, refreshed before expiry and once on 401.
+
+httpx's own `Auth` hook is the maintained mechanism for this (it yields the token request through the
+same client, so token calls are counted and retried like any other). The lock makes sure two polls
+never refresh at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+
+import httpx
+
+from aht_exporter.httpclient import ErrorText, Retryable, generic_error_text, retry_after_seconds
+from aht_exporter.model import ProviderError
+
+TokenRequest = Callable[[], httpx.Request]
+
+
+class ClientCredentialsAuth(httpx.Auth):
+
+    def __init__(
+        self,
+        token_request: TokenRequest,
+        *,
+        error_text: ErrorText = generic_error_text,
+        default_lifetime: float = 3600.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._token_request = token_request
+        self._error_text = error_text
+        self._default_lifetime = default_lifetime
+        self._monotonic = monotonic
+        self._token: str | None = None
+        self._refresh_at = 0.0
+        self._lock = asyncio.Lock()
+        self.generations = 0
+
+    def invalidate(self) -> None:
+        self._token = None
+
+    def _valid(self) -> bool:
+        return self._token is not None and self._monotonic() < self._refresh_at
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if not self._valid():
+            async with self._lock:
+                if not self._valid():  # another task may have refreshed while we waited
+                    await self._accept((yield self._token_request()))
+        used = self._token
+        request.headers["Authorization"] = f"Bearer {used}"
+        response = yield request
+        if response.status_code != 401:
+            return
+        await response.aread()
+        # The token was revoked or expired early: fetch a new one, once, and replay.
+        async with self._lock:
+            if self._token == used:
+                await self._accept((yield self._token_request()))
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+    async def _accept(self, response: httpx.Response) -> None:
+        # Overriding async_auth_flow means reading the token response ourselves.
+        await response.aread()
+        where = f"{response.request.method} {response.request.url.path}"
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise Retryable(
+                f"{where}: token request failed: HTTP {status}: {self._error_text(response)}",
+                status=status,
+                retry_after=retry_after_seconds(response),
+            )
+        if status != 200:
+            raise ProviderError(
+                f"{where}: token request failed: HTTP {status}: {self._error_text(response)}", status=status
+            )
+        try:
+            body = response.json()
+            token = body["access_token"]
+            lifetime = float(body.get("expires_in", self._default_lifetime))
+        except (ValueError, KeyError, TypeError):
+            raise ProviderError(f"{where}: token response has no usable access_token/expires_in") from None
+        if not isinstance(token, str) or not token:
+            raise ProviderError(f"{where}: token response has no usable access_token")
+        self._token = token
+        self.generations += 1
+        # Refresh a little before expiry: a tenth of the lifetime, at most five minutes.
+        self._refresh_at = self._monotonic() + lifetime - min(300.0, lifetime / 10)

@@ -1,0 +1,58 @@
+"""What every provider is: a vendor API turned into `Bucket` records. No Prometheus in here."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import httpx
+
+from aht_exporter.config import SourceConfig
+from aht_exporter.health import SourceHealth
+from aht_exporter.httpclient import ApiClient, Sleep
+from aht_exporter.model import Bucket, Field, Names
+
+
+class Provider(ABC):
+    name: ClassVar[str]
+    config_model: ClassVar[type[SourceConfig]]
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        health: SourceHealth,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.health = health
+        self.client = self.make_client(config, health, sleep=sleep, transport=transport)
+
+    @abstractmethod
+    def make_client(
+        self,
+        config: SourceConfig,
+        health: SourceHealth,
+        *,
+        sleep: Sleep,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> ApiClient:
+        """The source's one HTTP client, with the vendor's auth and error format."""
+
+    @property
+    @abstractmethod
+    def fields(self) -> frozenset[Field]:
+        """The fields this source reports; one absent from a bucket means zero."""
+
+    @abstractmethod
+    async def fetch(self, start: int, end: int) -> list[Bucket]:
+        """Every bucket with data in [start, end) (both bucket-aligned); raise ProviderError on failure."""
+
+    async def names(self) -> Names:
+        """Display names of queues and agents; called at most hourly, and its failure never fails a poll."""
+        return Names()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

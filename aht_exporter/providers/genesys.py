@@ -1,0 +1,316 @@
+"""Genesys Cloud: the conversation aggregates query, in milliseconds, per bucket.
+
+Vendor facts (providers.md, seeds 000 and 004; Genesys developer docs):
+- `POST /api/v2/analytics/conversations/aggregates/query` with `interval`, `granularity`, `groupBy`,
+  `filter`, `metrics`; the reply is `results[].group` + `results[].data[].metrics[].stats`.
+- Every `t*` metric is in milliseconds; AHT = tHandle.sum / tHandle.count.
+- Empty buckets, groups and metrics are omitted from the reply: absent means zero, not an error.
+- Handle time lands in the bucket where after-call work ends, so closed buckets change for a while.
+- OAuth client credentials at `https://login.{region}/oauth/token`, API at `https://api.{region}`.
+- Errors are JSON `{message, code, status, contextId}`; 429 carries `Retry-After`.
+- The maximum interval per query is not documented: we chunk by `max_query_span` and halve on a
+  400 that says the query is too large.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import Field as PydanticField
+from pydantic import SecretStr
+
+from aht_exporter.config import DurationField, SourceConfig
+from aht_exporter.health import SourceHealth
+from aht_exporter.httpclient import ApiClient, Sleep, json_body
+from aht_exporter.model import Bucket, Field, Labels, Names, ProviderError
+from aht_exporter.oauth import ClientCredentialsAuth
+from aht_exporter.providers.base import Provider
+from aht_exporter.timebuckets import Duration, chunks, floor_to, isoformat_z, parse_iso
+
+log = logging.getLogger(__name__)
+
+AGGREGATES_PATH = "/api/v2/analytics/conversations/aggregates/query"
+# groupBy dimension for each of our labels.
+DIMENSIONS = {"media_type": "mediaType", "queue": "queueId", "agent": "userId"}
+MAX_NAME_PAGES = 1000  # 100,000 queues or users: a hard bound on the paging loop
+_TOO_LARGE = re.compile(r"too (large|long|big|many)|exceed|maximum", re.IGNORECASE)
+
+
+GroupLabel = Literal["media_type", "queue", "agent"]
+DEFAULT_GROUP_BY: tuple[GroupLabel, ...] = ("media_type", "queue")
+
+
+class GenesysConfig(SourceConfig):
+    default_refresh: ClassVar[str] = "2h"
+    url_keys: ClassVar[tuple[str, ...]] = ("base_url", "login_url")
+
+    provider: Literal["genesys"]
+    region: str | None = PydanticField(default=None, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
+    login_url: str | None = None
+    client_id: str = PydanticField(min_length=1)
+    client_secret: SecretStr
+    bucket: DurationField = Duration.parse("30m")
+    group_by: list[GroupLabel] = PydanticField(default_factory=lambda: list(DEFAULT_GROUP_BY))
+    media_types: list[str] = PydanticField(default_factory=list)
+    queues: list[str] = PydanticField(default_factory=list)
+    max_query_span: DurationField = Duration.parse("1d")
+
+    @property
+    def bucket_seconds(self) -> int:
+        return self.bucket.seconds
+
+    @property
+    def api_url(self) -> str:
+        return (self.base_url or f"https://api.{self.region}").rstrip("/")
+
+    @property
+    def token_url(self) -> str:
+        return (self.login_url or f"https://login.{self.region}").rstrip("/") + "/oauth/token"
+
+    def problems(self) -> Any:
+        if self.bucket.seconds not in (900, 1800):
+            # [doc] Genesys tracks contact-center metrics on 30-minute intervals; 15m is safe too.
+            yield "bucket", f"{self.bucket} is not supported (use 30m or 15m)"
+            return
+        yield from super().problems()
+        if self.region is None and self.base_url is None:
+            yield "region", "set region (e.g. mypurecloud.ie) or base_url + login_url"
+        if self.region is not None and (self.base_url is not None or self.login_url is not None):
+            yield "region", "set either region or base_url + login_url, not both"
+        if self.base_url is not None and self.login_url is None:
+            yield "login_url", "is required with base_url (the OAuth host differs from the API host)"
+        if len(set(self.group_by)) != len(self.group_by):
+            yield "group_by", "lists a label twice"
+        span = self.max_query_span.seconds
+        if span <= 0 or span % self.bucket.seconds:
+            yield "max_query_span", f"{self.max_query_span} is not a multiple of the {self.bucket} bucket"
+
+
+def metric_names(group_by: Sequence[str]) -> list[str]:
+    """The metrics to ask for. Queue-scoped ones only where no agent grouping would orphan them."""
+    metrics = ["tHandle", "tTalkComplete", "tHeldComplete", "tAcw", "tAnswered"]
+    if "agent" not in group_by:
+        # An abandoned or merely offered contact has no agent: grouped by agent it would land in a
+        # group without userId, a series of its own beside the agents'.
+        metrics.append("tAbandon")
+        if "queue" in group_by:
+            metrics.append("nOffered")  # [doc] nOffered is queue-scoped
+    return metrics
+
+
+# (metric, stat) -> our field, and the factor from the vendor's unit to ours.
+_STATS: Mapping[str, tuple[tuple[str, Field, float], ...]] = {
+    "tHandle": (("sum", Field.HANDLE_TIME, 1e-3), ("count", Field.CONTACTS_HANDLED, 1.0)),
+    "tTalkComplete": (("sum", Field.TALK_TIME, 1e-3),),
+    "tHeldComplete": (("sum", Field.HOLD_TIME, 1e-3),),
+    "tAcw": (("sum", Field.ACW_TIME, 1e-3),),
+    "tAnswered": (("count", Field.CONTACTS_ANSWERED, 1.0),),
+    "tAbandon": (("count", Field.CONTACTS_ABANDONED, 1.0),),
+    "nOffered": (("count", Field.CONTACTS_OFFERED, 1.0),),
+}
+
+
+def fields_for(group_by: Sequence[str]) -> frozenset[Field]:
+    return frozenset(f for m in metric_names(group_by) for _, f, _ in _STATS[m])
+
+
+def query_body(start: int, end: int, config: GenesysConfig) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "interval": f"{isoformat_z(start)}/{isoformat_z(end)}",
+        "granularity": f"PT{config.bucket_seconds // 60}M",
+        "groupBy": [DIMENSIONS[g] for g in config.group_by],
+        "metrics": metric_names(config.group_by),
+    }
+    clauses = [
+        {
+            "type": "or",
+            "predicates": [{"type": "dimension", "dimension": dim, "operator": "matches", "value": v} for v in values],
+        }
+        for dim, values in (("mediaType", config.media_types), ("queueId", config.queues))
+        if values
+    ]
+    if len(clauses) == 1:
+        body["filter"] = clauses[0]
+    elif clauses:
+        body["filter"] = {"type": "and", "clauses": clauses}
+    return body
+
+
+def parse_aggregates(payload: object, group_by: Sequence[str]) -> list[Bucket]:
+    """Genesys aggregates JSON -> buckets. Pure; raises ProviderError naming the first bad field."""
+    if not isinstance(payload, dict):
+        raise ProviderError(f"aggregates response: expected a JSON object, got {type(payload).__name__}")
+    results = payload.get("results", [])  # a query with no data may answer `{}`
+    if not isinstance(results, list):
+        raise ProviderError("aggregates response: `results` is not a list")
+    buckets: list[Bucket] = []
+    for i, result in enumerate(results):
+        where = f"results[{i}]"
+        if not isinstance(result, dict):
+            raise ProviderError(f"aggregates response: {where} is not an object")
+        labels = _labels(result.get("group", {}), group_by, where)
+        data = result.get("data", [])
+        if not isinstance(data, list):
+            raise ProviderError(f"aggregates response: {where}.data is not a list")
+        for j, entry in enumerate(data):
+            buckets.append(_bucket(entry, labels, f"{where}.data[{j}]"))
+    return buckets
+
+
+def _labels(group: object, group_by: Sequence[str], where: str) -> Labels:
+    if not isinstance(group, dict):
+        raise ProviderError(f"aggregates response: {where}.group is not an object")
+    values: dict[str, str] = {}
+    for label in group_by:
+        value = group.get(DIMENSIONS[label], "")  # e.g. an outbound call outside any queue: no queueId
+        if not isinstance(value, str):
+            raise ProviderError(f"aggregates response: {where}.group.{DIMENSIONS[label]} is not a string")
+        values[label] = value.lower() if label == "media_type" else value
+    return tuple(sorted(values.items()))
+
+
+def _bucket(entry: object, labels: Labels, where: str) -> Bucket:
+    if not isinstance(entry, dict):
+        raise ProviderError(f"aggregates response: {where} is not an object")
+    interval = entry.get("interval")
+    try:
+        assert isinstance(interval, str)
+        first, last = interval.split("/")
+        start, end = round(parse_iso(first)), round(parse_iso(last))
+    except (AssertionError, ValueError):
+        raise ProviderError(f"aggregates response: {where}.interval is not an ISO-8601 interval") from None
+    metrics = entry.get("metrics", [])
+    if not isinstance(metrics, list):
+        raise ProviderError(f"aggregates response: {where}.metrics is not a list")
+    values: dict[Field, float] = {}
+    for k, metric in enumerate(metrics):
+        mwhere = f"{where}.metrics[{k}]"
+        if not isinstance(metric, dict) or not isinstance(metric.get("metric"), str):
+            raise ProviderError(f"aggregates response: {mwhere}.metric is missing")
+        stats = metric.get("stats")
+        if not isinstance(stats, dict):
+            raise ProviderError(f"aggregates response: {mwhere}.stats is missing")
+        for stat, field, factor in _STATS.get(metric["metric"], ()):  # a metric we did not ask for: ignored
+            value = stats.get(stat)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ProviderError(f"aggregates response: {mwhere}.stats.{stat} is not a number")
+            values[field] = values.get(field, 0.0) + value * factor
+    return Bucket(start=start, end=end, labels=labels, values=values)
+
+
+def error_text(response: httpx.Response) -> str:
+    """Genesys errors as `code: message (contextId)`; OAuth errors as `error: description`."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if "code" in body or "message" in body:
+            text = f"{body.get('code', '?')}: {body.get('message', '')}"
+            return f"{text} ({body['contextId']})" if body.get("contextId") else text
+        if "error" in body:
+            desc = body.get("error_description") or body.get("description") or ""
+            return f"{body['error']}: {desc}".rstrip(": ")
+    text = response.text.strip().replace("\n", " ")[:200]
+    return text or response.reason_phrase
+
+
+class GenesysProvider(Provider):
+    name = "genesys"
+    config_model = GenesysConfig
+
+    def __init__(self, config: SourceConfig, health: SourceHealth, **kwargs: Any) -> None:
+        assert isinstance(config, GenesysConfig)
+        self.gconfig = config
+        super().__init__(config, health, **kwargs)
+        # Learned from "too large" 400s: the widest span a query may cover.
+        self.query_span = config.max_query_span.seconds
+
+    def make_client(
+        self,
+        config: SourceConfig,
+        health: SourceHealth,
+        *,
+        sleep: Sleep,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> ApiClient:
+        assert isinstance(config, GenesysConfig)
+        token_url = config.token_url
+        client_id, secret = config.client_id, config.client_secret
+
+        def token_request() -> httpx.Request:
+            # [doc] HTTP Basic client_id:client_secret, form grant_type=client_credentials.
+            basic = base64.b64encode(f"{client_id}:{secret.get_secret_value()}".encode()).decode()
+            return httpx.Request(
+                "POST",
+                token_url,
+                data={"grant_type": "client_credentials"},
+                headers={"Authorization": f"Basic {basic}"},
+            )
+
+        self.auth = ClientCredentialsAuth(token_request, error_text=error_text, default_lifetime=86400.0)
+        return ApiClient(
+            counter=health,
+            timeout=config.timeout.seconds,
+            auth=self.auth,
+            error_text=error_text,
+            sleep=sleep,
+            transport=transport,
+        )
+
+    @property
+    def fields(self) -> frozenset[Field]:
+        return fields_for(self.gconfig.group_by)
+
+    async def fetch(self, start: int, end: int) -> list[Bucket]:
+        buckets: list[Bucket] = []
+        for s, e in chunks(start, end, self.query_span):
+            buckets.extend(await self._fetch_span(s, e))
+        return buckets
+
+    async def _fetch_span(self, start: int, end: int) -> list[Bucket]:
+        url = self.gconfig.api_url + AGGREGATES_PATH
+        try:
+            response = await self.client.request("POST", url, json=query_body(start, end, self.gconfig))
+        except ProviderError as exc:
+            bucket = self.gconfig.bucket_seconds
+            if exc.status == 400 and _TOO_LARGE.search(str(exc)) and end - start > bucket:
+                # Halve and remember; the recursion ends at one bucket per query.
+                mid = start + max(bucket, floor_to((end - start) // 2, bucket))
+                self.query_span = min(self.query_span, mid - start)
+                log.warning(
+                    "query too large, splitting",
+                    extra={"source": self.config.name, "span": f"{(end - start) // 60}m"},
+                )
+                return await self._fetch_span(start, mid) + await self._fetch_span(mid, end)
+            raise
+        return parse_aggregates(json_body(response, "aggregates query"), self.gconfig.group_by)
+
+    async def names(self) -> Names:
+        queues = await self._entity_names("/api/v2/routing/queues") if "queue" in self.gconfig.group_by else {}
+        agents = await self._entity_names("/api/v2/users") if "agent" in self.gconfig.group_by else {}
+        return Names(queues=queues, agents=agents)
+
+    async def _entity_names(self, path: str) -> dict[str, str]:
+        """[doc] `GET path?pageSize=100&pageNumber=N` -> `entities[].id/name`, `pageCount`."""
+        names: dict[str, str] = {}
+        for page in range(1, MAX_NAME_PAGES + 1):
+            response = await self.client.request(
+                "GET", self.gconfig.api_url + path, params={"pageSize": 100, "pageNumber": page}
+            )
+            body = json_body(response, path)
+            entities = body.get("entities") if isinstance(body, dict) else None
+            if not isinstance(entities, list):
+                raise ProviderError(f"{path}: `entities` is missing")
+            for entity in entities:
+                if isinstance(entity, dict) and isinstance(entity.get("id"), str):
+                    names[entity["id"]] = str(entity.get("name", ""))
+            page_count = body.get("pageCount")
+            if not isinstance(page_count, int) or page >= page_count or not entities:
+                break
+        return names

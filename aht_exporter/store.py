@@ -1,0 +1,132 @@
+"""Per-source bucket store: replaces revised buckets, drops old ones, sums windows. No I/O, no vendor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from aht_exporter.model import Bucket, Field, Labels, Names, ProviderError
+from aht_exporter.timebuckets import Duration, isoformat_z
+
+Totals = Mapping[Field, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one source exports after a poll: window sums per label set, ready for exposition."""
+
+    data_end: int
+    fields: frozenset[Field]
+    windows: Mapping[str, Mapping[Labels, Totals]]
+    names: Names = field(default_factory=Names)
+    series_dropped: int = 0
+
+    @property
+    def series(self) -> int:
+        return sum(series_per_labelset(t, self.fields) for w in self.windows.values() for t in w.values())
+
+
+def series_per_labelset(totals: Totals, fields: frozenset[Field]) -> int:
+    """Data series one label set yields in one window: every field, plus aht_seconds when handled > 0."""
+    return len(fields) + (1 if totals.get(Field.CONTACTS_HANDLED, 0) > 0 else 0)
+
+
+class SourceStore:
+    def __init__(self, *, bucket: int, windows: Iterable[Duration], fields: frozenset[Field]) -> None:
+        self.bucket = bucket
+        self.windows = sorted(windows)
+        self.fields = fields
+        self._buckets: dict[int, dict[Labels, dict[Field, float]]] = {}
+        self.fetched_until: int | None = None
+
+    @property
+    def longest_window(self) -> int:
+        return self.windows[-1].seconds
+
+    def replace(self, start: int, end: int, buckets: Iterable[Bucket]) -> None:
+        """The provider's answer for [start, end) is authoritative: it replaces whatever we held there.
+
+        A bucket that was there before and is absent now has become empty (vendors omit empty buckets).
+        Two records for the same bucket and labels are summed.
+        """
+        fresh: dict[int, dict[Labels, dict[Field, float]]] = {}
+        for b in buckets:
+            if b.start % self.bucket or b.end - b.start != self.bucket or not start <= b.start < end:
+                raise ProviderError(
+                    f"the provider returned a bucket {isoformat_z(b.start)}/{isoformat_z(b.end)} that is not "
+                    f"one of the {self.bucket // 60}-minute buckets asked for "
+                    f"({isoformat_z(start)}/{isoformat_z(end)})"
+                )
+            totals = fresh.setdefault(b.start, {}).setdefault(b.labels, {})
+            for f, v in b.values.items():
+                totals[f] = totals.get(f, 0.0) + v
+        for t in range(start, end, self.bucket):
+            self._buckets.pop(t, None)
+        self._buckets.update(fresh)
+        self.fetched_until = max(end, self.fetched_until or end)
+
+    def prune(self, data_end: int) -> None:
+        """Forget buckets that no window ending at `data_end` reaches."""
+        oldest = data_end - self.longest_window
+        for t in [t for t in self._buckets if t < oldest]:
+            del self._buckets[t]
+
+    def bucket_count(self) -> int:
+        return len(self._buckets)
+
+    def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot:
+        """Window sums over the closed buckets ending at or before `data_end`."""
+        windows: dict[str, dict[Labels, dict[Field, float]]] = {}
+        for w in self.windows:
+            sums: dict[Labels, dict[Field, float]] = {}
+            for t in range(data_end - w.seconds, data_end, self.bucket):
+                for labels, totals in self._buckets.get(t, {}).items():
+                    acc = sums.setdefault(labels, {})
+                    for f, v in totals.items():
+                        acc[f] = acc.get(f, 0.0) + v
+            windows[w.text] = sums
+        dropped = _limit_series(windows, self.fields, max_series) if max_series is not None else 0
+        return Snapshot(
+            data_end=data_end,
+            fields=self.fields,
+            windows=windows,
+            names=_names_in_use(names or Names(), windows),
+            series_dropped=dropped,
+        )
+
+
+def _limit_series(
+    windows: dict[str, dict[Labels, dict[Field, float]]], fields: frozenset[Field], max_series: int
+) -> int:
+    """Keep at most `max_series` series, whole label sets at a time, in a stable (sorted) order."""
+    total = sum(series_per_labelset(t, fields) for w in windows.values() for t in w.values())
+    if total <= max_series:
+        return 0
+    kept = 0
+    for text in windows:
+        window = windows[text]
+        keep: dict[Labels, dict[Field, float]] = {}
+        for labels in sorted(window):
+            n = series_per_labelset(window[labels], fields)
+            if kept + n <= max_series:
+                keep[labels] = window[labels]
+                kept += n
+        windows[text] = keep
+    return total - kept
+
+
+def _names_in_use(names: Names, windows: Mapping[str, Mapping[Labels, Totals]]) -> Names:
+    """Only the names of queues and agents that appear in the data: the _info metrics stay as small as it."""
+    queues: set[str] = set()
+    agents: set[str] = set()
+    for window in windows.values():
+        for labels in window:
+            for k, v in labels:
+                if k == "queue":
+                    queues.add(v)
+                elif k == "agent":
+                    agents.add(v)
+    return Names(
+        queues={q: names.queues[q] for q in sorted(queues) if q in names.queues},
+        agents={a: names.agents[a] for a in sorted(agents) if a in names.agents},
+    )

@@ -1,0 +1,105 @@
+"""UTC-aligned buckets, boundaries and windows: pure arithmetic on Unix seconds."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+# Prometheus duration syntax (https://prometheus.io/docs/prometheus/latest/querying/basics/#time-durations),
+# whole seconds only: nothing here is finer than a second.
+_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_UNITS = (7 * 86400, 86400, 3600, 60, 1)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Duration:
+    """A whole number of seconds that remembers how the user wrote it (window labels use the text)."""
+
+    seconds: int
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        m = _DURATION_RE.match(text.strip())
+        if not text.strip() or m is None:
+            raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h, 1d)")
+        seconds = sum(int(g) * unit for g, unit in zip(m.groups(), _UNITS, strict=True) if g)
+        return cls(seconds, text.strip())
+
+    @classmethod
+    def of(cls, seconds: int) -> Duration:
+        return cls(seconds, format_duration(seconds))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def format_duration(seconds: int) -> str:
+    """The shortest Prometheus-style text for a whole number of seconds: 5400 -> '1h30m'."""
+    if seconds == 0:
+        return "0s"
+    parts = []
+    for unit, suffix in ((86400, "d"), (3600, "h"), (60, "m"), (1, "s")):
+        n, seconds = divmod(seconds, unit)
+        if n:
+            parts.append(f"{n}{suffix}")
+    return "".join(parts)
+
+
+def floor_to(t: float, step: int) -> int:
+    """The newest multiple of `step` at or before `t`."""
+    return int(t // step) * step
+
+
+def poll_boundary(now: float, every: int, delay: int) -> int:
+    """The boundary B a poll works up to: the newest multiple of `every` with B + delay <= now."""
+    return floor_to(now - delay, every)
+
+
+def closed_until(boundary: int, bucket: int) -> int:
+    """End of the newest bucket that is closed at `boundary` (buckets ending at or before it)."""
+    return floor_to(boundary, bucket)
+
+
+def fetch_span(
+    data_end: int,
+    *,
+    bucket: int,
+    longest_window: int,
+    refresh: int,
+    fetched_until: int | None,
+) -> tuple[int, int]:
+    """The [start, end) span a poll must fetch so that every window ending at `data_end` is complete.
+
+    The first poll (nothing fetched yet) backfills the longest window. Later polls re-fetch the
+    trailing `refresh` span, and reach further back when earlier polls failed and left a gap.
+    Never beyond the longest window: older buckets are not exported.
+    """
+    oldest_needed = data_end - longest_window
+    if fetched_until is None:
+        return oldest_needed, data_end
+    refresh_start = data_end - _round_up(refresh, bucket)
+    return max(oldest_needed, min(refresh_start, fetched_until)), data_end
+
+
+def chunks(start: int, end: int, size: int) -> list[tuple[int, int]]:
+    """Split [start, end) into consecutive spans of at most `size` seconds."""
+    return [(s, min(s + size, end)) for s in range(start, end, size)]
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def isoformat_z(t: float) -> str:
+    """ISO-8601 UTC with milliseconds and a Z, as the vendors write it: 2026-01-01T10:00:00.000Z."""
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_iso(text: str) -> float:
+    """Parse an ISO-8601 timestamp; a missing zone means UTC."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()

@@ -1,0 +1,48 @@
+"""Shared test helpers: fixture loading, a recording sleep, exposition parsing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# 2026-03-02 10:07:00 UTC: a poll at this instant with delay 1m works on boundary 10:05.
+T0 = 1772445600 + 7 * 60
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+class RecordingSleep:
+    """Stands in for asyncio.sleep in retry loops: records the waits, never waits."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_exposition(text: str) -> Series:
+    """{(sample name, sorted labels): value} for every sample of a text exposition."""
+    out: Series = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def samples(series: Series, name: str, **match: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        labels: v
+        for (n, labels), v in series.items()
+        if n == name and all(dict(labels).get(k) == want for k, want in match.items())
+    }

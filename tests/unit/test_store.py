@@ -1,0 +1,106 @@
+import pytest
+
+from aht_exporter.model import Bucket, Field, Names, ProviderError, make_labels
+from aht_exporter.store import SourceStore
+from aht_exporter.timebuckets import Duration
+
+TEN = 1772445600  # 2026-03-02T10:00:00Z
+B = 900  # 15-minute buckets
+VOICE = make_labels(media_type="voice", queue="q1")
+CHAT = make_labels(media_type="chat", queue="q2")
+FIELDS = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED})
+
+
+def bucket(start: int, labels=VOICE, handle: float = 100.0, handled: float = 2) -> Bucket:  # type: ignore[no-untyped-def]
+    return Bucket(start, start + B, labels, {Field.HANDLE_TIME: handle, Field.CONTACTS_HANDLED: handled})
+
+
+def store(*windows: str) -> SourceStore:
+    return SourceStore(bucket=B, windows=[Duration.parse(w) for w in windows], fields=FIELDS)
+
+
+def test_window_30m_sums_the_two_closed_15m_buckets() -> None:
+    s = store("30m", "1h")
+    s.replace(TEN - 3600, TEN, [bucket(TEN - 3600 + i * B, handle=10.0 * (i + 1), handled=1) for i in range(4)])
+    snap = s.snapshot(TEN)
+    assert snap.windows["30m"][VOICE] == {Field.HANDLE_TIME: 70.0, Field.CONTACTS_HANDLED: 2}
+    assert snap.windows["1h"][VOICE] == {Field.HANDLE_TIME: 100.0, Field.CONTACTS_HANDLED: 4}
+
+
+def test_buckets_after_data_end_are_not_in_the_window() -> None:
+    s = store("30m")
+    s.replace(TEN - 1800, TEN + B, [bucket(TEN - B), bucket(TEN, handle=999.0)])
+    assert s.snapshot(TEN).windows["30m"][VOICE][Field.HANDLE_TIME] == 100.0
+
+
+def test_a_refetched_bucket_replaces_its_old_value() -> None:
+    s = store("30m")
+    s.replace(TEN - 1800, TEN, [bucket(TEN - 1800), bucket(TEN - B)])
+    s.replace(TEN - B, TEN, [bucket(TEN - B, handle=250.0, handled=3)])
+    totals = s.snapshot(TEN).windows["30m"][VOICE]
+    assert totals == {Field.HANDLE_TIME: 350.0, Field.CONTACTS_HANDLED: 5}
+
+
+def test_a_bucket_absent_from_a_refetch_has_become_empty() -> None:
+    s = store("30m")
+    s.replace(TEN - 1800, TEN, [bucket(TEN - 1800), bucket(TEN - B, labels=CHAT)])
+    s.replace(TEN - B, TEN, [])
+    snap = s.snapshot(TEN)
+    assert CHAT not in snap.windows["30m"]
+    assert snap.windows["30m"][VOICE][Field.HANDLE_TIME] == 100.0
+
+
+def test_two_records_for_one_bucket_and_label_set_are_summed() -> None:
+    s = store("30m")
+    s.replace(TEN - 1800, TEN, [bucket(TEN - B), bucket(TEN - B, handle=50.0, handled=1)])
+    assert s.snapshot(TEN).windows["30m"][VOICE] == {Field.HANDLE_TIME: 150.0, Field.CONTACTS_HANDLED: 3}
+
+
+def test_buckets_older_than_the_longest_window_are_dropped() -> None:
+    s = store("30m", "1h")
+    s.replace(TEN - 7200, TEN, [bucket(TEN - 7200 + i * B) for i in range(8)])
+    s.prune(TEN)
+    assert s.bucket_count() == 4
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(TEN - 60, TEN - 60 + B), (TEN - B, TEN - B + 1800), (TEN, TEN + B), (TEN - 7200, TEN - 7200 + B)],
+)
+def test_a_bucket_outside_the_asked_span_fails_the_poll(start: int, end: int) -> None:
+    s = store("1h")
+    with pytest.raises(ProviderError, match="not one of the 15-minute buckets asked for"):
+        s.replace(TEN - 3600, TEN, [Bucket(start, end, VOICE, {})])
+
+
+def test_a_rejected_answer_leaves_the_store_as_it_was() -> None:
+    s = store("1h")
+    s.replace(TEN - 3600, TEN, [bucket(TEN - B)])
+    with pytest.raises(ProviderError):
+        s.replace(TEN - 3600, TEN, [bucket(TEN - B, handle=1.0), Bucket(TEN, TEN + B, VOICE, {})])
+    assert s.snapshot(TEN).windows["1h"][VOICE][Field.HANDLE_TIME] == 100.0
+
+
+def test_fetched_until_tracks_the_newest_span() -> None:
+    s = store("1h")
+    assert s.fetched_until is None
+    s.replace(TEN - 3600, TEN, [])
+    assert s.fetched_until == TEN
+
+
+def test_max_series_drops_whole_label_sets_and_counts_them() -> None:
+    s = store("30m")
+    labels = [make_labels(queue=f"q{i:02d}") for i in range(10)]
+    s.replace(TEN - 1800, TEN, [bucket(TEN - B, labels=lab) for lab in labels])
+    snap = s.snapshot(TEN, max_series=7)  # 3 series per label set: handle, handled, aht
+    assert sorted(snap.windows["30m"]) == labels[:2]
+    assert snap.series_dropped == 30 - 6
+    assert snap.series == 6
+
+
+def test_names_are_kept_only_for_queues_and_agents_in_the_data() -> None:
+    s = SourceStore(bucket=B, windows=[Duration.parse("30m")], fields=FIELDS)
+    s.replace(TEN - 1800, TEN, [bucket(TEN - B, labels=make_labels(queue="q1", agent="a1"))])
+    names = Names(queues={"q1": "Sales", "q9": "Unused"}, agents={"a1": "Ada", "a2": "Bob"})
+    snap = s.snapshot(TEN, names)
+    assert snap.names == Names(queues={"q1": "Sales"}, agents={"a1": "Ada"})
