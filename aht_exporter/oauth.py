@@ -20,7 +20,6 @@ TokenRequest = Callable[[], httpx.Request]
 
 
 class ClientCredentialsAuth(httpx.Auth):
-
     def __init__(
         self,
         token_request: TokenRequest,

@@ -164,7 +164,10 @@ def test_duplicate_names_are_refused() -> None:
         ("defaults: {every: 5m, colour: red}\nsources: []\n", "config.yaml: defaults.colour: unknown key"),
         ("source: []\n", "config.yaml: source: unknown key"),
         ("sources:\n  - {name: Bad Name, provider: genesys}\n", "config.yaml: sources[0].name: String should match"),
-        ("sources:\n  - {name: g, provider: genesys, region: x.com}\n", "config.yaml: sources[0].client_id: is required"),
+        (
+            "sources:\n  - {name: g, provider: genesys, region: x.com}\n",
+            "config.yaml: sources[0].client_id: is required",
+        ),
     ],
 )
 def test_broken_files_give_one_line(text: str, expected: str) -> None:

@@ -106,8 +106,10 @@ async def test_the_token_is_refreshed_before_it_expires(mock: respx.MockRouter) 
 async def test_a_401_refreshes_the_token_once_and_replays(mock: respx.MockRouter) -> None:
     mock.post(TOKEN).mock(side_effect=[token_reply("old"), token_reply("new")])
     query = mock.post(QUERY).mock(
-        side_effect=[genesys_error(401, "authentication.required", "No authentication bearer token specified"),
-                     httpx.Response(200, json={})]
+        side_effect=[
+            genesys_error(401, "authentication.required", "No authentication bearer token specified"),
+            httpx.Response(200, json={}),
+        ]
     )
     provider, health, _ = make()
     assert await provider.fetch(NINE, TEN) == []
@@ -124,7 +126,8 @@ async def test_a_second_401_fails_the_poll_with_the_vendor_message(mock: respx.M
     with pytest.raises(ProviderError) as info:
         await provider.fetch(NINE, TEN)
     assert str(info.value) == (
-        "POST /api/v2/analytics/conversations/aggregates/query: HTTP 401: authentication.required: Invalid token (ctx-42)"
+        "POST /api/v2/analytics/conversations/aggregates/query: "
+        "HTTP 401: authentication.required: Invalid token (ctx-42)"
     )
     assert info.value.status == 401
     await provider.aclose()
@@ -161,7 +164,7 @@ async def test_a_429_that_persists_fails_as_rate_limited(mock: respx.MockRouter)
     mock.post(TOKEN).mock(return_value=token_reply())
     query = mock.post(QUERY).mock(return_value=genesys_error(429, "too.many.requests", "slow down"))
     provider, health, sleep = make()
-    with pytest.raises(RateLimited, match="rate limited: too.many.requests: slow down"):
+    with pytest.raises(RateLimited, match=r"rate limited: too\.many\.requests: slow down"):
         await provider.fetch(NINE, TEN)
     assert query.call_count == 4  # bounded: four attempts
     assert len(sleep.waits) == 3
@@ -223,7 +226,9 @@ async def test_a_connection_error_is_retried(mock: respx.MockRouter) -> None:
 @pytest.mark.asyncio
 async def test_malformed_json_fails_the_poll(mock: respx.MockRouter) -> None:
     mock.post(TOKEN).mock(return_value=token_reply())
-    mock.post(QUERY).mock(return_value=httpx.Response(200, text='{"results": [', headers={"Content-Type": "application/json"}))
+    mock.post(QUERY).mock(
+        return_value=httpx.Response(200, text='{"results": [', headers={"Content-Type": "application/json"})
+    )
     provider, _, _ = make()
     with pytest.raises(ProviderError, match=r"aggregates query: response is not JSON \(HTTP 200"):
         await provider.fetch(NINE, TEN)
@@ -233,8 +238,19 @@ async def test_malformed_json_fails_the_poll(mock: respx.MockRouter) -> None:
 @pytest.mark.asyncio
 async def test_missing_fields_fail_the_poll_naming_the_field(mock: respx.MockRouter) -> None:
     mock.post(TOKEN).mock(return_value=token_reply())
-    body = {"results": [{"group": {"mediaType": "voice"}, "data": [{"interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z",
-                                                                     "metrics": [{"metric": "tHandle", "stats": {"sum": 5}}]}]}]}
+    body = {
+        "results": [
+            {
+                "group": {"mediaType": "voice"},
+                "data": [
+                    {
+                        "interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z",
+                        "metrics": [{"metric": "tHandle", "stats": {"sum": 5}}],
+                    }
+                ],
+            }
+        ]
+    }
     mock.post(QUERY).mock(return_value=httpx.Response(200, json=body))
     provider, _, _ = make()
     with pytest.raises(ProviderError, match=r"results\[0\].data\[0\].metrics\[0\].stats.count is not a number"):

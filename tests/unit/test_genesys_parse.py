@@ -82,23 +82,62 @@ def test_no_data_is_no_buckets_not_an_error(payload: object) -> None:
             None,
         ),
         (
-            {"results": [{"group": {}, "data": [{"interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z",
-                                                 "metrics": [{"metric": "tHandle"}]}]}]},
+            {
+                "results": [
+                    {
+                        "group": {},
+                        "data": [
+                            {
+                                "interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z",
+                                "metrics": [{"metric": "tHandle"}],
+                            }
+                        ],
+                    }
+                ]
+            },
             r"metrics\[0\].stats is missing",
         ),
         (
-            {"results": [{"group": {}, "data": [{"interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z",
-                                                 "metrics": [{"stats": {}}]}]}]},
+            {
+                "results": [
+                    {
+                        "group": {},
+                        "data": [{"interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z", "metrics": [{"stats": {}}]}],
+                    }
+                ]
+            },
             r"metrics\[0\].metric is missing",
         ),
         (
-            {"results": [{"group": {}, "data": [{"interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z",
-                                                 "metrics": [{"metric": "tHandle", "stats": {"sum": "12"}}]}]}]},
+            {
+                "results": [
+                    {
+                        "group": {},
+                        "data": [
+                            {
+                                "interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z",
+                                "metrics": [{"metric": "tHandle", "stats": {"sum": "12"}}],
+                            }
+                        ],
+                    }
+                ]
+            },
             r"metrics\[0\].stats.sum is not a number",
         ),
         (
-            {"results": [{"group": {}, "data": [{"interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z",
-                                                 "metrics": [{"metric": "tHandle", "stats": {"sum": True}}]}]}]},
+            {
+                "results": [
+                    {
+                        "group": {},
+                        "data": [
+                            {
+                                "interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z",
+                                "metrics": [{"metric": "tHandle", "stats": {"sum": True}}],
+                            }
+                        ],
+                    }
+                ]
+            },
             r"stats.sum is not a number",
         ),
     ],
