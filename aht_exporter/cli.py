@@ -1,0 +1,163 @@
+"""Command line: Prometheus exporter conventions (dotted long flags), exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aht_exporter import __version__
+from aht_exporter.clock import SystemClock
+from aht_exporter.config import Config, load_config, redacted
+from aht_exporter.logs import setup_logging
+from aht_exporter.model import ConfigError
+from aht_exporter.redact import RedactingFilter, Redactor
+from aht_exporter.scheduler import Exporter
+from aht_exporter.server import parse_listen_address, start_server
+
+log = logging.getLogger("aht_exporter")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_CONFIG = "config.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aht-exporter",
+        description="Prometheus exporter for contact-center Average Handle Time.",
+        allow_abbrev=False,
+    )
+    p.add_argument("--config.file", dest="config_file", metavar="PATH", help=f"config file (default {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=":9779",
+        metavar="ADDR",
+        help="address to serve /metrics on (default :9779)",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config",
+        metavar="PATH",
+        help="TLS and basic-auth config (exporter-toolkit format; not supported yet)",
+    )
+    p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config, print it with secrets redacted, and exit",
+    )
+    mode.add_argument("--once", action="store_true", help="poll every source once, print the exposition, exit")
+    p.add_argument("--demo", action="store_true", help="run against the built-in provider simulators")
+    p.add_argument("--version", action="version", version=f"aht-exporter {__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    if args.web_config:
+        print(
+            "aht-exporter: --web.config.file is not supported yet (TLS and basic auth come in a later "
+            "release); put a reverse proxy in front for now",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        parse_listen_address(args.listen)
+    except ValueError as exc:
+        print(f"aht-exporter: --web.listen-address: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.demo:
+        if args.config_file:
+            print(
+                "aht-exporter: --demo runs the built-in simulators and takes no --config.file",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        return asyncio.run(_run_demo(args))
+    try:
+        config = load_config(args.config_file or DEFAULT_CONFIG)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    return _run(config, args)
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    _install_redaction(config)
+    if args.check_config:
+        sys.stdout.write(redacted(config))
+        return EXIT_OK
+    if args.once:
+        return asyncio.run(run_once(config))
+    return asyncio.run(serve(config, args.listen))
+
+
+def _install_redaction(config: Config) -> None:
+    redacting = RedactingFilter(Redactor.for_config(config))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
+
+
+async def _run_demo(args: argparse.Namespace) -> int:
+    from aht_exporter.demo import Demo
+
+    demo = Demo(SystemClock())
+    config = await demo.start()
+    try:
+        _install_redaction(config)
+        if args.check_config:
+            sys.stdout.write(redacted(config))
+            return EXIT_OK
+        if args.once:
+            return await run_once(config)
+        log.info("demo: simulators running", extra={"genesys": demo.genesys.base_url})
+        return await serve(config, args.listen)
+    finally:
+        await demo.stop()
+
+
+async def run_once(config: Config) -> int:
+    exporter = Exporter(config)
+    try:
+        ok = await exporter.poll_all()
+        rendered = await exporter.rendered_now()
+    finally:
+        await exporter.aclose()
+    sys.stdout.write(rendered.text.decode())
+    sys.stdout.flush()
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+async def serve(config: Config, listen: str) -> int:
+    exporter = Exporter(config)
+    try:
+        runner, bound = await start_server(exporter, listen)
+    except OSError as exc:
+        log.error("cannot listen", extra={"address": listen, "error": str(exc)})
+        await exporter.aclose()
+        return EXIT_FAILURE
+    log.info(
+        "listening",
+        extra={"address": ",".join(bound), "version": __version__, "sources": len(config.sources)},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    exporter.start()
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await exporter.aclose()
+        await runner.cleanup()
+    return EXIT_OK

@@ -1,0 +1,287 @@
+"""Polling: one APScheduler job per source, aligned to UTC multiples of `every` plus `delay`.
+
+Each source polls in its own task with its own deadline, so one slow or failing source never delays
+another. A poll fetches closed buckets only, updates the store, and asks for one re-render of the
+exposition; scrapes only ever read the rendered bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from aht_exporter.clock import Clock, SystemClock
+from aht_exporter.config import Config, SourceConfig
+from aht_exporter.exposition import Rendered, SourceView, render
+from aht_exporter.health import SourceHealth
+from aht_exporter.httpclient import Sleep
+from aht_exporter.model import Names, ProviderError
+from aht_exporter.providers import PROVIDERS, Provider
+from aht_exporter.redact import Redactor
+from aht_exporter.store import Snapshot, SourceStore
+from aht_exporter.timebuckets import closed_until, fetch_span, poll_boundary
+
+log = logging.getLogger(__name__)
+
+NAMES_EVERY = 3600.0  # [doc providers.md] refresh queue and user names hourly
+
+
+def poll_deadline(config: SourceConfig) -> float:
+    """A poll must end before the next one is due: leave it all of `every` but ten seconds."""
+    return max(10.0, config.every.seconds - 10.0)
+
+
+class SourceRunner:
+    """Polls one source: provider -> store -> snapshot, and keeps its health."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        provider: Provider,
+        *,
+        clock: Clock,
+        redactor: Redactor,
+        on_update: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        self.provider = provider
+        self.health = provider.health
+        self.clock = clock
+        self.redactor = redactor
+        self.on_update = on_update
+        self.store = SourceStore(bucket=config.bucket_seconds, windows=config.windows, fields=provider.fields)
+        self.snapshot: Snapshot | None = None
+        self._names = Names()
+        self._names_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    async def poll(self) -> bool:
+        """One poll; never raises for a provider failure. Returns whether it succeeded."""
+        started = time.monotonic()
+        now = self.clock.now()
+        cfg = self.config
+        data_end = closed_until(poll_boundary(now, cfg.every.seconds, cfg.delay.seconds), cfg.bucket_seconds)
+        start, end = fetch_span(
+            data_end,
+            bucket=cfg.bucket_seconds,
+            longest_window=self.store.longest_window,
+            refresh=cfg.refresh_seconds,
+            fetched_until=self.store.fetched_until,
+        )
+        budget = poll_deadline(cfg)
+        self.provider.client.set_deadline(started + budget)
+        try:
+            async with asyncio.timeout(budget):
+                buckets = await self.provider.fetch(start, end) if start < end else []
+                self.store.replace(start, end, buckets)
+                self.store.prune(data_end)
+                await self._refresh_names(now)
+        except ProviderError as exc:
+            self._fail(now, started, str(exc))
+        except TimeoutError:
+            self._fail(now, started, f"poll did not finish within {budget:.0f}s")
+        except Exception as exc:  # a bug, not a provider fault: log it loudly, but keep the daemon alive
+            log.exception("poll crashed", extra={"source": self.name})
+            self._fail(now, started, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            self.snapshot = self.store.snapshot(data_end, self._names, cfg.max_series)
+            self.health.series = self.snapshot.series
+            if self.snapshot.series_dropped:
+                self.health.series_dropped += self.snapshot.series_dropped
+                log.warning(
+                    "series dropped by max_series",
+                    extra={
+                        "source": self.name,
+                        "dropped": self.snapshot.series_dropped,
+                        "max": cfg.max_series,
+                    },
+                )
+            duration = time.monotonic() - started
+            self.health.record_success(self.clock.now(), duration, data_end)
+            log.info(
+                "poll ok",
+                extra={
+                    "source": self.name,
+                    "span": f"{(end - start) // 60}m",
+                    "buckets": len(buckets),
+                    "series": self.health.series,
+                    "duration": round(duration, 3),
+                },
+            )
+        finally:
+            self.provider.client.set_deadline(None)
+        self.on_update()
+        return self.health.up
+
+    def _fail(self, now: float, started: float, error: str) -> None:
+        error = self.redactor(error)
+        self.health.record_failure(now, time.monotonic() - started, error)
+        stale = " (data withdrawn)" if self.health.stale else ""
+        log.warning(
+            f"poll failed{stale}",
+            extra={"source": self.name, "error": error, "failures": self.health.consecutive_failures},
+        )
+
+    async def _refresh_names(self, now: float) -> None:
+        if self._names_at is not None and now - self._names_at < NAMES_EVERY:
+            return
+        self._names_at = now
+        try:
+            self._names = await self.provider.names()
+        except ProviderError as exc:
+            # Names are decoration: their failure never fails a poll, and the old names stay.
+            log.warning("name lookup failed", extra={"source": self.name, "error": self.redactor(str(exc))})
+
+    def view(self) -> SourceView:
+        """An immutable copy for rendering in another thread."""
+        h = self.health
+        frozen = dataclasses.replace(
+            h,
+            polls=Counter(h.polls),
+            api_requests=Counter(h.api_requests),
+            duration_buckets=list(h.duration_buckets),
+        )
+        return SourceView(frozen, self.snapshot)
+
+
+def trigger_for(every: int, delay: int) -> BaseTrigger:
+    """Fire at UTC multiples of `every`, plus `delay`.
+
+    A cron trigger where the cadence divides an hour or a day (every cadence cron can express);
+    otherwise an interval trigger anchored at the Unix epoch, which lands on the same multiples.
+    """
+    d_min, d_sec = divmod(delay, 60)
+    if every < 3600 and 3600 % every == 0:
+        return CronTrigger(minute=f"{d_min}-59/{every // 60}", second=d_sec, timezone=UTC)
+    if every % 3600 == 0 and 86400 % every == 0:
+        return CronTrigger(hour=f"*/{every // 3600}", minute=d_min, second=d_sec, timezone=UTC)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=delay)
+    return IntervalTrigger(seconds=every, start_date=epoch, timezone=UTC)
+
+
+class Exporter:
+    """All sources, their schedule, and the rendered exposition."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.redactor = Redactor.for_config(config)
+        self.runners: list[SourceRunner] = []
+        for source in config.sources:
+            cls = PROVIDERS[source.provider]
+            health = SourceHealth(source.name, source.provider, source.stale_after)
+            provider = cls(source, health, sleep=sleep, transport=transport)
+            self.runners.append(
+                SourceRunner(source, provider, clock=self.clock, redactor=self.redactor, on_update=self.request_render)
+            )
+        self.rendered: Rendered = render(self.views())
+        self._render_task: asyncio.Task[None] | None = None
+        self._render_dirty = False
+        self._polls: set[asyncio.Task[object]] = set()
+        self.scheduler: AsyncIOScheduler | None = None
+
+    def views(self) -> list[SourceView]:
+        return [r.view() for r in self.runners]
+
+    @property
+    def ready(self) -> bool:
+        return all(r.health.polled for r in self.runners)
+
+    # --- rendering ----------------------------------------------------------------------------
+
+    def request_render(self) -> None:
+        """Re-render once after this poll; polls that end during a render share the next one."""
+        self._render_dirty = True
+        if self._render_task is None or self._render_task.done():
+            self._render_task = asyncio.get_running_loop().create_task(self._render_loop())
+
+    async def _render_loop(self) -> None:
+        while self._render_dirty:
+            self._render_dirty = False
+            views = self.views()
+            self.rendered = await asyncio.to_thread(render, views)
+
+    async def rendered_now(self) -> Rendered:
+        """Wait for any pending render (used by --once and tests)."""
+        while self._render_task is not None and not self._render_task.done():
+            await self._render_task
+        return self.rendered
+
+    # --- polling --------------------------------------------------------------------------------
+
+    async def poll_all(self, runners: Sequence[SourceRunner] | None = None) -> bool:
+        """Poll every source once, concurrently; True if all succeeded."""
+        results = await asyncio.gather(*(self._tracked_poll(r) for r in runners or self.runners))
+        return all(results)
+
+    async def _tracked_poll(self, runner: SourceRunner) -> bool:
+        task = asyncio.current_task()
+        assert task is not None
+        self._polls.add(task)
+        try:
+            return await runner.poll()
+        finally:
+            self._polls.discard(task)
+            self._update_next_poll(runner)
+
+    def start(self) -> None:
+        """Schedule every source; the first poll of each fires now, then on its aligned cadence."""
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        now = datetime.now(UTC)
+        for runner in self.runners:
+            cfg = runner.config
+            self.scheduler.add_job(
+                self._tracked_poll,
+                trigger=trigger_for(cfg.every.seconds, cfg.delay.seconds),
+                args=[runner],
+                id=runner.name,
+                name=f"poll {runner.name}",
+                max_instances=1,
+                coalesce=True,
+                # The default of 1 s silently drops runs on a busy loop; a late poll is still worth running
+                # while it can finish before the next one is due.
+                misfire_grace_time=max(1, cfg.every.seconds // 2),
+                next_run_time=now,
+            )
+        self.scheduler.start()
+
+    def _update_next_poll(self, runner: SourceRunner) -> None:
+        if self.scheduler is None:
+            return
+        job = self.scheduler.get_job(runner.name)
+        if job is not None and job.next_run_time is not None:
+            runner.health.next_poll = job.next_run_time.timestamp()
+
+    async def aclose(self, grace: float = 8.0) -> None:
+        """Stop scheduling, let in-flight polls finish within `grace` seconds, cancel the rest."""
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        pending = set(self._polls)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=1.0)
+        await asyncio.gather(*(r.provider.aclose() for r in self.runners), return_exceptions=True)

@@ -1,0 +1,117 @@
+import gzip
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+from aht_exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, SourceView, render
+from aht_exporter.health import SourceHealth
+from aht_exporter.model import Field, Names, make_labels
+from aht_exporter.store import Snapshot
+from tests.helpers import parse_exposition, samples
+
+FIELDS = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED, Field.TALK_TIME})
+VOICE = make_labels(media_type="voice", queue="q1")
+EMPTY = make_labels(media_type="chat", queue="q2")
+
+
+def view(stale: bool = False, name: str = "g1") -> SourceView:
+    health = SourceHealth(
+        name, "genesys", stale_after=3, up=not stale, polled=True, last_success=1772445000.0, data_end=1772445600
+    )
+    if stale:
+        health.consecutive_failures = 3
+    snap = Snapshot(
+        data_end=1772445600,
+        fields=FIELDS,
+        windows={
+            "30m": {VOICE: {Field.HANDLE_TIME: 600.5, Field.CONTACTS_HANDLED: 4}, EMPTY: {Field.CONTACTS_HANDLED: 0}},
+            "1h": {VOICE: {Field.HANDLE_TIME: 900.0, Field.CONTACTS_HANDLED: 6, Field.TALK_TIME: 700.25}},
+        },
+        names=Names(queues={"q1": 'Sales "EU"'}),
+    )
+    return SourceView(health, snap)
+
+
+def test_data_series_carry_source_provider_window_and_group_labels() -> None:
+    series = parse_exposition(render([view()]).text.decode())
+    base = {"source": "g1", "provider": "genesys", "media_type": "voice", "queue": "q1"}
+    key = tuple(sorted({**base, "window": "30m"}.items()))
+    assert series[("aht_seconds", key)] == 600.5 / 4
+    assert series[("aht_handle_time_seconds", key)] == 600.5
+    assert series[("aht_contacts_handled", key)] == 4
+    assert series[("aht_talk_time_seconds", key)] == 0  # a field the source gives, absent from the bucket: zero
+    key1h = tuple(sorted({**base, "window": "1h"}.items()))
+    assert series[("aht_seconds", key1h)] == 150.0
+    assert series[("aht_talk_time_seconds", key1h)] == 700.25
+
+
+def test_aht_is_absent_when_no_contact_was_handled() -> None:
+    series = parse_exposition(render([view()]).text.decode())
+    assert samples(series, "aht_seconds", queue="q2") == {}
+    assert list(samples(series, "aht_contacts_handled", queue="q2").values()) == [0]
+
+
+def test_fields_the_source_does_not_give_are_not_exported() -> None:
+    text = render([view()]).text.decode()
+    assert "aht_hold_time_seconds" not in text
+    assert "aht_contacts_offered" not in text
+
+
+def test_info_metrics_carry_names_with_escaping() -> None:
+    series = parse_exposition(render([view()]).text.decode())
+    assert samples(series, "aht_queue_info") == {(("queue", "q1"), ("queue_name", 'Sales "EU"'), ("source", "g1")): 1.0}
+
+
+def test_a_stale_source_has_its_data_withdrawn_but_keeps_its_health() -> None:
+    series = parse_exposition(render([view(stale=True, name="down"), view(name="fine")]).text.decode())
+    assert samples(series, "aht_seconds", source="down") == {}
+    assert samples(series, "aht_queue_info", source="down") == {}
+    assert samples(series, "aht_seconds", source="fine") != {}
+    assert list(samples(series, "aht_exporter_source_up", source="down").values()) == [0.0]
+    assert list(samples(series, "aht_exporter_source_up", source="fine").values()) == [1.0]
+
+
+def test_health_metrics_are_all_present() -> None:
+    health = SourceHealth("g1", "genesys", 3)
+    health.count_request("200")
+    health.count_request("error")
+    health.count_rate_limited()
+    health.record_success(1772445000.0, 0.3, 1772445600)
+    health.record_failure(1772445300.0, 12.0, "boom")
+    series = parse_exposition(render([SourceView(health, None)]).text.decode())
+
+    def key(**extra: str) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted({"source": "g1", "provider": "genesys", **extra}.items()))
+
+    assert series[("aht_exporter_source_up", key())] == 0
+    assert series[("aht_exporter_last_success_timestamp_seconds", key())] == 1772445000.0
+    assert series[("aht_exporter_data_end_timestamp_seconds", key())] == 1772445600
+    assert series[("aht_exporter_polls_total", key(result="error"))] == 1
+    assert series[("aht_exporter_polls_total", key(result="success"))] == 1
+    assert series[("aht_exporter_api_requests_total", key(status="200"))] == 1
+    assert series[("aht_exporter_api_requests_total", key(status="error"))] == 1
+    assert series[("aht_exporter_rate_limited_total", key())] == 1
+    assert series[("aht_exporter_series_dropped_total", key())] == 0
+    assert series[("aht_exporter_poll_duration_seconds_count", key())] == 2
+    assert series[("aht_exporter_poll_duration_seconds_sum", key())] == 12.3
+    assert series[("aht_exporter_poll_duration_seconds_bucket", key(le="0.5"))] == 1
+    assert series[("aht_exporter_poll_duration_seconds_bucket", key(le="+Inf"))] == 2
+    assert next(k for k in series if k[0] == "aht_exporter_build_info")[1][0][0] == "version"
+
+
+def test_help_texts_say_scrapes_never_call_the_provider() -> None:
+    text = render([view()]).text.decode()
+    assert "# HELP aht_seconds Average handle time over the window" in text
+    assert "scrapes never call the provider" in text
+
+
+def test_openmetrics_and_gzip_bodies_say_the_same() -> None:
+    rendered = render([view()])
+    assert gzip.decompress(rendered.text_gzip) == rendered.text
+    assert gzip.decompress(rendered.openmetrics_gzip) == rendered.openmetrics
+    om = rendered.openmetrics.decode()
+    assert om.endswith("# EOF\n")
+    families = {f.name: f for f in parse_openmetrics(om)}
+    assert families["aht_exporter_polls"].type == "counter"
+    assert families["aht_seconds"].type == "gauge"
+    assert rendered.body(openmetrics=True, gzipped=False) == (rendered.openmetrics, OPENMETRICS_CONTENT_TYPE)
+    assert rendered.body(openmetrics=False, gzipped=True) == (rendered.text_gzip, TEXT_CONTENT_TYPE)

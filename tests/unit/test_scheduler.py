@@ -1,0 +1,252 @@
+"""Polling with a controllable clock and a scripted provider: no wall-clock waits."""
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from aht_exporter.clock import FakeClock
+from aht_exporter.config import build_config
+from aht_exporter.health import SourceHealth
+from aht_exporter.httpclient import ApiClient
+from aht_exporter.model import Bucket, Field, Names, ProviderError, make_labels
+from aht_exporter.providers.base import Provider
+from aht_exporter.redact import Redactor
+from aht_exporter.scheduler import SourceRunner, trigger_for
+from aht_exporter.timebuckets import parse_iso
+
+TEN = int(parse_iso("2026-03-02T10:00:00Z"))
+B = 1800
+VOICE = make_labels(media_type="voice")
+
+Fetch = Callable[[int, int], list[Bucket]]
+
+
+class ScriptedProvider(Provider):
+    """Answers fetch() from a function; records every span asked for."""
+
+    name = "scripted"
+
+    def __init__(self, health: SourceHealth, answer: Fetch) -> None:
+        config = build_config(
+            {
+                "sources": [
+                    {
+                        "name": health.source,
+                        "provider": "genesys",
+                        "region": "mypurecloud.com",
+                        "client_id": "id",
+                        "client_secret": "very-secret-value",
+                        "windows": ["30m", "2h"],
+                        "refresh": "1h",
+                        "stale_after": 2,
+                    }
+                ]
+            },
+            "t",
+            {},
+        ).sources[0]
+        super().__init__(config, health)
+        self.answer = answer
+        self.spans: list[tuple[int, int]] = []
+        self.names_calls = 0
+
+    def make_client(self, config: Any, health: SourceHealth, **_: Any) -> ApiClient:
+        return ApiClient(counter=health, timeout=1)
+
+    @property
+    def fields(self) -> frozenset[Field]:
+        return frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED})
+
+    async def fetch(self, start: int, end: int) -> list[Bucket]:
+        self.spans.append((start, end))
+        result = self.answer(start, end)
+        return result
+
+    async def names(self) -> Names:
+        self.names_calls += 1
+        return Names(queues={"q": "Q"})
+
+
+def steady(handle: float = 60.0) -> Fetch:
+    def answer(start: int, end: int) -> list[Bucket]:
+        return [
+            Bucket(t, t + B, VOICE, {Field.HANDLE_TIME: handle, Field.CONTACTS_HANDLED: 1})
+            for t in range(start, end, B)
+        ]
+
+    return answer
+
+
+def failing(start: int, end: int) -> list[Bucket]:
+    raise ProviderError("POST /x: HTTP 503: down")
+
+
+def runner_for(answer: Fetch, clock: FakeClock, name: str = "src") -> tuple[SourceRunner, ScriptedProvider]:
+    provider = ScriptedProvider(SourceHealth(name, "genesys", 2), answer)
+    runner = SourceRunner(provider.config, provider, clock=clock, redactor=Redactor(["very-secret-value"]))
+    return runner, provider
+
+
+@pytest.mark.asyncio
+async def test_first_poll_backfills_the_longest_window_of_closed_buckets() -> None:
+    clock = FakeClock(TEN + 6 * 60)  # boundary 10:05, newest closed 30m bucket ends 10:00
+    runner, provider = runner_for(steady(), clock)
+    assert await runner.poll()
+    assert provider.spans == [(TEN - 7200, TEN)]
+    assert runner.snapshot is not None
+    assert runner.snapshot.windows["30m"][VOICE] == {Field.HANDLE_TIME: 60.0, Field.CONTACTS_HANDLED: 1}
+    assert runner.snapshot.windows["2h"][VOICE] == {Field.HANDLE_TIME: 240.0, Field.CONTACTS_HANDLED: 4}
+    assert runner.health.data_end == TEN
+    assert runner.health.up and runner.health.polled
+    await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_before_delay_has_passed_the_previous_boundary_is_used() -> None:
+    clock = FakeClock(TEN + 59)  # 10:00:59, delay 1m: boundary is still 09:55
+    runner, provider = runner_for(steady(), clock)
+    await runner.poll()
+    assert provider.spans == [(TEN - 1800 - 7200, TEN - 1800)]
+    await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_later_polls_refetch_only_the_refresh_span_and_pick_up_revisions() -> None:
+    clock = FakeClock(TEN + 6 * 60)
+    handle = [60.0]
+    runner, provider = runner_for(lambda s, e: steady(handle[0])(s, e), clock)
+    await runner.poll()
+    clock.advance(30 * 60)  # 10:36: bucket 10:00-10:30 has closed
+    handle[0] = 90.0  # the provider revised everything it serves
+    await runner.poll()
+    assert provider.spans[1] == (TEN + 1800 - 3600, TEN + 1800)
+    snap = runner.snapshot
+    assert snap is not None and snap.data_end == TEN + 1800
+    # 2h window: 2 old buckets at 60 s, 2 re-fetched at 90 s
+    assert snap.windows["2h"][VOICE] == {Field.HANDLE_TIME: 300.0, Field.CONTACTS_HANDLED: 4}
+    await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_failed_poll_keeps_the_data_until_stale_after_then_withdraws() -> None:
+    clock = FakeClock(TEN + 6 * 60)
+    answer: list[Fetch] = [steady()]
+    runner, _ = runner_for(lambda s, e: answer[0](s, e), clock)
+    await runner.poll()
+    answer[0] = failing
+    clock.advance(300)
+    assert not await runner.poll()
+    assert runner.health.up is False
+    assert runner.health.last_error == "POST /x: HTTP 503: down"
+    assert not runner.health.stale and runner.snapshot is not None
+    clock.advance(300)
+    await runner.poll()
+    assert runner.health.stale  # stale_after: 2
+    assert runner.health.polls == {"success": 1, "error": 2}
+
+
+@pytest.mark.asyncio
+async def test_recovery_after_failures_backfills_the_gap() -> None:
+    clock = FakeClock(TEN + 6 * 60)
+    answer: list[Fetch] = [steady()]
+    runner, provider = runner_for(lambda s, e: answer[0](s, e), clock)
+    await runner.poll()
+    answer[0] = failing
+    clock.advance(3 * 3600)
+    await runner.poll()
+    answer[0] = steady()
+    clock.advance(300)
+    assert await runner.poll()
+    assert not runner.health.stale
+    # 3 hours later: the gap since the last fetch (10:00) is wider than refresh, and the longest
+    # window (2h) bounds it.
+    assert provider.spans[-1] == (TEN + 3 * 3600 - 7200, TEN + 3 * 3600)
+    await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_hanging_provider_fails_the_poll_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aht_exporter.scheduler.poll_deadline", lambda config: 0.05)
+
+    class Hanging(ScriptedProvider):
+        async def fetch(self, start: int, end: int) -> list[Bucket]:
+            await asyncio.Event().wait()
+            return []
+
+    clock = FakeClock(TEN + 6 * 60)
+    provider = Hanging(SourceHealth("h", "genesys", 2), steady())
+    runner = SourceRunner(provider.config, provider, clock=clock, redactor=Redactor([]))
+    assert not await runner.poll()
+    assert runner.health.last_error == "poll did not finish within 0s"
+    await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_an_unexpected_exception_fails_the_poll_without_killing_the_daemon() -> None:
+    def broken(start: int, end: int) -> list[Bucket]:
+        raise KeyError("surprise")
+
+    clock = FakeClock(TEN + 6 * 60)
+    runner, provider = runner_for(broken, clock)
+    assert not await runner.poll()
+    assert runner.health.last_error == "internal error: KeyError: 'surprise'"
+    await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_secrets_in_provider_errors_are_redacted() -> None:
+    def leaky(start: int, end: int) -> list[Bucket]:
+        raise ProviderError("vendor echoed very-secret-value back")
+
+    clock = FakeClock(TEN + 6 * 60)
+    runner, provider = runner_for(leaky, clock)
+    await runner.poll()
+    assert runner.health.last_error == "vendor echoed <redacted> back"
+    await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_names_are_looked_up_at_most_hourly() -> None:
+    clock = FakeClock(TEN + 6 * 60)
+    runner, provider = runner_for(steady(), clock)
+    for _ in range(12):
+        await runner.poll()
+        clock.advance(300)
+    assert provider.names_calls == 1
+    clock.advance(3600)
+    await runner.poll()
+    assert provider.names_calls == 2
+    await provider.aclose()
+
+
+def _fires(every: int, delay: int, after: str, n: int = 3) -> list[str]:
+    trigger = trigger_for(every, delay)
+    now = datetime.fromisoformat(after)
+    out = []
+    previous = None
+    for _ in range(n):
+        nxt = trigger.get_next_fire_time(previous, now)
+        out.append(nxt.strftime("%H:%M:%S"))
+        previous, now = nxt, nxt
+    return out
+
+
+@pytest.mark.parametrize(
+    ("every", "delay", "after", "expected"),
+    [
+        (300, 60, "2026-03-02T10:02:00+00:00", ["10:06:00", "10:11:00", "10:16:00"]),
+        (300, 0, "2026-03-02T10:02:00+00:00", ["10:05:00", "10:10:00", "10:15:00"]),
+        (900, 90, "2026-03-02T10:02:00+00:00", ["10:16:30", "10:31:30", "10:46:30"]),
+        (3600, 240, "2026-03-02T10:02:00+00:00", ["10:04:00", "11:04:00", "12:04:00"]),
+        (7200, 60, "2026-03-02T10:02:00+00:00", ["12:01:00", "14:01:00", "16:01:00"]),
+        (2700, 60, "2026-03-02T10:02:00+00:00", ["10:31:00", "11:16:00", "12:01:00"]),  # 45m: epoch multiples
+    ],
+)
+def test_polls_fire_at_utc_multiples_of_every_plus_delay(
+    every: int, delay: int, after: str, expected: list[str]
+) -> None:
+    assert _fires(every, delay, after) == expected
+    assert datetime.fromisoformat(after).tzinfo == UTC

@@ -1,0 +1,115 @@
+"""The HTTP endpoints over real loopback HTTP, with no polling at all."""
+
+import gzip
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from aht_exporter.config import build_config
+from aht_exporter.scheduler import Exporter
+from aht_exporter.server import accepts_gzip, parse_listen_address, start_server
+
+
+@pytest_asyncio.fixture
+async def served() -> AsyncIterator[tuple[Exporter, httpx.AsyncClient]]:
+    config = build_config(
+        {
+            "sources": [
+                {
+                    "name": "g1",
+                    "provider": "genesys",
+                    "base_url": "http://127.0.0.1:9",
+                    "login_url": "http://127.0.0.1:9",
+                    "client_id": "id",
+                    "client_secret": "s3cret-Value",
+                }
+            ]
+        },
+        "t",
+        {},
+    )
+    exporter = Exporter(config)
+    runner, bound = await start_server(exporter, "127.0.0.1:0")
+    async with httpx.AsyncClient(base_url=f"http://{bound[0]}") as client:
+        yield exporter, client
+    await runner.cleanup()
+    await exporter.aclose()
+
+
+@pytest.mark.asyncio
+async def test_metrics_serves_text_format_by_default(served: tuple[Exporter, httpx.AsyncClient]) -> None:
+    _, client = served
+    r = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert 'aht_exporter_source_up{provider="genesys",source="g1"} 0.0' in r.text
+    assert "Content-Encoding" not in r.headers
+
+
+@pytest.mark.asyncio
+async def test_metrics_serves_openmetrics_when_asked(served: tuple[Exporter, httpx.AsyncClient]) -> None:
+    _, client = served
+    r = await client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"})
+    assert r.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert r.text.endswith("# EOF\n")
+
+
+@pytest.mark.asyncio
+async def test_metrics_is_gzipped_when_accepted(served: tuple[Exporter, httpx.AsyncClient]) -> None:
+    exporter, client = served
+    r = await client.send(client.build_request("GET", "/metrics", headers={"Accept-Encoding": "gzip"}), stream=True)
+    raw = await r.aread()  # httpx decodes; compare with the cached body instead
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert raw == exporter.rendered.text
+    assert gzip.decompress(exporter.rendered.text_gzip) == exporter.rendered.text
+
+
+@pytest.mark.asyncio
+async def test_ready_waits_for_every_first_poll(served: tuple[Exporter, httpx.AsyncClient]) -> None:
+    exporter, client = served
+    r = await client.get("/-/ready")
+    assert r.status_code == 503
+    assert "g1" in r.text
+    exporter.runners[0].health.record_failure(0.0, 0.1, "boom")  # a failed first poll still counts
+    assert (await client.get("/-/ready")).status_code == 200
+    assert (await client.get("/-/healthy")).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_status_page_shows_each_source_and_escapes_errors(served: tuple[Exporter, httpx.AsyncClient]) -> None:
+    exporter, client = served
+    exporter.runners[0].health.record_failure(0.0, 0.1, "<script>alert(1)</script>")
+    r = await client.get("/")
+    assert r.headers["Content-Type"].startswith("text/html")
+    assert "<td>g1</td><td>genesys</td>" in r.text
+    assert "&lt;script&gt;" in r.text and "<script>" not in r.text
+    assert '<a href="/metrics">' in r.text
+    assert "s3cret-Value" not in r.text
+
+
+def test_gzip_negotiation_respects_q_zero() -> None:
+    assert accepts_gzip("gzip")
+    assert accepts_gzip("deflate, gzip;q=1.0, *;q=0.5")
+    assert not accepts_gzip("gzip;q=0")
+    assert not accepts_gzip("identity")
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        (":9779", (None, 9779)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("[::1]:9779", ("::1", 9779)),
+        ("localhost:80", ("localhost", 80)),
+    ],
+)
+def test_listen_addresses(address: str, expected: tuple[str | None, int]) -> None:
+    assert parse_listen_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["9779", "host:", ":99999", "host:http"])
+def test_bad_listen_addresses(address: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen_address(address)

@@ -1,0 +1,19 @@
+from pathlib import Path
+
+import pytest
+
+from aht_exporter.config import parse_config
+from aht_exporter.model import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = (ROOT / "config.yaml").read_text()
+
+
+def test_the_shipped_config_yaml_is_valid_with_its_env_vars_set() -> None:
+    config = parse_config(SHIPPED, "config.yaml", {"GENESYS_CLIENT_ID": "id", "GENESYS_CLIENT_SECRET": "secret"})
+    assert [(s.name, s.provider) for s in config.sources] == [("genesys-eu", "genesys")]
+
+
+def test_the_shipped_config_yaml_names_its_missing_secrets() -> None:
+    with pytest.raises(ConfigError, match="environment variable GENESYS_CLIENT_ID is not set"):
+        parse_config(SHIPPED, "config.yaml", {})
