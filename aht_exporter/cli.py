@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from aht_exporter import __version__
@@ -158,6 +160,23 @@ async def serve(config: Config, listen: str) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await exporter.aclose()
+        _shutdown_watchdog(SHUTDOWN_LIMIT)
+        await exporter.aclose(grace=SHUTDOWN_LIMIT - 2.0)
         await runner.cleanup()
     return EXIT_OK
+
+
+SHUTDOWN_LIMIT = 10.0
+
+
+def _shutdown_watchdog(limit: float) -> None:
+    """The last resort: whatever blocks, the process is gone `limit` seconds after the signal."""
+
+    def expire() -> None:
+        log.error("shutdown did not finish in time; exiting", extra={"limit": f"{limit:.0f}s"})
+        logging.shutdown()
+        os._exit(EXIT_FAILURE)
+
+    timer = threading.Timer(limit, expire)
+    timer.daemon = True
+    timer.start()

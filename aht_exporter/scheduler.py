@@ -8,6 +8,7 @@ exposition; scrapes only ever read the rendered bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -198,7 +199,7 @@ class Exporter:
         self.rendered: Rendered = render(self.views())
         self._render_task: asyncio.Task[None] | None = None
         self._render_dirty = False
-        self._polls: set[asyncio.Task[object]] = set()
+        self._polls: set[asyncio.Task[bool]] = set()
         self.scheduler: AsyncIOScheduler | None = None
 
     def views(self) -> list[SourceView]:
@@ -232,18 +233,27 @@ class Exporter:
 
     async def poll_all(self, runners: Sequence[SourceRunner] | None = None) -> bool:
         """Poll every source once, concurrently; True if all succeeded."""
-        results = await asyncio.gather(*(self._tracked_poll(r) for r in runners or self.runners))
+        results = await asyncio.gather(*(self._start_poll(r) for r in runners or self.runners))
         return all(results)
 
-    async def _tracked_poll(self, runner: SourceRunner) -> bool:
-        task = asyncio.current_task()
-        assert task is not None
+    def _start_poll(self, runner: SourceRunner) -> asyncio.Task[bool]:
+        """A poll in a task of its own, tracked so that shutdown can let it finish."""
+        task = asyncio.get_running_loop().create_task(runner.poll(), name=f"poll {runner.name}")
         self._polls.add(task)
-        try:
-            return await runner.poll()
-        finally:
-            self._polls.discard(task)
+
+        def done(t: asyncio.Task[bool]) -> None:
+            self._polls.discard(t)
             self._update_next_poll(runner)
+
+        task.add_done_callback(done)
+        return task
+
+    async def _scheduled_poll(self, runner: SourceRunner) -> None:
+        """The scheduler's job. APScheduler cancels running jobs when it shuts down; the shield keeps
+        the poll itself going, so that aclose() decides how long it may take."""
+        task = self._start_poll(runner)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
 
     def start(self) -> None:
         """Schedule every source; the first poll of each fires now, then on its aligned cadence."""
@@ -252,7 +262,7 @@ class Exporter:
         for runner in self.runners:
             cfg = runner.config
             self.scheduler.add_job(
-                self._tracked_poll,
+                self._scheduled_poll,
                 trigger=trigger_for(cfg.every.seconds, cfg.delay.seconds),
                 args=[runner],
                 id=runner.name,
@@ -280,6 +290,9 @@ class Exporter:
         pending = set(self._polls)
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace)
+            if still:
+                names = ",".join(sorted(t.get_name().removeprefix("poll ") for t in still))
+                log.warning("polls still running at shutdown: cancelled", extra={"sources": names})
             for task in still:
                 task.cancel()
             if still:

@@ -128,7 +128,8 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
 async def start_server(exporter: Exporter, address: str) -> tuple[web.AppRunner, list[str]]:
     """Start serving; return the runner and the bound addresses (the real port when asked for 0)."""
     host, port = parse_listen_address(address)
-    runner = web.AppRunner(make_app(exporter), access_log=None, handle_signals=False)
+    # A scrape is a few milliseconds: at shutdown, wait at most a second for open ones.
+    runner = web.AppRunner(make_app(exporter), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
