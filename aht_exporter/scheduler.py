@@ -192,7 +192,7 @@ class Exporter:
         for source in config.sources:
             cls = PROVIDERS[source.provider]
             health = SourceHealth(source.name, source.provider, source.stale_after)
-            provider = cls(source, health, sleep=sleep, transport=transport)
+            provider = cls(source, health, clock=self.clock, sleep=sleep, transport=transport)
             self.runners.append(
                 SourceRunner(source, provider, clock=self.clock, redactor=self.redactor, on_update=self.request_render)
             )

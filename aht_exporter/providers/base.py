@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import httpx
 
+from aht_exporter.clock import Clock, SystemClock
 from aht_exporter.config import SourceConfig
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import ApiClient, Sleep
@@ -23,11 +24,13 @@ class Provider(ABC):
         config: SourceConfig,
         health: SourceHealth,
         *,
+        clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.health = health
+        self.clock: Clock = clock or SystemClock()
         self.client = self.make_client(config, health, sleep=sleep, transport=transport)
 
     @abstractmethod
