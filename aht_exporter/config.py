@@ -65,6 +65,8 @@ class SourceConfig(Defaults):
     default_refresh: ClassVar[str] = "1h"
     # URL keys that must be https (or loopback http) unless allow_insecure_http.
     url_keys: ClassVar[tuple[str, ...]] = ("base_url",)
+    # The `defaults` keys this provider takes (a provider with a fixed window takes no `windows`).
+    from_defaults: ClassVar[frozenset[str]] = frozenset(Defaults.model_fields)
 
     name: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=64)
     provider: str
@@ -194,7 +196,8 @@ def build_config(raw: object, name: str, env: Mapping[str, str]) -> Config:
             known = ", ".join(sorted(PROVIDERS))
             raise _Problem(f"{where}.provider", f"{provider!r} is not a known provider ({known})")
         model = PROVIDERS[provider].config_model
-        merged = {**defaults_raw, **_read_secret_files(item, model, where)}
+        inherited = {k: v for k, v in defaults_raw.items() if k in model.from_defaults}
+        merged = {**inherited, **_read_secret_files(item, model, where)}
         source = _validate(model, merged, where)
         for key, message in source.problems():
             raise _Problem(f"{where}.{key}", message)

@@ -101,6 +101,9 @@ def data_families(views: Iterable[SourceView]) -> Iterator[Metric]:
                 handled = totals.get(Field.CONTACTS_HANDLED, 0.0)
                 if handled > 0:
                     aht.add_sample("aht_seconds", series, totals.get(Field.HANDLE_TIME, 0.0) / handled)
+        for window, averages in snap.averages.items():
+            for labels, value in averages.items():
+                aht.add_sample("aht_seconds", {**base, "window": window, **dict(labels)}, value)
         for queue, name in snap.names.queues.items():
             queue_info.add_sample(queue_info.name, {"source": source, "queue": queue, "queue_name": name}, 1)
         for agent, name in snap.names.agents.items():

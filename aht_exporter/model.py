@@ -45,6 +45,20 @@ class Bucket:
 
 
 @dataclass(frozen=True, slots=True)
+class AverageUpdate:
+    """What a provider of ready-made averages (Ozonetel) learned in one poll.
+
+    `averages` maps a label set to the provider's own AHT over its fixed span, or None when the
+    provider reports no handled contact (the series is then absent, never 0). Label sets not
+    mentioned keep their last value; `removed` ones (e.g. a target the provider says is invalid)
+    are dropped.
+    """
+
+    averages: Mapping[Labels, float | None]
+    removed: frozenset[Labels] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Names:
     """Display names of queues and agents, for the `_info` metrics."""
 

@@ -29,8 +29,9 @@ from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
 from aht_exporter.model import Names, ProviderError
 from aht_exporter.providers import PROVIDERS, Provider
+from aht_exporter.providers.base import AverageProvider
 from aht_exporter.redact import Redactor
-from aht_exporter.store import Snapshot, SourceStore
+from aht_exporter.store import AverageStore, Snapshot, SourceStore
 from aht_exporter.timebuckets import closed_until, fetch_span, poll_boundary
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class SourceRunner:
         self.redactor = redactor
         self.on_update = on_update
         self.store = SourceStore(bucket=config.bucket_seconds, windows=config.windows, fields=provider.fields)
+        self.averages = AverageStore(max(config.windows))
         self.snapshot: Snapshot | None = None
         self._names = Names()
         self._names_at: float | None = None
@@ -74,22 +76,11 @@ class SourceRunner:
         """One poll; never raises for a provider failure. Returns whether it succeeded."""
         started = time.monotonic()
         now = self.clock.now()
-        cfg = self.config
-        data_end = closed_until(poll_boundary(now, cfg.every.seconds, cfg.delay.seconds), cfg.bucket_seconds)
-        start, end = fetch_span(
-            data_end,
-            bucket=cfg.bucket_seconds,
-            longest_window=self.store.longest_window,
-            refresh=cfg.refresh_seconds,
-            fetched_until=self.store.fetched_until,
-        )
-        budget = poll_deadline(cfg)
+        budget = poll_deadline(self.config)
         self.provider.client.set_deadline(started + budget)
         try:
             async with asyncio.timeout(budget):
-                buckets = await self.provider.fetch(start, end) if start < end else []
-                self.store.replace(start, end, buckets)
-                self.store.prune(data_end)
+                data_end, details = await self._update(now)
                 await self._refresh_names(now)
         except ProviderError as exc:
             self._fail(now, started, str(exc))
@@ -99,34 +90,50 @@ class SourceRunner:
             log.exception("poll crashed", extra={"source": self.name})
             self._fail(now, started, f"internal error: {type(exc).__name__}: {exc}")
         else:
-            self.snapshot = self.store.snapshot(data_end, self._names, cfg.max_series)
-            self.health.series = self.snapshot.series
-            if self.snapshot.series_dropped:
-                self.health.series_dropped += self.snapshot.series_dropped
-                log.warning(
-                    "series dropped by max_series",
-                    extra={
-                        "source": self.name,
-                        "dropped": self.snapshot.series_dropped,
-                        "max": cfg.max_series,
-                    },
-                )
-            duration = time.monotonic() - started
-            self.health.record_success(self.clock.now(), duration, data_end)
-            log.info(
-                "poll ok",
-                extra={
-                    "source": self.name,
-                    "span": f"{(end - start) // 60}m",
-                    "buckets": len(buckets),
-                    "series": self.health.series,
-                    "duration": round(duration, 3),
-                },
-            )
+            self._succeed(started, data_end, details)
         finally:
             self.provider.client.set_deadline(None)
         self.on_update()
         return self.health.up
+
+    async def _update(self, now: float) -> tuple[int, dict[str, object]]:
+        """Fetch and store; return the end of the data and what to log about it."""
+        if isinstance(self.provider, AverageProvider):
+            update = await self.provider.fetch_averages()
+            self.averages.apply(update)
+            # The provider's average covers its fixed span up to the moment it answered.
+            return int(now), {"refreshed": len(update.averages), "removed": len(update.removed)}
+        cfg = self.config
+        data_end = closed_until(poll_boundary(now, cfg.every.seconds, cfg.delay.seconds), cfg.bucket_seconds)
+        start, end = fetch_span(
+            data_end,
+            bucket=cfg.bucket_seconds,
+            longest_window=self.store.longest_window,
+            refresh=cfg.refresh_seconds,
+            fetched_until=self.store.fetched_until,
+        )
+        buckets = await self.provider.fetch(start, end) if start < end else []
+        self.store.replace(start, end, buckets)
+        self.store.prune(data_end)
+        return data_end, {"span": f"{(end - start) // 60}m", "buckets": len(buckets)}
+
+    def _succeed(self, started: float, data_end: int, details: dict[str, object]) -> None:
+        cfg = self.config
+        source = self.averages if isinstance(self.provider, AverageProvider) else self.store
+        self.snapshot = source.snapshot(data_end, self._names, cfg.max_series)
+        self.health.series = self.snapshot.series
+        if self.snapshot.series_dropped:
+            self.health.series_dropped += self.snapshot.series_dropped
+            log.warning(
+                "series dropped by max_series",
+                extra={"source": self.name, "dropped": self.snapshot.series_dropped, "max": cfg.max_series},
+            )
+        duration = time.monotonic() - started
+        self.health.record_success(self.clock.now(), duration, data_end)
+        log.info(
+            "poll ok",
+            extra={"source": self.name, **details, "series": self.health.series, "duration": round(duration, 3)},
+        )
 
     def _fail(self, now: float, started: float, error: str) -> None:
         error = self.redactor(error)

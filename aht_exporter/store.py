@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from aht_exporter.model import Bucket, Field, Labels, Names, ProviderError
+from aht_exporter.model import AverageUpdate, Bucket, Field, Labels, Names, ProviderError
 from aht_exporter.timebuckets import Duration, isoformat_z
 
 Totals = Mapping[Field, float]
@@ -20,10 +20,13 @@ class Snapshot:
     windows: Mapping[str, Mapping[Labels, Totals]]
     names: Names = field(default_factory=Names)
     series_dropped: int = 0
+    # Ready-made averages (aht_seconds only) per window, from providers that give no sums or counts.
+    averages: Mapping[str, Mapping[Labels, float]] = field(default_factory=dict)
 
     @property
     def series(self) -> int:
-        return sum(series_per_labelset(t, self.fields) for w in self.windows.values() for t in w.values())
+        sums = sum(series_per_labelset(t, self.fields) for w in self.windows.values() for t in w.values())
+        return sums + sum(len(a) for a in self.averages.values())
 
 
 def series_per_labelset(totals: Totals, fields: frozenset[Field]) -> int:
@@ -115,7 +118,7 @@ def _limit_series(
     return total - kept
 
 
-def _names_in_use(names: Names, windows: Mapping[str, Mapping[Labels, Totals]]) -> Names:
+def _names_in_use(names: Names, windows: Mapping[str, Mapping[Labels, object]]) -> Names:
     """Only the names of queues and agents that appear in the data: the _info metrics stay as small as it."""
     queues: set[str] = set()
     agents: set[str] = set()
@@ -130,3 +133,36 @@ def _names_in_use(names: Names, windows: Mapping[str, Mapping[Labels, Totals]]) 
         queues={q: names.queues[q] for q in sorted(queues) if q in names.queues},
         agents={a: names.agents[a] for a in sorted(agents) if a in names.agents},
     )
+
+
+class AverageStore:
+    """Ready-made averages over one fixed window (Ozonetel: the last 2 hours), per label set.
+
+    A poll may refresh only some label sets (targets served round-robin under a rate limit): the
+    others keep their last value until refreshed or removed.
+    """
+
+    def __init__(self, window: Duration) -> None:
+        self.window = window
+        self._averages: dict[Labels, float | None] = {}
+
+    def apply(self, update: AverageUpdate) -> None:
+        self._averages.update(update.averages)
+        for labels in update.removed:
+            self._averages.pop(labels, None)
+
+    def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot:
+        present = {labels: v for labels, v in sorted(self._averages.items()) if v is not None}
+        dropped = 0
+        if max_series is not None and len(present) > max_series:
+            dropped = len(present) - max_series
+            present = dict(list(present.items())[:max_series])
+        averages = {self.window.text: present}
+        return Snapshot(
+            data_end=data_end,
+            fields=frozenset(),
+            windows={},
+            names=_names_in_use(names or Names(), averages),
+            series_dropped=dropped,
+            averages=averages,
+        )

@@ -12,7 +12,7 @@ from aht_exporter.clock import Clock, SystemClock
 from aht_exporter.config import SourceConfig
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import ApiClient, Sleep
-from aht_exporter.model import Bucket, Field, Names
+from aht_exporter.model import AverageUpdate, Bucket, Field, Names
 
 
 class Provider(ABC):
@@ -59,3 +59,22 @@ class Provider(ABC):
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+class AverageProvider(Provider):
+    """A provider that reports only a ready-made average over a fixed span ending now (Ozonetel).
+
+    It exports `aht_seconds` for that one span and no sums or counts: `fields` is empty and
+    `fetch` is never called; the runner calls `fetch_averages` instead.
+    """
+
+    @property
+    def fields(self) -> frozenset[Field]:
+        return frozenset()
+
+    async def fetch(self, start: int, end: int) -> list[Bucket]:
+        raise NotImplementedError("an AverageProvider reports averages, not buckets")
+
+    @abstractmethod
+    async def fetch_averages(self) -> AverageUpdate:
+        """The averages refreshed by this poll; raise ProviderError when the poll failed as a whole."""
