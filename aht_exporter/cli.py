@@ -19,6 +19,7 @@ from aht_exporter.model import ConfigError
 from aht_exporter.redact import RedactingFilter, Redactor
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import parse_listen_address, start_server
+from aht_exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("aht_exporter")
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--web.config.file",
         dest="web_config",
         metavar="PATH",
-        help="TLS and basic-auth config (exporter-toolkit format; not supported yet)",
+        help="TLS and basic-auth config, in the Prometheus exporter-toolkit format",
     )
     p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
@@ -63,12 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
-    if args.web_config:
-        print(
-            "aht-exporter: --web.config.file is not supported yet (TLS and basic auth come in a later "
-            "release); put a reverse proxy in front for now",
-            file=sys.stderr,
-        )
+    try:
+        args.web = load_web_config(args.web_config) if args.web_config else None
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_USAGE
     try:
         parse_listen_address(args.listen)
@@ -98,7 +97,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.once:
         return asyncio.run(run_once(config))
-    return asyncio.run(serve(config, args.listen))
+    return asyncio.run(serve(config, args.listen, args.web))
 
 
 def _install_redaction(config: Config) -> None:
@@ -120,7 +119,7 @@ async def _run_demo(args: argparse.Namespace) -> int:
         if args.once:
             return await run_once(config)
         log.info("demo: simulators running", extra={"genesys": demo.genesys.base_url})
-        return await serve(config, args.listen)
+        return await serve(config, args.listen, args.web)
     finally:
         await demo.stop()
 
@@ -137,17 +136,23 @@ async def run_once(config: Config) -> int:
     return EXIT_OK if ok else EXIT_FAILURE
 
 
-async def serve(config: Config, listen: str) -> int:
+async def serve(config: Config, listen: str, web: WebConfig | None = None) -> int:
     exporter = Exporter(config)
     try:
-        runner, bound = await start_server(exporter, listen)
+        runner, bound = await start_server(exporter, listen, web)
     except OSError as exc:
         log.error("cannot listen", extra={"address": listen, "error": str(exc)})
         await exporter.aclose()
         return EXIT_FAILURE
     log.info(
         "listening",
-        extra={"address": ",".join(bound), "version": __version__, "sources": len(config.sources)},
+        extra={
+            "address": ",".join(bound),
+            "version": __version__,
+            "sources": len(config.sources),
+            "tls": bool(web and web.ssl_context),
+            "basic_auth": bool(web and web.users),
+        },
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

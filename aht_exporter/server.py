@@ -10,6 +10,7 @@ from aiohttp import web
 
 from aht_exporter import __version__
 from aht_exporter.scheduler import Exporter
+from aht_exporter.webconfig import BasicAuth, WebConfig, auth_middleware
 
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
 
@@ -106,8 +107,9 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
     return web.Response(text=page, content_type="text/html")
 
 
-def make_app(exporter: Exporter) -> web.Application:
-    app = web.Application()
+def make_app(exporter: Exporter, web_config: WebConfig | None = None) -> web.Application:
+    middlewares = [auth_middleware(BasicAuth(web_config.users))] if web_config and web_config.users else []
+    app = web.Application(middlewares=middlewares)
     app[EXPORTER_KEY] = exporter
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", status_page)
@@ -125,13 +127,16 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
     return (host or None), int(port)
 
 
-async def start_server(exporter: Exporter, address: str) -> tuple[web.AppRunner, list[str]]:
+async def start_server(
+    exporter: Exporter, address: str, web_config: WebConfig | None = None
+) -> tuple[web.AppRunner, list[str]]:
     """Start serving; return the runner and the bound addresses (the real port when asked for 0)."""
     host, port = parse_listen_address(address)
     # A scrape is a few milliseconds: at shutdown, wait at most a second for open ones.
-    runner = web.AppRunner(make_app(exporter), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    runner = web.AppRunner(make_app(exporter, web_config), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    ssl_context = web_config.ssl_context if web_config else None
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     bound = []
     for addr in runner.addresses:

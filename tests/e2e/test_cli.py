@@ -118,7 +118,7 @@ def test_check_config_prints_the_resolved_config_with_secrets_redacted(tmp_path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--web.config.file=web.yml"], "--web.config.file is not supported yet"),
+        (["--web.config.file=/nonexistent/web.yml"], "/nonexistent/web.yml: cannot read: No such file"),
         (["--demo", "--config.file=config.yaml"], "--demo runs the built-in simulators and takes no --config.file"),
         (["--web.listen-address=nowhere"], "--web.listen-address: 'nowhere' is not host:port"),
         (["--once", "--check-config"], "not allowed with argument"),
