@@ -1,0 +1,118 @@
+"""The bad-config table: every broken config exits 2 with one line naming the file and key path.
+
+Run through the CLI entry point in-process (the subprocess tests in tests/e2e/test_cli.py show the same
+holds for a real process): no traceback, nothing on stdout, exactly one line on stderr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aht_exporter.cli import main
+
+GENESYS = "  - name: g\n    provider: genesys\n    region: mypurecloud.ie\n    client_id: id\n    client_secret: s3\n"
+
+
+def source(extra: str = "", base: str = GENESYS) -> str:
+    return "sources:\n" + base + extra
+
+
+CASES: list[tuple[str, str, str]] = [
+    # (case id, config text, expected stderr after "<file>: ")
+    ("yaml-syntax", "sources: [\n", "line 2: YAML syntax error"),
+    ("yaml-tab", "sources:\n\t- name: g\n", "line 2: YAML syntax error"),
+    ("not-a-mapping", "- just\n- a list\n", "the file must be a mapping with a `sources` list"),
+    ("empty-file", "", "the file must be a mapping with a `sources` list"),
+    ("unknown-top-key", source() + "extra: 1\n", "extra: unknown key"),
+    ("no-sources", "defaults: {}\n", "sources: must be a non-empty list of sources"),
+    ("empty-sources", "sources: []\n", "sources: must be a non-empty list of sources"),
+    ("source-not-mapping", "sources:\n  - genesys\n", "sources[0]: must be a mapping"),
+    ("unknown-provider", "sources:\n  - {name: a, provider: avaya}\n", "sources[0].provider: 'avaya' is not a known"),
+    ("missing-provider", "sources:\n  - {name: a}\n", "sources[0].provider: None is not a known provider"),
+    ("unknown-source-key", source("    clientsecret: typo\n"), "sources[0].clientsecret: unknown key"),
+    ("defaults-unknown-key", "defaults: {evry: 5m}\n" + source(), "defaults.evry: unknown key"),
+    ("defaults-not-mapping", "defaults: [5m]\n" + source(), "defaults: must be a mapping"),
+    ("defaults-bad-duration", "defaults: {every: five}\n" + source(), "defaults.every: 'five' is not a duration"),
+    (
+        "missing-name",
+        "sources:\n  - {provider: genesys, region: x.com, client_id: a, client_secret: b}\n",
+        "sources[0].name: is required",
+    ),
+    ("bad-name", source().replace("name: g", "name: Genesys EU"), "sources[0].name: String should match pattern"),
+    ("duplicate-names", "sources:\n" + GENESYS + GENESYS, "sources[1].name: 'g' is already used by sources[0]"),
+    ("missing-secret", source().replace("    client_secret: s3\n", ""), "sources[0].client_secret: is required"),
+    ("wrong-type-timeout", source("    timeout: 30\n"), "sources[0].timeout: 30 is not a duration string"),
+    ("wrong-type-stale", source("    stale_after: many\n"), "sources[0].stale_after: Input should be a valid integer"),
+    ("zero-max-series", source("    max_series: 0\n"), "sources[0].max_series: Input should be greater than"),
+    ("every-not-5m", source("    every: 3m\n"), "sources[0].every: 3m is not a whole multiple of 5m"),
+    ("delay-too-long", source("    delay: 5m\n"), "sources[0].delay: 5m is outside 0s..4m"),
+    ("bad-duration-unit", source("    delay: 1x\n"), "sources[0].delay: '1x' is not a duration"),
+    ("window-not-multiple", source("    windows: [30m, 45m]\n"), "sources[0].windows[1]: 45m is not a multiple"),
+    ("window-duplicate", source("    windows: [1h, 60m]\n"), "sources[0].windows[1]: 60m is listed twice"),
+    ("windows-empty", source("    windows: []\n"), "sources[0].windows: needs at least one window"),
+    ("windows-not-list", source("    windows: 1h\n"), "sources[0].windows: Input should be a valid list"),
+    ("bucket-unsupported", source("    bucket: 5m\n"), "sources[0].bucket: 5m is not supported"),
+    ("group-by-unknown", source("    group_by: [skill]\n"), "sources[0].group_by[0]: Input should be"),
+    (
+        "missing-env",
+        source().replace("client_secret: s3", "client_secret: ${NOPE_SECRET}"),
+        "sources[0].client_secret: environment variable NOPE_SECRET is not set",
+    ),
+    (
+        "missing-secret-file",
+        source().replace("client_secret: s3", "client_secret_file: /nonexistent/secret"),
+        "sources[0].client_secret_file: cannot read /nonexistent/secret: No such file or directory",
+    ),
+    ("secret-and-file", source("    client_secret_file: /x\n"), "sources[0].client_secret_file: set either"),
+    (
+        "http-public-host",
+        source().replace(
+            "    region: mypurecloud.ie\n",
+            "    base_url: http://api.example.com\n    login_url: https://login.example.com\n",
+        ),
+        "sources[0].base_url: plain http:// is refused for a non-loopback host",
+    ),
+    (
+        "not-a-url",
+        source().replace(
+            "    region: mypurecloud.ie\n", "    base_url: api.example.com\n    login_url: https://x.com\n"
+        ),
+        "sources[0].base_url: 'api.example.com' is not an http(s) URL",
+    ),
+    ("region-and-base-url", source("    base_url: https://api.example.com\n"), "sources[0].region: set either"),
+    ("no-region", source().replace("    region: mypurecloud.ie\n", ""), "sources[0].region: set region"),
+    (
+        "base-url-without-login",
+        source().replace("    region: mypurecloud.ie\n", "    base_url: https://a.example\n"),
+        "sources[0].login_url: is required with base_url",
+    ),
+    ("query-span", source("    max_query_span: 10m\n"), "sources[0].max_query_span: 10m is not a multiple"),
+    (
+        "second-source-broken",
+        "sources:\n" + GENESYS + GENESYS.replace("name: g", "name: h") + "    every: 1m\n",
+        "sources[1].every: 1m is not a whole multiple of 5m",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_broken_config_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, text: str, expected: str
+) -> None:
+    monkeypatch.delenv("NOPE_SECRET", raising=False)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    code = main([f"--config.file={path}", "--check-config"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"{path}: {expected}"), err
+    assert "Traceback" not in err
+
+
+def test_the_table_has_at_least_thirty_cases() -> None:
+    assert len(CASES) >= 30
+    assert len({c[0] for c in CASES}) == len(CASES)
