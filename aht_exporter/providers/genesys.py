@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -197,7 +198,7 @@ def _bucket(entry: object, labels: Labels, where: str) -> Bucket:
             raise ProviderError(f"aggregates response: {mwhere}.stats is missing")
         for stat, field, factor in _STATS.get(metric["metric"], ()):  # a metric we did not ask for: ignored
             value = stats.get(stat)
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ProviderError(f"aggregates response: {mwhere}.stats.{stat} is not a number")
             values[field] = values.get(field, 0.0) + value * factor
     return Bucket(start=start, end=end, labels=labels, values=values)
