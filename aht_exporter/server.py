@@ -79,9 +79,9 @@ async def status_page(request: web.Request) -> web.Response:
                 for v in (
                     _when(h.last_success),
                     _when(h.data_end and float(h.data_end)),
-                    h.series,
-                    _when(h.next_poll),
-                    h.last_error or "",
+                    f"0 ({h.series} withdrawn)" if h.stale else h.series,
+                    _when(h.next_poll) if h.next_poll is not None else "not scheduled",
+                    f"{h.last_error} (at {_when(h.last_error_at)})" if h.last_error else "",
                 )
             )
             + "</tr>"
