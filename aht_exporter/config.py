@@ -91,8 +91,12 @@ class SourceConfig(Defaults):
             yield "every", f"{self.every} is not a whole multiple of 5m"
         if not 0 <= self.delay.seconds <= 4 * 60:
             yield "delay", f"{self.delay} is outside 0s..4m"
-        if self.timeout.seconds <= 0:
+        if self.timeout.millis <= 0:
             yield "timeout", "must be more than 0s"
+        for key in ("every", "delay", "refresh"):
+            value = getattr(self, key)
+            if value is not None and value.millis % 1000:
+                yield key, f"{value} is not a whole number of seconds"
         if self.refresh is not None and self.refresh.seconds <= 0:
             yield "refresh", "must be more than 0s"
         if not self.windows:
@@ -100,7 +104,7 @@ class SourceConfig(Defaults):
         bucket = self.bucket_seconds
         seen: set[int] = set()
         for i, w in enumerate(self.windows):
-            if w.seconds <= 0 or w.seconds % bucket:
+            if w.millis <= 0 or w.millis % (bucket * 1000):
                 yield f"windows[{i}]", f"{w} is not a multiple of the source's {Duration.of(bucket)} bucket"
             elif w.seconds in seen:
                 yield f"windows[{i}]", f"{w} is listed twice"

@@ -6,30 +6,39 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-# Prometheus duration syntax (https://prometheus.io/docs/prometheus/latest/querying/basics/#time-durations),
-# whole seconds only: nothing here is finer than a second.
-_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_UNITS = (7 * 86400, 86400, 3600, 60, 1)
+# Prometheus duration syntax (https://prometheus.io/docs/prometheus/latest/querying/basics/#time-durations).
+# Milliseconds only make sense for timeouts; the config rejects them wherever buckets are concerned.
+_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+_UNITS_MS = (7 * 86400_000, 86400_000, 3600_000, 60_000, 1000, 1)
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class Duration:
-    """A whole number of seconds that remembers how the user wrote it (window labels use the text)."""
+    """A duration in milliseconds that remembers how the user wrote it (window labels use the text)."""
 
-    seconds: int
+    millis: int
     text: str
+
+    @property
+    def seconds(self) -> int:
+        """Whole seconds (bucket arithmetic); see `total_seconds` for timeouts."""
+        return self.millis // 1000
+
+    @property
+    def total_seconds(self) -> float:
+        return self.millis / 1000
 
     @classmethod
     def parse(cls, text: str) -> Duration:
         m = _DURATION_RE.match(text.strip())
         if not text.strip() or m is None:
             raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h, 1d)")
-        seconds = sum(int(g) * unit for g, unit in zip(m.groups(), _UNITS, strict=True) if g)
-        return cls(seconds, text.strip())
+        millis = sum(int(g) * unit for g, unit in zip(m.groups(), _UNITS_MS, strict=True) if g)
+        return cls(millis, text.strip())
 
     @classmethod
     def of(cls, seconds: int) -> Duration:
-        return cls(seconds, format_duration(seconds))
+        return cls(seconds * 1000, format_duration(seconds))
 
     def __str__(self) -> str:
         return self.text

@@ -257,7 +257,7 @@ class GenesysProvider(Provider):
         self.auth = ClientCredentialsAuth(token_request, error_text=error_text, default_lifetime=86400.0)
         return ApiClient(
             counter=health,
-            timeout=config.timeout.seconds,
+            timeout=config.timeout.total_seconds,
             auth=self.auth,
             error_text=error_text,
             sleep=sleep,

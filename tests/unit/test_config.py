@@ -186,3 +186,13 @@ def test_redacted_output_hides_every_secret() -> None:
     assert "client_secret: '**********'" in out
     assert "windows:\n  - 30m\n  - 1h" in out
     assert "bucket: 30m" in out and "refresh: 2h" in out
+
+
+def test_a_sub_second_timeout_is_fine_but_not_a_sub_second_cadence() -> None:
+    assert load(GOOD + "    timeout: 500ms\n", GENESYS_SECRET="x").sources[0].timeout.total_seconds == 0.5
+    assert error_of(GOOD + "    delay: 1500ms\n", GENESYS_SECRET="x") == (
+        "config.yaml: sources[0].delay: 1500ms is not a whole number of seconds"
+    )
+    assert error_of(GOOD + "    windows: [1800500ms]\n", GENESYS_SECRET="x").startswith(
+        "config.yaml: sources[0].windows[0]: 1800500ms is not a multiple"
+    )

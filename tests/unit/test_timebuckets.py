@@ -92,3 +92,10 @@ def test_iso_round_trip_with_millis_and_z() -> None:
     assert parse_iso("2026-03-02T10:07:00.000Z") == T0
     assert parse_iso("2026-03-02T10:07:00Z") == T0
     assert parse_iso("2026-03-02T10:07:00") == T0
+
+
+def test_milliseconds_are_for_timeouts() -> None:
+    d = Duration.parse("1500ms")
+    assert (d.millis, d.seconds, d.total_seconds) == (1500, 1, 1.5)
+    assert Duration.parse("1m30s").millis == 90_000
+    assert Duration.parse("2s500ms").total_seconds == 2.5
