@@ -20,33 +20,35 @@ def demo_workload() -> Workload:
     return Workload(seed=DEMO_SEED, queues=4, agents=20, contacts_per_slot=6.0, report_lag=180.0)
 
 
+def genesys_sources(genesys_url: str) -> list[dict[str, Any]]:
+    """The demo's Genesys sources, as raw config."""
+    return [
+        {
+            "name": "demo-genesys",
+            "provider": "genesys",
+            "base_url": genesys_url,
+            "login_url": genesys_url,
+            "client_id": DEMO_CLIENT_ID,
+            "client_secret": DEMO_CLIENT_SECRET,
+            "group_by": ["media_type", "queue"],
+            "windows": ["30m", "1h", "1d"],
+        },
+        {
+            "name": "demo-genesys-agents",
+            "provider": "genesys",
+            "base_url": genesys_url,
+            "login_url": genesys_url,
+            "client_id": DEMO_CLIENT_ID,
+            "client_secret": DEMO_CLIENT_SECRET,
+            "bucket": "15m",
+            "group_by": ["agent"],
+            "windows": ["15m", "1h"],
+        },
+    ]
+
+
 def demo_config(genesys_url: str) -> Config:
-    raw: dict[str, Any] = {
-        "defaults": {"every": "5m", "delay": "1m"},
-        "sources": [
-            {
-                "name": "demo-genesys",
-                "provider": "genesys",
-                "base_url": genesys_url,
-                "login_url": genesys_url,
-                "client_id": DEMO_CLIENT_ID,
-                "client_secret": DEMO_CLIENT_SECRET,
-                "group_by": ["media_type", "queue"],
-                "windows": ["30m", "1h", "1d"],
-            },
-            {
-                "name": "demo-genesys-agents",
-                "provider": "genesys",
-                "base_url": genesys_url,
-                "login_url": genesys_url,
-                "client_id": DEMO_CLIENT_ID,
-                "client_secret": DEMO_CLIENT_SECRET,
-                "bucket": "15m",
-                "group_by": ["agent"],
-                "windows": ["15m", "1h"],
-            },
-        ],
-    }
+    raw: dict[str, Any] = {"defaults": {"every": "5m", "delay": "1m"}, "sources": genesys_sources(genesys_url)}
     return build_config(raw, "<demo>", {})
 
 

@@ -146,6 +146,10 @@ def parse_aggregates(payload: object, group_by: Sequence[str]) -> list[Bucket]:
     """Genesys aggregates JSON -> buckets. Pure; raises ProviderError naming the first bad field."""
     if not isinstance(payload, dict):
         raise ProviderError(f"aggregates response: expected a JSON object, got {type(payload).__name__}")
+    if "results" not in payload and ("code" in payload or "message" in payload):
+        # An error body with HTTP 200 (a gateway, a partial outage): never mistake it for "no data".
+        code, message = payload.get("code", "?"), payload.get("message", "")
+        raise ProviderError(f"aggregates response: the vendor answered 200 with an error: {code}: {message}")
     results = payload.get("results", [])  # a query with no data may answer `{}`
     if not isinstance(results, list):
         raise ProviderError("aggregates response: `results` is not a list")

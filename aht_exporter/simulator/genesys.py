@@ -22,12 +22,39 @@ from aiohttp.typedefs import Handler
 
 from aht_exporter.clock import Clock
 from aht_exporter.model import Labels
+from aht_exporter.simulator.faults import FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Totals, Workload
 
 TOKEN_PATH = "/oauth/token"
 AGGREGATES_PATH = "/api/v2/analytics/conversations/aggregates/query"
 QUEUES_PATH = "/api/v2/routing/queues"
 USERS_PATH = "/api/v2/users"
+
+# How Genesys says things, for fault injection. Genesys answers errors with their HTTP status; the
+# error-in-200 form is what a misbehaving gateway or a partial outage hands back.
+FORMS = VendorForms(
+    data_paths=(AGGREGATES_PATH,),
+    token_paths=(TOKEN_PATH,),
+    essential_field="count",
+    numeric_field="sum",
+    error_in_200={
+        "message": "Analytics is temporarily unavailable",
+        "code": "service.unavailable",
+        "status": 503,
+        "contextId": "00000000-0000-4000-8000-00000000fa17",
+    },
+    unauthorized={
+        "message": "Invalid login credentials.",
+        "code": "bad.credentials",
+        "status": 401,
+        "contextId": "00000000-0000-4000-8000-0000000000a1",
+    },
+    rate_limited={
+        "message": "Rate limit exceeded the maximum. Retry the request in [1] seconds",
+        "code": "too.many.requests.retry.after",
+        "status": 429,
+    },
+)
 
 _RATE_WINDOW = 60  # seconds: Genesys limits requests per token per minute [doc]
 _MAX_PAGE_SIZE = 500  # the listings' largest page; whether Genesys refuses or clamps more is [unverified]
@@ -324,6 +351,7 @@ class GenesysSimulator:
         self.tokens_issued = 0
         self._tokens: dict[str, float] = {}  # access token -> expiry (clock seconds)
         self._calls: dict[str, deque[float]] = {}  # access token -> times of its admitted requests
+        self.faults = FaultInjector(FORMS)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
 
@@ -334,7 +362,7 @@ class GenesysSimulator:
         return self._base_url
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        app = web.Application(middlewares=[self._middleware])
+        app = web.Application(middlewares=[self._middleware, self.faults.middleware])
         app.router.add_post(TOKEN_PATH, self._token)
         app.router.add_post(AGGREGATES_PATH, self._aggregates)
         app.router.add_get(QUEUES_PATH, self._queues)
