@@ -19,6 +19,7 @@ from aht_exporter.model import ConfigError
 from aht_exporter.redact import RedactingFilter, Redactor
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import parse_listen_address, start_server
+from aht_exporter.simulator.faults import Fault
 from aht_exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("aht_exporter")
@@ -57,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode.add_argument("--once", action="store_true", help="poll every source once, print the exposition, exit")
     p.add_argument("--demo", action="store_true", help="run against the built-in provider simulators")
+    p.add_argument(
+        "--demo.fault",
+        dest="demo_fault",
+        action="append",
+        default=[],
+        metavar="PROVIDER:FAULT[:COUNT]",
+        help="with --demo: make a simulator misbehave, e.g. genesys:503 or genesys:timeout:3 "
+        "(faults: " + ", ".join(f.value for f in Fault) + ")",
+    )
     p.add_argument("--version", action="version", version=f"aht-exporter {__version__}")
     return p
 
@@ -73,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_listen_address(args.listen)
     except ValueError as exc:
         print(f"aht-exporter: --web.listen-address: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.demo_fault and not args.demo:
+        print("aht-exporter: --demo.fault needs --demo", file=sys.stderr)
         return EXIT_USAGE
     if args.demo:
         if args.config_file:
@@ -112,13 +125,19 @@ async def _run_demo(args: argparse.Namespace) -> int:
     demo = Demo(SystemClock())
     config = await demo.start()
     try:
+        for spec in args.demo_fault:
+            try:
+                demo.inject(spec)
+            except ValueError as exc:
+                print(f"aht-exporter: --demo.fault: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         _install_redaction(config)
         if args.check_config:
             sys.stdout.write(redacted(config))
             return EXIT_OK
         if args.once:
             return await run_once(config)
-        log.info("demo: simulators running", extra={"genesys": demo.genesys.base_url})
+        log.info("demo: simulators running", extra={n: s.base_url for n, s in demo.simulators.items()})
         return await serve(config, args.listen, args.web)
     finally:
         await demo.stop()

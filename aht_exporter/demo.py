@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aht_exporter.clock import Clock
 from aht_exporter.config import Config, build_config
+from aht_exporter.simulator.faults import Fault, FaultInjector
 from aht_exporter.simulator.genesys import GenesysSimulator
 from aht_exporter.simulator.workload import Workload
 
@@ -47,26 +50,73 @@ def genesys_sources(genesys_url: str) -> list[dict[str, Any]]:
     ]
 
 
-def demo_config(genesys_url: str) -> Config:
-    raw: dict[str, Any] = {"defaults": {"every": "5m", "delay": "1m"}, "sources": genesys_sources(genesys_url)}
+class Simulator(Protocol):
+    faults: FaultInjector
+
+    @property
+    def base_url(self) -> str: ...
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str: ...
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DemoProvider:
+    """One provider in the demo: how to make its simulator, and the sources that point at it."""
+
+    make: Callable[[Workload, Clock], Simulator]
+    sources: Callable[[str], list[dict[str, Any]]]
+
+
+DEMO_PROVIDERS: dict[str, DemoProvider] = {
+    "genesys": DemoProvider(
+        make=lambda workload, clock: GenesysSimulator(
+            workload, clock, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET
+        ),
+        sources=genesys_sources,
+    ),
+}
+
+DEMO_DEFAULTS: dict[str, Any] = {"every": "5m", "delay": "1m"}
+
+
+def demo_config(sources: list[dict[str, Any]], defaults: dict[str, Any] | None = None) -> Config:
+    raw = {"defaults": DEMO_DEFAULTS if defaults is None else defaults, "sources": sources}
     return build_config(raw, "<demo>", {})
 
 
 class Demo:
-    """The simulators, started and stopped together."""
+    """Every provider's simulator on an ephemeral loopback port, started and stopped together."""
 
     def __init__(self, clock: Clock, workload: Workload | None = None) -> None:
         self.clock = clock
         self.workload = workload or demo_workload()
-        self.genesys = GenesysSimulator(
-            self.workload, clock, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET
-        )
+        self.simulators: dict[str, Simulator] = {}
+        self.sources: list[dict[str, Any]] = []
         self._stack = AsyncExitStack()
 
     async def start(self) -> Config:
-        url = await self.genesys.start("127.0.0.1", 0)
-        self._stack.push_async_callback(self.genesys.stop)
-        return demo_config(url)
+        for name, provider in DEMO_PROVIDERS.items():
+            sim = provider.make(self.workload, self.clock)
+            url = await sim.start("127.0.0.1", 0)
+            self._stack.push_async_callback(sim.stop)
+            self.simulators[name] = sim
+            self.sources.extend(provider.sources(url))
+        return demo_config(self.sources)
+
+    def inject(self, spec: str) -> None:
+        """`PROVIDER:FAULT[:COUNT]`, e.g. `genesys:503` or `genesys:timeout:3` (see simulator/faults.py)."""
+        provider, _, rest = spec.partition(":")
+        fault, _, count = rest.partition(":")
+        if provider not in self.simulators:
+            raise ValueError(f"{spec!r}: no demo provider {provider!r} (have {', '.join(self.simulators)})")
+        try:
+            kind = Fault(fault)
+        except ValueError:
+            raise ValueError(f"{spec!r}: no fault {fault!r} (have {', '.join(f.value for f in Fault)})") from None
+        if count and not count.isdigit():
+            raise ValueError(f"{spec!r}: the count must be a whole number")
+        self.simulators[provider].faults.inject(kind, int(count) if count else None)
 
     async def stop(self) -> None:
         await self._stack.aclose()

@@ -170,3 +170,32 @@ async def test_once_exits_1_when_a_source_fails_and_still_prints(tmp_path: Path)
     assert "wrong-secret-1" not in out + err and "good-secret-1" not in out + err
     assert 'msg="poll failed" source=bad error="POST /oauth/token: token request failed: HTTP 401' in err
     assert "Traceback" not in err
+
+
+def test_demo_fault_makes_a_simulator_misbehave() -> None:
+    done = run("--demo", "--once", "--demo.fault=genesys:503")
+    assert done.returncode == 1
+    series = parse_exposition(done.stdout)
+    assert samples(series, "aht_exporter_source_up", provider="genesys")
+    assert set(samples(series, "aht_exporter_source_up", provider="genesys").values()) == {0.0}
+    assert "HTTP 503" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("avaya:503", "no demo provider 'avaya'"),
+        ("genesys:meltdown", "no fault 'meltdown'"),
+        ("genesys:503:x", "the count must be a whole number"),
+    ],
+)
+def test_a_bad_demo_fault_exits_2(spec: str, message: str) -> None:
+    done = run("--demo", "--once", f"--demo.fault={spec}")
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_demo_fault_needs_demo() -> None:
+    done = run("--once", "--demo.fault=genesys:503")
+    assert done.returncode == 2
+    assert "--demo.fault needs --demo" in done.stderr

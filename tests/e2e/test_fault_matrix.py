@@ -19,10 +19,11 @@ import pytest_asyncio
 
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import build_config
+from aht_exporter.demo import Demo
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
 from aht_exporter.simulator.faults import Fault
-from tests.e2e.fleet import SIMULATORS, Fleet, start_fleet
+from tests.e2e.fleet import PROVIDERS, SCHEMA_ERRORS, start_fleet
 from tests.helpers import T0, RecordingSleep, Series, parse_exposition, samples
 
 # What the last error says, per fault; None: the fault must be survived (the poll succeeds).
@@ -47,7 +48,7 @@ EXPECTED: dict[Fault, str | None] = {
 
 @dataclass
 class Stack:
-    fleet: Fleet
+    fleet: Demo
     exporter: Exporter
     client: httpx.AsyncClient
     sleep: RecordingSleep
@@ -92,7 +93,7 @@ def data_of(series: Series, source: str) -> dict[tuple[str, tuple[tuple[str, str
     }
 
 
-CASES = [(p, f) for p in SIMULATORS for f in Fault]
+CASES = [(p, f) for p in PROVIDERS for f in Fault]
 
 
 @pytest.mark.asyncio
@@ -110,12 +111,12 @@ async def test_a_fault_downs_only_its_provider_and_clears(
         # that the poll's own deadline is what ends it.
         for runner in stack.exporter.runners:
             runner.provider.client.http.timeout = httpx.Timeout(10.0)
-    stack.fleet.faults(provider).inject(fault, seconds=5.0)
+    stack.fleet.simulators[provider].faults.inject(fault, seconds=5.0)
     caplog.clear()
     with caplog.at_level(logging.INFO):
         await stack.exporter.poll_all()
     during = await stack.scrape()
-    expected = EXPECTED[fault] if EXPECTED[fault] != "" else SIMULATORS[provider].errors[fault]
+    expected = EXPECTED[fault] if EXPECTED[fault] != "" else SCHEMA_ERRORS[provider][fault]
 
     for name in others:  # untouched: up, and the same values
         assert up(during, name) == 1
@@ -136,7 +137,7 @@ async def test_a_fault_downs_only_its_provider_and_clears(
         page = (await stack.client.get("/")).text
         assert "down (1 failed polls, keeping last data)" in page
 
-    stack.fleet.faults(provider).clear()
+    stack.fleet.simulators[provider].faults.clear()
     assert await stack.exporter.poll_all()
     after = await stack.scrape()
     for name in faulted + others:
@@ -145,19 +146,19 @@ async def test_a_fault_downs_only_its_provider_and_clears(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("provider", list(SIMULATORS))
+@pytest.mark.parametrize("provider", PROVIDERS)
 async def test_after_stale_after_failures_data_is_withdrawn_and_returns(stack: Stack, provider: str) -> None:
     assert await stack.exporter.poll_all()
     before = await stack.scrape()
     faulted = stack.sources_of(provider)
-    stack.fleet.faults(provider).inject(Fault.HTTP_503)
+    stack.fleet.simulators[provider].faults.inject(Fault.HTTP_503)
     for expected_present in (True, True, False):
         await stack.exporter.poll_all()
         series = await stack.scrape()
         for name in faulted:
             assert bool(data_of(series, name)) is expected_present
             assert up(series, name) == 0  # health stays, only the data goes
-    stack.fleet.faults(provider).clear()
+    stack.fleet.simulators[provider].faults.clear()
     assert await stack.exporter.poll_all()
     after = await stack.scrape()
     for name in faulted:
