@@ -91,7 +91,6 @@ async def soak(polls: int, fault_every: int, warmup: int) -> dict[str, Any]:
         "rss_end_mb": end_rss,
         "growth_pct": 100 * (end_rss - start_rss) / start_rss,
         "wall_s": wall,
-        "failed_source_polls": failed,
     }
 
 
