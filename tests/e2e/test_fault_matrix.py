@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import build_config
@@ -93,6 +94,33 @@ def data_of(series: Series, source: str) -> dict[tuple[str, tuple[tuple[str, str
     }
 
 
+def secrets_of(exporter: Exporter) -> list[str]:
+    values = []
+    for source in exporter.config.sources:
+        for name in type(source).model_fields:
+            value = getattr(source, name)
+            if isinstance(value, SecretStr):
+                values.append(value.get_secret_value())
+    assert values, "every provider has a secret"
+    return values
+
+
+async def assert_no_secret_leaks(stack: Stack, log_text: str) -> None:
+    """No secret in the logs, /metrics (both formats), the status page, or any error text."""
+    texts = {
+        "logs": log_text,
+        "/metrics": (await stack.client.get("/metrics")).text,
+        "/metrics openmetrics": (await stack.client.get("/metrics", headers={"Accept": OPENMETRICS})).text,
+        "/": (await stack.client.get("/")).text,
+        "errors": " ".join(r.health.last_error or "" for r in stack.exporter.runners),
+    }
+    for secret in secrets_of(stack.exporter):
+        for where, text in texts.items():
+            assert secret not in text, f"a secret leaked into {where}"
+
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
 CASES = [(p, f) for p in PROVIDERS for f in Fault]
 
 
@@ -136,6 +164,8 @@ async def test_a_fault_downs_only_its_provider_and_clears(
         assert all(r.exc_info is None for r in caplog.records), "no traceback for an expected fault"
         page = (await stack.client.get("/")).text
         assert "down (1 failed polls, keeping last data)" in page
+
+    await assert_no_secret_leaks(stack, caplog.text)
 
     stack.fleet.simulators[provider].faults.clear()
     assert await stack.exporter.poll_all()
