@@ -10,7 +10,9 @@ from typing import Any, Protocol
 from aht_exporter.clock import Clock
 from aht_exporter.config import Config, build_config
 from aht_exporter.simulator.faults import Fault, FaultInjector
+from aht_exporter.simulator import koreai
 from aht_exporter.simulator.genesys import GenesysSimulator
+from aht_exporter.simulator.koreai import KoreAISimulator
 from aht_exporter.simulator.workload import Workload
 
 DEMO_CLIENT_ID = "demo-client"
@@ -74,6 +76,9 @@ DEMO_PROVIDERS: dict[str, DemoProvider] = {
             workload, clock, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET
         ),
         sources=genesys_sources,
+    ),
+    "koreai": DemoProvider(
+        make=lambda workload, clock: KoreAISimulator(workload, clock), sources=lambda url: [koreai.demo_source(url)]
     ),
 }
 

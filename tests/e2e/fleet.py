@@ -13,6 +13,11 @@ SCHEMA_ERRORS: dict[str, dict[Fault, str]] = {
         Fault.WRONG_TYPE: "stats.sum is not a number",
         Fault.ERROR_IN_200: "answered 200 with an error: service.unavailable",
     },
+    "koreai": {
+        Fault.MISSING_FIELD: "conversationHandleTime is missing",
+        Fault.WRONG_TYPE: "conversationHandleTime is not a non-negative number",
+        Fault.ERROR_IN_200: "answered 200 with an error",
+    },
 }
 PROVIDERS = list(DEMO_PROVIDERS)
 
