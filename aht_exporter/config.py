@@ -67,6 +67,8 @@ class SourceConfig(Defaults):
     url_keys: ClassVar[tuple[str, ...]] = ("base_url",)
     # The `defaults` keys this provider takes (a provider with a fixed window takes no `windows`).
     from_defaults: ClassVar[frozenset[str]] = frozenset(Defaults.model_fields)
+    # Keys fixed by the provider, which a user may not set (and --check-config does not print).
+    fixed_keys: ClassVar[frozenset[str]] = frozenset()
 
     name: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=64)
     provider: str
@@ -282,8 +284,11 @@ def _read_secret_files(item: dict[str, Any], model: type[BaseModel], where: str)
 
 def redacted(config: Config) -> str:
     """The resolved config as YAML, every secret replaced by asterisks (for --check-config)."""
-    data = {"sources": [s.model_dump(mode="json", exclude_none=True) for s in config.sources]}
+    data = {
+        "sources": [s.model_dump(mode="json", exclude_none=True, exclude=set(s.fixed_keys)) for s in config.sources]
+    }
     for source, model in zip(data["sources"], config.sources, strict=True):
-        source["bucket"] = str(Duration.of(model.bucket_seconds))
-        source["refresh"] = str(Duration.of(model.refresh_seconds))
+        for key, seconds in (("bucket", model.bucket_seconds), ("refresh", model.refresh_seconds)):
+            if key not in model.fixed_keys:
+                source[key] = str(Duration.of(seconds))
     return yaml.safe_dump(data, sort_keys=False)

@@ -36,8 +36,6 @@ from aht_exporter.timebuckets import closed_until, fetch_span, poll_boundary
 
 log = logging.getLogger(__name__)
 
-NAMES_EVERY = 3600.0  # [doc providers.md] refresh queue and user names hourly
-
 
 def poll_deadline(config: SourceConfig) -> float:
     """A poll must end before the next one is due: leave it all of `every` but ten seconds."""
@@ -145,7 +143,7 @@ class SourceRunner:
         )
 
     async def _refresh_names(self, now: float) -> None:
-        if self._names_at is not None and now - self._names_at < NAMES_EVERY:
+        if self._names_at is not None and now - self._names_at < self.provider.names_every:
             return
         self._names_at = now
         try:

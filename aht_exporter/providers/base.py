@@ -18,6 +18,9 @@ from aht_exporter.model import AverageUpdate, Bucket, Field, Names
 class Provider(ABC):
     name: ClassVar[str]
     config_model: ClassVar[type[SourceConfig]]
+    # How often names() is worth calling. Hourly where it costs requests [providers.md]; providers
+    # that learn names from the data itself return them every poll (0).
+    names_every: ClassVar[float] = 3600.0
 
     def __init__(
         self,

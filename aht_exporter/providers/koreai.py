@@ -527,6 +527,8 @@ class KoreAIProvider(Provider):
             },
         )
 
+    names_every = 0.0  # names come with the data: no request of their own
+
     async def names(self) -> Names:
         """Queue names as the records last gave them: the Contact Volume API carries them, no extra call."""
         if "queue" not in self.kconfig.group_by:
