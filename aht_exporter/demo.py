@@ -9,10 +9,11 @@ from typing import Any, Protocol
 
 from aht_exporter.clock import Clock
 from aht_exporter.config import Config, build_config
+from aht_exporter.simulator import koreai, liveperson, ozonetel
 from aht_exporter.simulator.faults import Fault, FaultInjector
-from aht_exporter.simulator import koreai
 from aht_exporter.simulator.genesys import GenesysSimulator
 from aht_exporter.simulator.koreai import KoreAISimulator
+from aht_exporter.simulator.liveperson import LivePersonSimulator
 from aht_exporter.simulator.workload import Workload
 
 DEMO_CLIENT_ID = "demo-client"
@@ -77,9 +78,9 @@ DEMO_PROVIDERS: dict[str, DemoProvider] = {
         ),
         sources=genesys_sources,
     ),
-    "koreai": DemoProvider(
-        make=lambda workload, clock: KoreAISimulator(workload, clock), sources=lambda url: [koreai.demo_source(url)]
-    ),
+    "koreai": DemoProvider(make=KoreAISimulator, sources=lambda url: [koreai.demo_source(url)]),
+    "liveperson": DemoProvider(make=LivePersonSimulator, sources=lambda url: [liveperson.demo_source(url)]),
+    "ozonetel": DemoProvider(make=ozonetel.demo_simulator, sources=lambda url: [ozonetel.demo_source(url)]),
 }
 
 DEMO_DEFAULTS: dict[str, Any] = {"every": "5m", "delay": "1m"}

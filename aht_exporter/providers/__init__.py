@@ -3,10 +3,14 @@
 from aht_exporter.providers.base import Provider
 from aht_exporter.providers.genesys import GenesysProvider
 from aht_exporter.providers.koreai import KoreAIProvider
+from aht_exporter.providers.liveperson import LivePersonProvider
+from aht_exporter.providers.ozonetel import OzonetelProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
     GenesysProvider.name: GenesysProvider,
     KoreAIProvider.name: KoreAIProvider,
+    LivePersonProvider.name: LivePersonProvider,
+    OzonetelProvider.name: OzonetelProvider,
 }
 
 __all__ = ["PROVIDERS", "Provider"]

@@ -18,6 +18,16 @@ SCHEMA_ERRORS: dict[str, dict[Fault, str]] = {
         Fault.WRONG_TYPE: "conversationHandleTime is not a non-negative number",
         Fault.ERROR_IN_200: "answered 200 with an error",
     },
+    "liveperson": {
+        Fault.MISSING_FIELD: "totalHandlingTime is missing",
+        Fault.WRONG_TYPE: "totalInteractiveChats is missing or not a non-negative number",
+        Fault.ERROR_IN_200: "answered 200 with an error: Engagement Activity is temporarily unavailable",
+    },
+    "ozonetel": {
+        Fault.MISSING_FIELD: "message.AHT is missing",
+        Fault.WRONG_TYPE: "`message` is not an object with AHT",
+        Fault.ERROR_IN_200: "Service temporarily unavailable",
+    },
 }
 PROVIDERS = list(DEMO_PROVIDERS)
 

@@ -52,10 +52,13 @@ def test_demo_once_prints_every_data_gauge_with_source_up() -> None:
         "aht_contacts_abandoned",
     ):
         assert samples(series, name, source="demo-genesys"), name
-    assert samples(series, "aht_exporter_source_up") == {
-        (("provider", "genesys"), ("source", "demo-genesys")): 1.0,
-        (("provider", "genesys"), ("source", "demo-genesys-agents")): 1.0,
-    }
+    up = samples(series, "aht_exporter_source_up")
+    assert {dict(labels)["provider"] for labels in up} == {"genesys", "liveperson", "ozonetel", "koreai"}
+    assert set(up.values()) == {1.0}
+    for provider in ("liveperson", "koreai"):
+        assert samples(series, "aht_handle_time_seconds", provider=provider), provider
+    assert samples(series, "aht_seconds", provider="liveperson", media_type="chat")
+    assert samples(series, "aht_seconds", provider="ozonetel", window="2h")
     assert "Traceback" not in done.stderr
     assert 'msg="poll ok" source=demo-genesys' in done.stderr
 

@@ -1,0 +1,88 @@
+"""Evenly paced requests, for vendors that count requests per minute.
+
+A `Pacer` gives each request a slot at least `interval` after the previous one's, first come first
+served, so requests never burst and no 60-second window holds more than `per_minute` of them; it can
+also pause when the vendor says "slow down". Installed as an httpx request hook (`pace_requests`), it
+sees every request the client sends: retries, token calls and redirects included, whatever transport
+or proxy carries them. Time is the event loop's (monotonic), so fast-forwarded test loops drive it too.
+
+Why not `aiolimiter.AsyncLimiter(1, interval)`: its leaky bucket is float arithmetic, and a drained
+bucket can keep a residue (2e-16) that re-arms its wake-up timer at the same instant. On a real loop
+that costs microseconds of spinning; on a fast-forwarded loop (looptime, our tests) time never moves
+on and the bucket never drains. Handing out slots needs no arithmetic feedback and makes a pause a
+matter of moving the next slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import weakref
+from collections.abc import Callable, Hashable
+
+import httpx
+
+# Pace as if a minute had 61 seconds: `per_minute` requests then span 61 s, so the vendor still sees at
+# most `per_minute` in any 60 s of its own clock when network latency shifts arrivals by up to 1 s.
+SLACK_SECONDS = 1.0
+
+
+class Pacer:
+    def __init__(self, per_minute: float, *, slack: float = SLACK_SECONDS) -> None:
+        if per_minute <= 0 or slack < 0:
+            raise ValueError("per_minute must be positive and slack not negative")
+        self.per_minute = per_minute
+        self.interval = (60.0 + slack) / per_minute
+        self._next_slot = -math.inf  # loop time of the earliest slot not yet handed out
+        self._resume_at = -math.inf  # loop time at which a pause ends
+
+    def requests_within(self, seconds: float) -> int:
+        """How many requests can start within `seconds` of an idle pacer."""
+        return 0 if seconds < 0 else math.floor(seconds / self.interval) + 1
+
+    def pause(self, seconds: float) -> None:
+        """Send nothing for `seconds` from now."""
+        self._resume_at = max(self._resume_at, asyncio.get_running_loop().time() + seconds)
+
+    def resume(self) -> None:
+        """End a pause now (the operator, or a test, knows the vendor's minute has passed)."""
+        self._resume_at = -math.inf
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the current pause; 0 when not paused."""
+        return max(0.0, self._resume_at - asyncio.get_running_loop().time())
+
+    async def wait_turn(self) -> None:
+        """Take the next free slot (after any pause) and wait for it.
+
+        A waiter cancelled before its slot leaves a gap, never a burst.
+        """
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self._next_slot, self._resume_at)
+        self._next_slot = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+# Loop time means nothing across event loops: one registry per loop (tests run many loops).
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, Pacer]] = weakref.WeakKeyDictionary()
+
+
+def shared_pacer(key: Hashable, per_minute: float) -> Pacer:
+    """The running loop's pacer for `key` (e.g. one vendor account), made with `per_minute` on first use."""
+    per_loop = _SHARED.setdefault(asyncio.get_running_loop(), {})
+    pacer = per_loop.get(key)
+    if pacer is None:
+        pacer = per_loop[key] = Pacer(per_minute)
+    return pacer
+
+
+def pace_requests(client: httpx.AsyncClient, pacer: Callable[[], Pacer]) -> None:
+    """Make every request `client` sends wait for its turn with `pacer()` first."""
+
+    async def hook(_: httpx.Request) -> None:
+        await pacer().wait_turn()
+
+    hooks = client.event_hooks
+    client.event_hooks = {"request": [*hooks["request"], hook], "response": hooks["response"]}

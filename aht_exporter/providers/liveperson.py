@@ -1,0 +1,480 @@
+"""LivePerson: the Engagement Activity API (`engactivity`), in seconds, per 5-minute interval.
+
+Vendor facts (providers.md, seed 002; developers.liveperson.com):
+- [doc] `GET https://{domain}/operations/api/account/{account}/engactivity?timeframe=&v=1&interval=&skillIds=&agentIds=`.
+  `timeframe` is minutes back from the vendor's now, at most 1440; `interval` (minutes, at least 5) must
+  divide the timeframe, else 400.
+- [doc] Events sit in 5-minute buckets; the data starts at the bucket holding `now - timeframe`. An
+  interval's `timestamp` is its END, UTC ms. The newest interval is rounded up past now and still filling.
+  Intervals are counted back from that rounded-up end, so only `interval=5` gives the UTC-aligned 5-minute
+  buckets the store keeps: it is our bucket, and every request asks for it.
+- [doc, seed 002] Blocks by request: no ids -> `metricsTotals`; `skillIds` ->
+  `skillsMetricsPerAgent.metricsPerSkill[skill].{metricsPerAgent[agent], metricsTotals}` + `metricsTotals`;
+  `agentIds` -> `agentsMetrics.{metricsPerAgent[agent], metricsTotals}`; with `interval`, the same per
+  `metricsByIntervals[].metricsData`. Ids are string keys; skills and agents without data are left out;
+  `-1` is the unassigned skill.
+- [sample] Intervals without data are still listed, with zero totals (seed 002): an interval missing from
+  the reply means the timeframe fell short, not that it was empty.
+- [sample] With both `skillIds` and `agentIds`, the skills block holds only the requested agents (seed 002,
+  second example); we still filter by both lists ourselves rather than rely on it.
+- [doc] `totalHandlingTime`: seconds spent handling the interactive chats; `totalInteractiveChats`: interactive
+  chats closed. Non-interactive chats (`totalNonInteractiveChats`, `nonInteractiveTotalHandlingTime`) are
+  another workload and are never mixed in; `connectedEngagements` counts both kinds, so it is not exported.
+- [doc] The domain comes from the Domain API (CSDS), service `leDataReporting` (and `sentinel` for OAuth 2.0).
+- [doc] Over the concurrency limit the API answers 429 with no `Retry-After`; LivePerson's retry policy asks
+  for at least 1 s before a retry, which the shared RetryPolicy's first wait (1 s plus up to 1 s of jitter) meets.
+- [unverified] Whether engactivity accepts the OAuth 2.0 sentinel token: hence `auth: oauth1` as well.
+- [unverified] The error body format: `error_text` reads the common shapes and falls back to the raw text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from pydantic import BeforeValidator, SecretStr
+from pydantic import Field as PydanticField
+
+from aht_exporter.config import SourceConfig, is_loopback
+from aht_exporter.health import SourceHealth
+from aht_exporter.httpclient import ApiClient, Sleep, json_body
+from aht_exporter.model import Bucket, Field, Labels, ProviderError
+from aht_exporter.oauth import ClientCredentialsAuth
+from aht_exporter.providers.base import Provider
+from aht_exporter.providers.liveperson_auth import TOKEN_LIFETIME, OAuth1Auth, sentinel_token_request
+from aht_exporter.timebuckets import Duration, isoformat_z
+
+log = logging.getLogger(__name__)
+
+ENGACTIVITY_PATH = "/operations/api/account/{account}/engactivity"
+CSDS_PATH = "/api/account/{account}/service/{service}/baseURI.json"
+DATA_SERVICE = "leDataReporting"
+SENTINEL_SERVICE = "sentinel"
+INTERVAL = 5  # minutes: the vendor's bucket, and ours
+BUCKET = INTERVAL * 60
+MAX_TIMEFRAME = 1440  # minutes [doc]
+# One spare interval on top of the span: the vendor counts back from ITS now, which may have moved on
+# (clock skew, retries) by the time the request lands. Intervals before the span are dropped.
+SPARE = INTERVAL
+DOMAIN_TTL = 86400.0  # a domain rarely moves; look it up again daily, or at once after a failed request
+MEDIA_TYPE = "chat"
+FIELDS = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED})
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
+_ID_RE = re.compile(r"^-?\d+$")  # [doc] skill and agent ids are longs; -1 is the unassigned skill
+
+GroupLabel = Literal["queue", "agent"]
+DEFAULT_GROUP_BY: tuple[GroupLabel, ...] = ("queue",)
+
+
+def _id_filter(value: object) -> object:
+    """`all`, or a non-empty list of ids. YAML reads `skills: [12, 15]` as numbers; ids are strings on the wire."""
+    if value == "all":
+        return value
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be `all` or a non-empty list of ids")
+    ids = []
+    for item in value:
+        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        if text == "all":
+            raise ValueError("write `all` on its own, not inside a list")
+        if not isinstance(text, str) or not _ID_RE.match(text):
+            raise ValueError(f"{item!r} is not a LivePerson id (a whole number, e.g. 12 or -1)")
+        ids.append(text)
+    return ids
+
+
+IdFilter = Annotated[Literal["all"] | list[str], BeforeValidator(_id_filter)]
+AccountId = Annotated[
+    str,
+    BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
+    PydanticField(pattern=r"^[A-Za-z0-9]+$", max_length=64),
+]
+
+
+class LivePersonConfig(SourceConfig):
+    default_refresh: ClassVar[str] = "1h"
+    url_keys: ClassVar[tuple[str, ...]] = ("base_url", "csds_url", "sentinel_url")
+
+    provider: Literal["liveperson"]
+    account_id: AccountId  # the site id; YAML may read it as a number
+    domain: str | None = None
+    csds_url: str = "https://api.liveperson.net"
+    sentinel_url: str | None = None
+    auth: Literal["oauth2", "oauth1"] = "oauth2"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    consumer_key: SecretStr | None = None
+    consumer_secret: SecretStr | None = None
+    token: SecretStr | None = None
+    token_secret: SecretStr | None = None
+    skills: IdFilter = "all"
+    agents: IdFilter = "all"
+    group_by: list[GroupLabel] = PydanticField(default_factory=lambda: list(DEFAULT_GROUP_BY))
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from super().problems()
+        if self.domain is not None and self.base_url is not None:
+            yield "domain", "set either domain or base_url, not both"
+        if self.domain is not None and not _HOST_RE.match(self.domain):
+            yield "domain", f"{self.domain!r} is not a host name (e.g. va.data.liveperson.net, no https://)"
+        yield from self._auth_problems()
+        if len(set(self.group_by)) != len(self.group_by):
+            yield "group_by", "lists a label twice"
+        if self.windows:
+            longest = max(range(len(self.windows)), key=lambda i: self.windows[i].seconds)
+            need = timeframe_needed(self.windows[longest].seconds, self.every.seconds, self.delay.seconds)
+            if need > MAX_TIMEFRAME:
+                most = Duration.of((MAX_TIMEFRAME - (need - self.windows[longest].seconds // 60)) * 60)
+                yield (
+                    f"windows[{longest}]",
+                    f"{self.windows[longest]} does not fit LivePerson's 1440-minute timeframe, which counts back "
+                    f"from now: with every {self.every} and delay {self.delay} the longest window is {most}",
+                )
+
+    def _auth_problems(self) -> Iterator[tuple[str, str]]:
+        oauth2 = ("client_id", "client_secret")
+        oauth1 = ("consumer_key", "consumer_secret", "token", "token_secret")
+        wanted, unwanted = (oauth2, oauth1) if self.auth == "oauth2" else (oauth1, (*oauth2, "sentinel_url"))
+        for key in wanted:
+            if getattr(self, key) is None:
+                yield key, f"is required with auth: {self.auth}"
+        for key in unwanted:
+            if getattr(self, key) is not None:
+                yield key, f"does not apply to auth: {self.auth}"
+
+
+def timeframe_needed(span: int, every: int, delay: int) -> int:
+    """The most minutes a poll can ask for: the span, plus how far `now` may be past the data's end
+    (less than `every` + `delay`, rounded up to whole intervals), plus the spare interval."""
+    lag = every + math.ceil(delay / BUCKET) * BUCKET
+    return (span + lag) // 60 + SPARE
+
+
+def timeframe_minutes(now: float, start: int) -> int:
+    """`timeframe` for a request at `now` whose data must begin at `start` (a bucket boundary)."""
+    needed = max(1, math.ceil((now - start) / BUCKET)) * INTERVAL
+    if needed > MAX_TIMEFRAME:
+        raise ProviderError(
+            f"engactivity: data from {isoformat_z(start)} is {needed} minutes back, beyond the "
+            f"{MAX_TIMEFRAME}-minute timeframe LivePerson allows"
+        )
+    return min(needed + SPARE, MAX_TIMEFRAME)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which ids to ask engactivity for, and which block of its reply holds the source's grain."""
+
+    group_by: tuple[str, ...]
+    skills: tuple[str, ...] | None = None  # None: all
+    agents: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, config: LivePersonConfig) -> Selection:
+        return cls(
+            group_by=tuple(config.group_by),
+            skills=None if config.skills == "all" else tuple(config.skills),
+            agents=None if config.agents == "all" else tuple(config.agents),
+        )
+
+    @property
+    def by_skill(self) -> bool:
+        """Read the skills block: grouped by skill, or only some skills."""
+        return "queue" in self.group_by or self.skills is not None
+
+    @property
+    def per_agent(self) -> bool:
+        """Read per-agent figures: grouped by agent, or only some agents."""
+        return "agent" in self.group_by or self.agents is not None
+
+    def params(self) -> dict[str, str]:
+        params: dict[str, str] = {}
+        if self.by_skill:
+            # The skills block breaks each skill down per agent by itself [doc]: agentIds only to filter.
+            params["skillIds"] = ",".join(self.skills) if self.skills else "all"
+            if self.agents is not None:
+                params["agentIds"] = ",".join(self.agents)
+        elif self.per_agent:
+            params["agentIds"] = ",".join(self.agents) if self.agents else "all"
+        return params
+
+    def labels(self, skill: str | None = None, agent: str | None = None) -> Labels:
+        values = {"media_type": MEDIA_TYPE}
+        if "queue" in self.group_by and skill is not None:
+            values["queue"] = skill
+        if "agent" in self.group_by and agent is not None:
+            values["agent"] = agent
+        return tuple(sorted(values.items()))
+
+    def wants(self, skill: str | None, agent: str | None) -> bool:
+        return (skill is None or self.skills is None or skill in self.skills) and (
+            agent is None or self.agents is None or agent in self.agents
+        )
+
+
+def query_string(timeframe: int, selection: Selection) -> str:
+    params = {"timeframe": str(timeframe), "v": "1", "interval": str(INTERVAL), **selection.params()}
+    return urlencode(params, safe=",")  # skillIds=4,15,3 as the vendor writes it [doc]
+
+
+# --- parsing: pure -----------------------------------------------------------------------------------
+
+
+def parse_engactivity(payload: object, selection: Selection, start: int, end: int) -> list[Bucket]:
+    """engactivity JSON (with `metricsByIntervals`) -> one bucket per label set and closed 5-minute interval
+    in [start, end). The in-progress interval (ending after `end`) and those before `start` are dropped.
+    Pure; raises ProviderError naming the first bad field."""
+    body = _object(payload, "response")
+    intervals = body.get("metricsByIntervals")
+    if not isinstance(intervals, list):
+        vendor = vendor_message(body)
+        if vendor:  # an error inside a 200
+            raise ProviderError(f"engactivity response: the vendor answered 200 with an error: {vendor}")
+        raise ProviderError("engactivity response: metricsByIntervals is missing or not a list")
+    seen: set[int] = set()
+    buckets: list[Bucket] = []
+    for i, entry in enumerate(intervals):
+        where = f"metricsByIntervals[{i}]"
+        interval = _object(entry, where)
+        stamp = interval.get("timestamp")
+        if isinstance(stamp, float) and stamp.is_integer():
+            stamp = int(stamp)
+        if not isinstance(stamp, int) or isinstance(stamp, bool):
+            raise ProviderError(f"engactivity response: {where}.timestamp is missing or not an integer (UTC ms)")
+        if stamp % (BUCKET * 1000):
+            raise ProviderError(f"engactivity response: {where}.timestamp {stamp} is not on a 5-minute boundary")
+        if stamp in seen:
+            raise ProviderError(f"engactivity response: {where}.timestamp {stamp} appears twice")
+        seen.add(stamp)
+        bucket_end = stamp // 1000
+        if bucket_end > end or bucket_end - BUCKET < start:
+            continue  # still filling, or outside the span asked for
+        for labels, values in read_metrics(interval.get("metricsData"), selection, f"{where}.metricsData").items():
+            buckets.append(Bucket(start=bucket_end - BUCKET, end=bucket_end, labels=labels, values=values))
+    for bucket_end in range(start + BUCKET, end + 1, BUCKET):
+        if bucket_end * 1000 not in seen:
+            raise ProviderError(
+                f"engactivity response: no interval ends at {isoformat_z(bucket_end)}, inside the span asked for "
+                "(the vendor's clock may be ahead of ours)"
+            )
+    return buckets
+
+
+def read_metrics(data: object, selection: Selection, where: str) -> dict[Labels, dict[Field, float]]:
+    """One `metricsData` (or a whole-timeframe reply) -> values per label set at the selection's grain.
+
+    A cell whose every figure is zero is left out, as the vendor leaves out skills and agents without data.
+    """
+    obj = _object(data, where)
+    out: dict[Labels, dict[Field, float]] = {}
+    if selection.by_skill:
+        where = f"{where}.skillsMetricsPerAgent"
+        block = _object(obj.get("skillsMetricsPerAgent"), where)
+        if not selection.group_by and not selection.per_agent:
+            _add(out, selection.labels(), block.get("metricsTotals"), f"{where}.metricsTotals")
+            return out
+        for skill, entry in _map(block.get("metricsPerSkill"), f"{where}.metricsPerSkill").items():
+            if not selection.wants(skill, None):
+                continue
+            swhere = f'{where}.metricsPerSkill["{skill}"]'
+            cell = _object(entry, swhere)
+            if not selection.per_agent:
+                _add(out, selection.labels(skill), cell.get("metricsTotals"), f"{swhere}.metricsTotals")
+                continue
+            for agent, metrics in _map(cell.get("metricsPerAgent"), f"{swhere}.metricsPerAgent").items():
+                if selection.wants(skill, agent):
+                    _add(out, selection.labels(skill, agent), metrics, f'{swhere}.metricsPerAgent["{agent}"]')
+    elif selection.per_agent:
+        where = f"{where}.agentsMetrics"
+        block = _object(obj.get("agentsMetrics"), where)
+        if "agent" not in selection.group_by:
+            _add(out, selection.labels(), block.get("metricsTotals"), f"{where}.metricsTotals")
+            return out
+        for agent, metrics in _map(block.get("metricsPerAgent"), f"{where}.metricsPerAgent").items():
+            if selection.wants(None, agent):
+                _add(out, selection.labels(agent=agent), metrics, f'{where}.metricsPerAgent["{agent}"]')
+    else:
+        _add(out, selection.labels(), obj.get("metricsTotals"), f"{where}.metricsTotals")
+    return out
+
+
+# Our field for each vendor metric [doc].
+_METRICS: Mapping[str, Field] = {
+    "totalHandlingTime": Field.HANDLE_TIME,
+    "totalInteractiveChats": Field.CONTACTS_HANDLED,
+}
+
+
+def _add(out: dict[Labels, dict[Field, float]], labels: Labels, metrics: object, where: str) -> None:
+    cell = _object(metrics, where)
+    values: dict[Field, float] = {}
+    for name, field in _METRICS.items():
+        value = cell.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ProviderError(f"engactivity response: {where}.{name} is missing or not a non-negative number")
+        values[field] = float(value)
+    if not any(values.values()) and not any(
+        isinstance(v, int | float) and not isinstance(v, bool) and v for v in cell.values()
+    ):
+        return  # nothing happened here
+    totals = out.setdefault(labels, {})
+    for field, value in values.items():
+        totals[field] = totals.get(field, 0.0) + value
+
+
+def _object(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        state = "missing" if value is None else f"a {type(value).__name__}, not an object"
+        raise ProviderError(f"engactivity response: {where} is {state}")
+    return value
+
+
+def _map(value: object, where: str) -> dict[str, Any]:
+    """An id-keyed map; `{}` when there is no data [doc]. A key that is not an id (ids are longs [doc])
+    cannot be a skill or an agent: it is a field LivePerson added, and is left alone."""
+    return {key: entry for key, entry in _object(value, where).items() if _ID_RE.match(key)}
+
+
+def vendor_message(body: Mapping[str, Any]) -> str | None:
+    """The vendor's own words from an error body, in the shapes LivePerson's APIs use [unverified]."""
+    error = body.get("error")
+    if isinstance(error, dict):
+        body = error
+        error = body.get("error")
+    message = body.get("message") or body.get("error_description") or body.get("description")
+    code = body.get("internalCode") or body.get("code") or (error if isinstance(error, str) else None)
+    parts = [str(p) for p in (code, message) if p not in (None, "")]
+    return ": ".join(parts) if parts else None
+
+
+def error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        message = vendor_message(body)
+        if message:
+            return message[:300]
+    text = response.text.strip().replace("\n", " ")[:300]
+    return text or response.reason_phrase
+
+
+# --- the provider: I/O ---------------------------------------------------------------------------------
+
+
+class LivePersonProvider(Provider):
+    name = "liveperson"
+    config_model = LivePersonConfig
+
+    def __init__(self, config: SourceConfig, health: SourceHealth, **kwargs: Any) -> None:
+        assert isinstance(config, LivePersonConfig)
+        self.lconfig = config
+        self.selection = Selection.of(config)
+        self._domains: dict[str, tuple[str, float]] = {}  # service -> (base URL, looked up again after)
+        self._lookup_lock = asyncio.Lock()
+        super().__init__(config, health, **kwargs)
+
+    def make_client(
+        self,
+        config: SourceConfig,
+        health: SourceHealth,
+        *,
+        sleep: Sleep,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> ApiClient:
+        assert isinstance(config, LivePersonConfig)
+        auth: httpx.Auth
+        if config.auth == "oauth1":
+            assert config.consumer_key and config.consumer_secret and config.token and config.token_secret
+            auth = OAuth1Auth(config.consumer_key, config.consumer_secret, config.token, config.token_secret)
+        else:
+            auth = self.token_auth = ClientCredentialsAuth(
+                self._token_request, error_text=error_text, default_lifetime=TOKEN_LIFETIME
+            )
+        return ApiClient(
+            counter=health,
+            timeout=config.timeout.total_seconds,
+            auth=auth,
+            error_text=error_text,
+            sleep=sleep,
+            transport=transport,
+        )
+
+    def _token_request(self) -> httpx.Request:
+        cfg = self.lconfig
+        sentinel = cfg.sentinel_url or self._cached(SENTINEL_SERVICE)
+        if sentinel is None or cfg.client_id is None or cfg.client_secret is None:
+            raise ProviderError("sentinel token: the sentinel domain is not known yet")  # fetch resolves it first
+        return sentinel_token_request(sentinel, cfg.account_id, cfg.client_id, cfg.client_secret)
+
+    @property
+    def fields(self) -> frozenset[Field]:
+        return FIELDS
+
+    async def fetch(self, start: int, end: int) -> list[Bucket]:
+        cfg = self.lconfig
+        api = await self._api_url()
+        if cfg.auth == "oauth2" and cfg.sentinel_url is None:
+            await self._lookup(SENTINEL_SERVICE)
+        timeframe = timeframe_minutes(self.clock.now(), start)
+        url = f"{api}{ENGACTIVITY_PATH.format(account=cfg.account_id)}?{query_string(timeframe, self.selection)}"
+        try:
+            response = await self.client.request("GET", url)
+        except ProviderError as exc:
+            if exc.status in (None, 404) and self._domains:
+                self._domains.clear()  # maybe the account moved: look the domains up again next poll
+            raise
+        return parse_engactivity(json_body(response, "engactivity"), self.selection, start, end)
+
+    async def _api_url(self) -> str:
+        cfg = self.lconfig
+        if cfg.base_url is not None:
+            return cfg.base_url.rstrip("/")
+        if cfg.domain is not None:
+            return f"https://{cfg.domain}"
+        return await self._lookup(DATA_SERVICE)
+
+    def _cached(self, service: str) -> str | None:
+        entry = self._domains.get(service)
+        return entry[0] if entry is not None and self.clock.now() < entry[1] else None
+
+    async def _lookup(self, service: str) -> str:
+        """[doc] `GET {csds}/api/account/{account}/service/{service}/baseURI.json?version=1.0` -> `baseURI`."""
+        async with self._lookup_lock:
+            cached = self._cached(service)
+            if cached is not None:
+                return cached
+            csds = self.lconfig.csds_url.rstrip("/")
+            what = f"domain lookup ({service})"
+            try:
+                response = await self.client.request(
+                    "GET",
+                    csds + CSDS_PATH.format(account=self.lconfig.account_id, service=service),
+                    params={"version": "1.0"},
+                    auth=None,  # the Domain API is public; the sentinel token may not even exist yet
+                )
+            except ProviderError as exc:
+                raise type(exc)(f"{what}: {exc}", status=exc.status) from None
+            body = json_body(response, what)
+            host = body.get("baseURI") if isinstance(body, dict) else None
+            if not isinstance(host, str) or not _HOST_RE.match(host):
+                raise ProviderError(f"{what}: baseURI is missing or not a host name")
+            url = f"{_scheme_for(host, csds)}://{host}"
+            self._domains[service] = (url, self.clock.now() + DOMAIN_TTL)
+            log.debug("domain looked up", extra={"source": self.config.name, "service": service, "host": host})
+            return url
+
+
+def _scheme_for(host: str, csds_url: str) -> str:
+    """https, always, for a real domain. A loopback host (a simulator) takes the Domain API's own scheme."""
+    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return urlsplit(csds_url).scheme if is_loopback(hostname) else "https"

@@ -1,0 +1,639 @@
+"""Ozonetel CloudAgent: the vendor's own AHT of outbound calls over the last two hours, per agent and campaign.
+
+Vendor facts (providers.md, seed 001; docs.ozonetel.com):
+- [doc] `https://{domain}/ca_apis/aht` with a JSON body `{"userName", "agentId"}` or `{"userName",
+  "campaignName"}`, one of the two. It answers the average handle time of OUTBOUND calls made over the
+  LAST TWO HOURS as `"HH:MM:SS"`: no sum, no count (reference/post_ca-apis-aht).
+- [doc] Success: `{"status": "success", "message": {"AgentID", "AgentName", "AHT"}}`, or `CampaignID`,
+  `CampaignName`. [unverified] the nesting of `message` (the docs print it flattened): we take an object,
+  a one-element list of one, a JSON string of one, or the fields beside `status`.
+- [doc] Errors are `{"status": "error", "message": ...}` (the token API says `"status": "false"`),
+  possibly with HTTP 200: `status` is checked on every reply, case-insensitively. The texts are seed 001's.
+- [unverified] The method: the docs show both a GET (with a body) and a POST page for this path. We POST
+  (`method`), and on a 405 try the other once and keep whichever worked.
+- [doc] 50 requests a minute; over it the reply says `max limit exceeded` (its HTTP status is
+  [unverified]). We pace requests evenly (aht_exporter.pacing) so that we never cause it.
+- [doc] Token: `POST /ca_apis/CAToken/generateToken`, header `apiKey`, body `{"userName"}` ->
+  `{"token": "...", "message": ""}`; errors `{"status": "false", "message": "Invalid userName or apiKey" |
+  "UserName is null" | "Token Expired", "data": null}`. A token lives 60 minutes, at most 10 are issued
+  per hour, and each new one invalidates the older ones (reference/post_ca-apis-catoken-generatetoken).
+  Calls then send `Authorization: Bearer <token>` and `apiKey`.
+- [doc] Accounts whose "API Authentication" setting is BASIC_AUTH send only `apiKey` (`auth: basic`,
+  reference/post_ca-apis-aht-1).
+- [doc] Domains: `in1-ccaas-api.ozonetel.com` (India, the default), `api.ccaas.ozonetel.com` (international).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import math
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BeforeValidator, SecretStr
+from pydantic import Field as PydanticField
+
+from aht_exporter.clock import Clock
+from aht_exporter.config import DurationField, SourceConfig, is_loopback
+from aht_exporter.health import SourceHealth
+from aht_exporter.httpclient import ApiClient, Sleep, generic_error_text, json_body
+from aht_exporter.model import AverageUpdate, Labels, Names, ProviderError, RateLimited, make_labels
+from aht_exporter.pacing import Pacer, pace_requests, shared_pacer
+from aht_exporter.providers.base import AverageProvider
+from aht_exporter.timebuckets import Duration
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://in1-ccaas-api.ozonetel.com"
+AHT_PATH = "/ca_apis/aht"
+TOKEN_PATH = "/ca_apis/CAToken/generateToken"
+WINDOW = Duration.parse("2h")  # [doc] the API's fixed span
+MEDIA_TYPE = "voice"  # [doc] outbound calls
+DOCUMENTED_RATE_LIMIT = 50  # [doc] requests per minute
+TOKEN_REUSE = 55 * 60  # [doc] a token lives 60 minutes: we use one for 55
+TOKENS_PER_HOUR = 10  # [doc]
+PAUSE_SECONDS = 60.0  # after "slow down": a whole minute, whether Ozonetel counts by calendar minute or rolling
+# The runner cancels a poll 10 s before the next is due (scheduler.poll_deadline); we stop serving targets
+# 5 s before that, so that what this poll got is kept.
+POLL_MARGIN = 15.0
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+NonEmpty = Annotated[str, PydanticField(min_length=1)]
+Method = Literal["POST", "GET"]
+
+
+class OzonetelConfig(SourceConfig):
+    # The data is one 2h average: call that the bucket, so --check-config tells the truth about it.
+    default_bucket: ClassVar[int] = WINDOW.seconds
+    default_refresh: ClassVar[str] = WINDOW.text
+    from_defaults: ClassVar[frozenset[str]] = frozenset({"every", "delay", "timeout", "stale_after", "max_series"})
+    fixed_keys: ClassVar[frozenset[str]] = frozenset({"windows", "refresh", "bucket"})
+
+    provider: Literal["ozonetel"]
+    base_url: str = DEFAULT_BASE_URL
+    windows: list[DurationField] = PydanticField(default_factory=lambda: [WINDOW])
+    bucket: DurationField | None = None  # accepted only to be refused with a clear message
+    user_name: NonEmpty
+    api_key: SecretStr
+    auth: Literal["token", "basic"] = "token"
+    agents: list[NonEmpty] = PydanticField(default_factory=list)
+    campaigns: list[NonEmpty] = PydanticField(default_factory=list)
+    method: Annotated[Method, BeforeValidator(_upper)] = "POST"
+    rate_limit: int = PydanticField(default=DOCUMENTED_RATE_LIMIT, ge=1)
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url.rstrip("/")
+
+    def problems(self) -> Any:
+        for key in sorted(self.fixed_keys):
+            if key in self.model_fields_set:
+                yield key, "does not apply to ozonetel: its AHT is always over the last 2h (remove this key)"
+        yield from super().problems()
+        if not self.api_key.get_secret_value().strip():
+            yield "api_key", "must not be empty"
+        if not self.agents and not self.campaigns:
+            yield "agents", "list at least one agent or campaign"
+        for key in ("agents", "campaigns"):
+            seen: set[str] = set()
+            for i, value in enumerate(getattr(self, key)):
+                if value in seen:
+                    yield f"{key}[{i}]", f"{value!r} is listed twice"
+                seen.add(value)
+
+
+# --- targets and replies (pure) --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One agent or campaign to ask the AHT of."""
+
+    kind: Literal["agent", "campaign"]
+    key: str  # the agentId or campaignName as configured
+
+    def body(self, user_name: str) -> dict[str, str]:
+        return {"userName": user_name, ("agentId" if self.kind == "agent" else "campaignName"): self.key}
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key!r}"
+
+
+def target_labels(kind: str, ident: str) -> Labels:
+    """An agent's series is (agent, media_type), a campaign's (media_type, queue): two grains, one source."""
+    if kind == "agent":
+        return make_labels(agent=ident, media_type=MEDIA_TYPE)
+    return make_labels(media_type=MEDIA_TYPE, queue=ident)
+
+
+def targets_of(config: OzonetelConfig) -> list[Target]:
+    return [Target("agent", a) for a in config.agents] + [Target("campaign", c) for c in config.campaigns]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One target's AHT: `seconds` is None when it made no call (the series is then absent)."""
+
+    labels: Labels
+    seconds: float | None
+    id: str
+    name: str | None
+
+
+class Problem(Enum):
+    RATE_LIMITED = "rate limited"
+    TOKEN_EXPIRED = "token expired"  # also a bare 401: refresh the token once
+    INVALID_TARGET = "invalid target"
+    CREDENTIALS = "credentials"
+    BAD_REQUEST = "bad request"
+    UNKNOWN = "unknown"  # an error text we do not know
+    MALFORMED = "malformed"  # a reply with a field missing or mistyped
+
+
+# [doc] seed 001's texts, and the token API's (reference/post_ca-apis-catoken-generatetoken).
+_KNOWN_TEXTS: tuple[tuple[str, Problem], ...] = (
+    ("max limit exceeded", Problem.RATE_LIMITED),
+    ("token expired", Problem.TOKEN_EXPIRED),
+    ("agentid is invalid", Problem.INVALID_TARGET),
+    ("campaignname is invalid", Problem.INVALID_TARGET),
+    ("username or apikey is invalid", Problem.CREDENTIALS),
+    ("invalid username or apikey", Problem.CREDENTIALS),
+    ("username should not be empty", Problem.CREDENTIALS),
+    ("apikey should not be empty", Problem.CREDENTIALS),
+    ("username is null", Problem.CREDENTIALS),
+    ("both agentid and campaignname cannot be passed at a time", Problem.BAD_REQUEST),
+    ("both agentid and campaignname cannot be empty", Problem.BAD_REQUEST),
+)
+_SPACES = re.compile(r"\s+")
+
+
+def classify(text: str) -> Problem:
+    """What an Ozonetel error text means, matched case-insensitively (the docs even break one across lines)."""
+    folded = _SPACES.sub(" ", text).lower()
+    return next((problem for known, problem in _KNOWN_TEXTS if known in folded), Problem.UNKNOWN)
+
+
+class ReplyError(ProviderError):
+    """An error reply from Ozonetel, with what it means."""
+
+    def __init__(self, message: str, problem: Problem, *, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.problem = problem
+
+
+_OK = frozenset({"success", "true"})
+
+
+def reply_error(payload: object, what: str) -> ReplyError | None:
+    """The error an AHT reply carries, or None for a success. Raises ProviderError for a malformed reply."""
+    if not isinstance(payload, dict):
+        raise ProviderError(f"{what}: expected a JSON object, got {type(payload).__name__}")
+    status = payload.get("status")
+    if isinstance(status, bool):
+        ok = status
+    elif isinstance(status, str):
+        ok = status.strip().lower() in _OK
+    else:
+        raise ProviderError(f"{what}: `status` is {'missing' if status is None else 'not a string'}")
+    if ok:
+        return None
+    text = message_text(payload.get("message"))
+    return ReplyError(f"{what}: {text}", classify(text))
+
+
+def message_text(message: object) -> str:
+    if isinstance(message, str) and message.strip():
+        return message.strip()
+    return "(no message)" if message in (None, "") else json.dumps(message)[:200]
+
+
+def parse_token_reply(payload: object, what: str) -> str:
+    """`{"token": ...}` -> the token; an error reply raises ReplyError with the vendor's message."""
+    if not isinstance(payload, dict):
+        raise ProviderError(f"{what}: expected a JSON object, got {type(payload).__name__}")
+    token = payload.get("token")
+    if isinstance(token, str) and token.strip():
+        return token.strip()
+    if "status" in payload:  # [doc] errors: {"status": "false", "message": ..., "data": null}
+        text = message_text(payload.get("message"))
+        raise ReplyError(f"{what}: {text}", classify(text))
+    raise ProviderError(f"{what}: `token` is missing")
+
+
+_HMS = re.compile(r"^(\d+):([0-5]?\d):([0-5]?\d)(?:\.(\d+))?$")
+
+
+def parse_hms(value: object) -> float | None:
+    """Ozonetel's `"HH:MM:SS"` in seconds (also `H:MM:SS` and hours past 24); empty or null is None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an HH:MM:SS string")
+    text = value.strip()
+    if not text:
+        return None
+    m = _HMS.match(text)
+    if m is None:
+        raise ValueError(f"{value!r} is not HH:MM:SS")
+    hours, minutes, seconds, fraction = m.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + int(seconds) + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def parse_aht_reply(payload: Mapping[str, Any], target: Target) -> Reading:
+    """A success reply -> the target's reading. Pure; raises ProviderError naming the bad field."""
+    what = f"{AHT_PATH} for {target}"
+    fields = _message_object(payload, what)
+    id_key, name_key = ("AgentID", "AgentName") if target.kind == "agent" else ("CampaignID", "CampaignName")
+    ident = fields.get(id_key)
+    if isinstance(ident, bool) or not isinstance(ident, str | int) or not str(ident).strip():
+        raise ProviderError(f"{what}: message.{id_key} is missing or not a string")
+    ident = str(ident).strip()
+    name = fields.get(name_key)
+    if name is not None and not isinstance(name, str):
+        raise ProviderError(f"{what}: message.{name_key} is not a string")
+    name = name.strip() if name else None
+    if "AHT" not in fields:
+        raise ProviderError(f"{what}: message.AHT is missing")
+    try:
+        seconds = parse_hms(fields["AHT"])
+    except ValueError as exc:
+        raise ProviderError(f"{what}: message.AHT: {exc}") from None
+    # [unverified] how "no call in two hours" looks: empty, null or 00:00:00. No handled call averages zero
+    # seconds, so a zero is "no data" and the series is absent, as the SPEC wants.
+    return Reading(target_labels(target.kind, ident), seconds or None, ident, name or None)
+
+
+def _message_object(payload: Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    message = payload.get("message")
+    if isinstance(message, str) and message.strip().startswith("{"):
+        with contextlib.suppress(ValueError):
+            message = json.loads(message)
+    if isinstance(message, list) and len(message) == 1:
+        message = message[0]
+    if isinstance(message, dict):
+        return message
+    if message is None and "AHT" in payload:
+        return payload
+    raise ProviderError(f"{what}: `message` is not an object with AHT")
+
+
+def error_text(response: httpx.Response) -> str:
+    """Ozonetel's `message`, or the body's start."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "message" in body:
+        return message_text(body["message"])
+    return generic_error_text(response)
+
+
+def rate_limit_sign(response: httpx.Response) -> bool:
+    """`max limit exceeded` in a non-2xx reply: the ApiClient counts and retries it like a 429.
+
+    The documented form, with HTTP 200, is handled (counted once, no retry, a pause) by the provider.
+    """
+    return not response.is_success and "max limit exceeded" in response.text.lower()
+
+
+def requests_per_poll(config: OzonetelConfig) -> int:
+    """AHT requests one poll can send at `rate_limit`, keeping one slot for a token call."""
+    serving = max(0.0, config.every.seconds - POLL_MARGIN)
+    return max(1, Pacer(config.rate_limit).requests_within(serving) - (1 if config.auth == "token" else 0))
+
+
+@dataclass
+class _Round:
+    """What one poll got."""
+
+    averages: dict[Labels, float | None] = field(default_factory=dict)
+    removed: set[Labels] = field(default_factory=set)
+    served: list[Target] = field(default_factory=list)  # asked, whatever the answer
+    skipped: list[str] = field(default_factory=list)  # errors we do not know, one per target
+    limited: ProviderError | None = None  # the "slow down" that ended the round
+
+
+# --- the token --------------------------------------------------------------------------------------------
+
+
+class Tokens:
+    """The account's one token: cached 55 minutes, renewed once on `Token Expired`, one renewal at a time,
+    and never more than 10 generated in any rolling hour ([doc] Ozonetel's own cap)."""
+
+    def __init__(self, generate: Callable[[], Awaitable[str]], clock: Clock) -> None:
+        self._generate = generate
+        self._clock = clock
+        self._token: str | None = None
+        self._issued_at = -math.inf
+        self.issued: deque[float] = deque()  # clock times of the generations in the last hour
+        self._lock = asyncio.Lock()
+
+    def _fresh(self) -> bool:
+        return self._token is not None and self._clock.now() - self._issued_at < TOKEN_REUSE
+
+    async def get(self) -> str:
+        if not self._fresh():
+            async with self._lock:
+                if not self._fresh():  # another task may have renewed it while we waited
+                    await self._renew()
+        assert self._token is not None
+        return self._token
+
+    async def renew(self, stale: str) -> str:
+        """A new token, unless another task already replaced `stale`."""
+        async with self._lock:
+            if self._token in (stale, None):
+                await self._renew()
+        assert self._token is not None
+        return self._token
+
+    async def _renew(self) -> None:
+        now = self._clock.now()
+        while self.issued and self.issued[0] <= now - 3600:
+            self.issued.popleft()
+        if len(self.issued) >= TOKENS_PER_HOUR:
+            wait = math.ceil(self.issued[0] + 3600 - now)
+            raise ProviderError(
+                f"no new token: {TOKENS_PER_HOUR} were generated in the last hour, the most Ozonetel allows "
+                f"(the next is allowed in {wait}s)"
+            )
+        self._token = None
+        token = await self._generate()
+        self.issued.append(self._clock.now())
+        self._token, self._issued_at = token, self._clock.now()
+
+
+# --- the provider -----------------------------------------------------------------------------------------
+
+
+class OzonetelProvider(AverageProvider):
+    name = "ozonetel"
+    config_model = OzonetelConfig
+
+    def __init__(self, config: SourceConfig, health: SourceHealth, **kwargs: Any) -> None:
+        assert isinstance(config, OzonetelConfig)
+        self.oconfig = config
+        super().__init__(config, health, **kwargs)
+        self.targets = targets_of(config)
+        self.tokens = Tokens(self._generate_token, self.clock) if config.auth == "token" else None
+        self._method = config.method
+        self._method_known = False
+        self._learned: dict[Target, Reading] = {}  # each target's last good reply
+        self._order: dict[Target, int] = {}  # when each target was last served (a sequence number)
+        self._sequence = itertools.count()
+        self._invalid: set[Target] = set()
+        self._agent_names: dict[str, str] = {}
+        self._campaign_names: dict[str, str] = {}
+        self._warn_about_budget()
+
+    def make_client(
+        self,
+        config: SourceConfig,
+        health: SourceHealth,
+        *,
+        sleep: Sleep,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> ApiClient:
+        assert isinstance(config, OzonetelConfig)
+        client = ApiClient(
+            counter=health,
+            timeout=config.timeout.total_seconds,
+            error_text=error_text,
+            rate_limit_sign=rate_limit_sign,
+            sleep=sleep,
+            transport=transport,
+        )
+        # Every request, retries and token calls included, waits for its slot in the account's budget.
+        pace_requests(client.http, self.pacer)
+        return client
+
+    def pacer(self) -> Pacer:
+        """The account's pacer: sources of one account share it (and the first one's rate_limit)."""
+        cfg = self.oconfig
+        return shared_pacer(("ozonetel", cfg.api_url, cfg.user_name), cfg.rate_limit)
+
+    def _warn_about_budget(self) -> None:
+        cfg = self.oconfig
+        extra = {"source": cfg.name, "rate_limit": cfg.rate_limit}
+        # A simulator on loopback (the demo's) may allow more; Ozonetel itself does not.
+        if cfg.rate_limit > DOCUMENTED_RATE_LIMIT and not is_loopback(urlsplit(cfg.api_url).hostname or ""):
+            log.warning(f"rate_limit is above the {DOCUMENTED_RATE_LIMIT}/min Ozonetel documents", extra=extra)
+        per_poll = requests_per_poll(cfg)
+        if len(self.targets) > per_poll:
+            polls = math.ceil(len(self.targets) / per_poll)
+            log.warning(
+                "more targets than one poll can serve at rate_limit: they are refreshed round-robin, oldest first",
+                extra={
+                    **extra,
+                    "targets": len(self.targets),
+                    "per_poll": per_poll,
+                    "every": str(cfg.every),
+                    "refreshed_every": str(Duration.of(polls * cfg.every.seconds)),
+                },
+            )
+
+    async def fetch_averages(self) -> AverageUpdate:
+        """Serve the targets, never served first then the least recently served, until done, told to
+        slow down, or out of poll time; the others wait for the next poll and keep their values.
+
+        The poll succeeds when any target was refreshed or dropped. A 'slow down' costs the targets left;
+        an unknown error text or a malformed reply about one target costs that target (the poll fails,
+        naming it, only when no target was refreshed); an error about the account, the token, the
+        request, or no usable answer at all (timeouts, 5xx, not JSON) fails the poll at once, and its
+        results are not kept.
+        """
+        queue = sorted(self.targets, key=lambda t: self._order.get(t, -1))
+        got = _Round()
+        deadline = asyncio.get_running_loop().time() + max(1.0, self.oconfig.every.seconds - POLL_MARGIN)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._serve(queue, got)
+        except TimeoutError:
+            pass  # out of poll time: the rest waits
+        for target in got.served:
+            self._order[target] = next(self._sequence)
+        if got.limited is not None:
+            self.pacer().pause(PAUSE_SECONDS)
+        if not got.averages and not got.removed:  # nothing refreshed: say why, and fail the poll
+            if got.limited is not None:
+                raise RateLimited(f"{got.limited} (paused for {PAUSE_SECONDS:.0f}s)", status=got.limited.status)
+            if got.skipped:
+                more = f" (and {len(got.skipped) - 1} more)" if len(got.skipped) > 1 else ""
+                raise ProviderError(got.skipped[0] + more)
+            raise ProviderError(f"no target could be served within the poll ({len(queue)} waiting)")
+        self._log_partial(got, len(queue))
+        return AverageUpdate(got.averages, frozenset(got.removed))
+
+    async def _serve(self, queue: list[Target], got: _Round) -> None:
+        for target in queue:
+            try:
+                reading = await self._read(target)
+            except RateLimited as exc:
+                got.limited = exc
+                return
+            except ReplyError as exc:
+                if exc.problem is Problem.INVALID_TARGET:
+                    got.removed.add(self._drop(target, exc))
+                elif exc.problem in (Problem.UNKNOWN, Problem.MALFORMED):
+                    log.debug("target not refreshed", extra={"source": self.config.name, "error": str(exc)})
+                    got.skipped.append(str(exc))
+                else:
+                    raise
+            else:
+                got.averages[reading.labels] = reading.seconds
+                self._learn(target, reading)
+            got.served.append(target)
+
+    def _log_partial(self, got: _Round, waiting: int) -> None:
+        """One line for what a successful poll left out (the runner logs the poll itself)."""
+        extra = {"source": self.config.name, "served": len(got.served), "targets": waiting}
+        if got.limited is not None:
+            log.warning(f"rate limited: paused for {PAUSE_SECONDS:.0f}s, the other targets wait", extra=extra)
+        if got.skipped:
+            log.warning("targets not refreshed", extra={**extra, "failed": len(got.skipped), "error": got.skipped[0]})
+        if got.limited is None and len(got.served) < waiting:
+            log.debug("poll time used up: the other targets wait for the next poll", extra=extra)
+
+    def _learn(self, target: Target, reading: Reading) -> None:
+        if target in self._invalid:
+            self._invalid.discard(target)
+            log.info("target is valid again", extra={"source": self.config.name, "target": str(target)})
+        self._learned[target] = reading
+        if reading.name:
+            self._names_of(target)[reading.id] = reading.name
+
+    def _drop(self, target: Target, exc: ReplyError) -> Labels:
+        """Forget an invalid target: its series, if it had one, is removed. Warn once until it is valid again."""
+        if target not in self._invalid:
+            self._invalid.add(target)
+            log.warning(
+                "invalid target: its series is dropped",
+                extra={"source": self.config.name, "target": str(target), "error": str(exc)},
+            )
+        reading = self._learned.pop(target, None)
+        if reading is None:
+            return target_labels(target.kind, target.key)
+        self._names_of(target).pop(reading.id, None)
+        return reading.labels
+
+    def _names_of(self, target: Target) -> dict[str, str]:
+        return self._agent_names if target.kind == "agent" else self._campaign_names
+
+    names_every = 0.0  # names come with the data: no request of their own
+
+    async def names(self) -> Names:
+        # Learned from the AHT replies: no request of its own.
+        return Names(queues=dict(self._campaign_names), agents=dict(self._agent_names))
+
+    # --- requests ---------------------------------------------------------------------------------------
+
+    async def _read(self, target: Target) -> Reading:
+        """Ask one target's AHT; a `Token Expired` (or a bare 401) renews the token once."""
+        token = await self.tokens.get() if self.tokens else None
+        try:
+            payload = await self._ask(target, token)
+        except ReplyError as exc:
+            if exc.problem is not Problem.TOKEN_EXPIRED or self.tokens is None or token is None:
+                raise
+            token = await self.tokens.renew(token)
+            try:
+                payload = await self._ask(target, token)
+            except ReplyError as again:
+                if again.problem is Problem.TOKEN_EXPIRED:
+                    raise ProviderError(
+                        f"{again} even with a token generated just now (does another client use this account? "
+                        "each new token invalidates the older ones)",
+                        status=again.status,
+                    ) from None
+                raise
+        try:
+            return parse_aht_reply(payload, target)
+        except ProviderError as exc:
+            raise ReplyError(str(exc), Problem.MALFORMED) from None
+
+    async def _ask(self, target: Target, token: str | None) -> dict[str, Any]:
+        what = f"{AHT_PATH} for {target}"
+        headers = {"apiKey": self.oconfig.api_key.get_secret_value()}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = await self._send(target.body(self.oconfig.user_name), headers)
+        except RateLimited:
+            raise  # 429 or a non-2xx "max limit exceeded": the ApiClient counted and retried it
+        except ProviderError as exc:
+            raise _typed(exc) from None
+        payload = json_body(response, what)
+        try:
+            problem = reply_error(payload, what)
+        except ProviderError as exc:
+            raise ReplyError(str(exc), Problem.MALFORMED) from None
+        if problem is not None:
+            raise self._counted(problem)
+        assert isinstance(payload, dict)
+        return payload
+
+    async def _send(self, body: dict[str, str], headers: dict[str, str]) -> httpx.Response:
+        url = self.oconfig.api_url + AHT_PATH
+        try:
+            response = await self.client.request(self._method, url, json=body, headers=headers)
+        except ProviderError as exc:
+            if exc.status != 405 or self._method_known:
+                raise
+            other: Method = "GET" if self._method == "POST" else "POST"
+            log.warning(
+                f"{self._method} {AHT_PATH} is not allowed (405): trying {other}",
+                extra={"source": self.config.name},
+            )
+            response = await self.client.request(other, url, json=body, headers=headers)
+            self._method = other
+        self._method_known = True
+        return response
+
+    async def _generate_token(self) -> str:
+        what = f"POST {TOKEN_PATH}"
+        try:
+            response = await self.client.request(
+                "POST",
+                self.oconfig.api_url + TOKEN_PATH,
+                json={"userName": self.oconfig.user_name},
+                headers={"apiKey": self.oconfig.api_key.get_secret_value()},
+            )
+        except RateLimited:
+            raise
+        except ProviderError as exc:
+            raise _typed(exc) from None
+        try:
+            return parse_token_reply(json_body(response, what), what)
+        except ReplyError as exc:
+            raise self._counted(exc) from None
+
+    def _counted(self, error: ReplyError) -> ProviderError:
+        """A 2xx error reply; `max limit exceeded` is counted here, once (the ApiClient saw a success)."""
+        if error.problem is Problem.RATE_LIMITED:
+            self.health.count_rate_limited()
+            return RateLimited(str(error))
+        return error
+
+
+def _typed(exc: ProviderError) -> ProviderError:
+    """A non-2xx reply the ApiClient gave up on, as a ReplyError when its text (or a 401) says what it means."""
+    problem = classify(str(exc))
+    if problem is Problem.UNKNOWN and exc.status == 401:
+        problem = Problem.TOKEN_EXPIRED
+    if problem is Problem.UNKNOWN:
+        return exc
+    return ReplyError(str(exc), problem, status=exc.status)

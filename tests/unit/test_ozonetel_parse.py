@@ -1,0 +1,211 @@
+"""Ozonetel's replies as pure data: HH:MM:SS, the AHT reply's shapes, the error texts of seed 001."""
+
+from typing import Any
+
+import pytest
+
+from aht_exporter.model import ProviderError, make_labels
+from aht_exporter.providers.ozonetel import (
+    Problem,
+    Reading,
+    ReplyError,
+    Target,
+    classify,
+    parse_aht_reply,
+    parse_hms,
+    parse_token_reply,
+    reply_error,
+)
+from tests.helpers import fixture
+
+AGENT = Target("agent", "xx")
+CAMPAIGN = Target("campaign", "xxxx")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("00:02:37", 157),  # seed 001's agent sample
+        ("00:00:27", 27),  # seed 001's campaign sample
+        ("01:00:00", 3600),
+        ("1:02:03", 3723),  # one-digit hours
+        ("25:00:01", 90001),  # hours past a day
+        ("123:59:59", 123 * 3600 + 3599),
+        (" 00:01:00 ", 60),
+        ("00:00:01.5", 1.5),
+        ("00:00:00", 0),
+        ("", None),
+        ("   ", None),
+        (None, None),
+    ],
+)
+def test_hh_mm_ss_is_parsed_to_seconds(text: str | None, seconds: float | None) -> None:
+    assert parse_hms(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["2:37", "00:60:00", "00:00:60", "-00:01:00", "1h", "abc", "00:02:37Z"])
+def test_anything_else_than_hh_mm_ss_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not HH:MM:SS"):
+        parse_hms(text)
+
+
+@pytest.mark.parametrize("value", [157, 1.5, True, ["00:02:37"]])
+def test_a_non_string_aht_is_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="not an HH:MM:SS string"):
+        parse_hms(value)
+
+
+def test_the_seed_agent_reply_is_157_seconds_for_agent_xx() -> None:
+    payload = fixture("ozonetel_aht_agent.json")
+    assert reply_error(payload, "aht") is None
+    assert parse_aht_reply(payload, AGENT) == Reading(
+        make_labels(agent="xx", media_type="voice"), 157.0, "xx", "xxxxxxx"
+    )
+
+
+def test_the_seed_campaign_reply_is_labelled_by_campaign_id() -> None:
+    reading = parse_aht_reply(fixture("ozonetel_aht_campaign.json"), CAMPAIGN)
+    assert reading.labels == make_labels(media_type="voice", queue="xxxx")
+    assert (reading.seconds, reading.name) == (27.0, "xxxx")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"status": "success", "message": {"AgentID": "xx", "AgentName": "A", "AHT": "00:02:37"}},
+        {"status": "success", "message": [{"AgentID": "xx", "AgentName": "A", "AHT": "00:02:37"}]},
+        {"status": "success", "message": '{"AgentID": "xx", "AgentName": "A", "AHT": "00:02:37"}'},
+        {"status": "success", "AgentID": "xx", "AgentName": "A", "AHT": "00:02:37"},  # flattened, as printed
+        {"status": "SUCCESS", "message": {"AgentID": "xx", "AgentName": "A", "AHT": "00:02:37", "New": 1}},
+        {"status": True, "message": {"AgentID": "xx", "AgentName": "A", "AHT": "00:02:37"}},
+    ],
+    ids=["object", "list-of-one", "json-string", "flattened", "upper-case-status-extra-field", "bool-status"],
+)
+def test_the_unverified_nestings_of_message_are_all_accepted(payload: dict[str, Any]) -> None:
+    assert reply_error(payload, "aht") is None
+    assert parse_aht_reply(payload, AGENT).seconds == 157.0
+
+
+def test_a_numeric_agent_id_becomes_a_string_label() -> None:
+    reading = parse_aht_reply({"status": "success", "message": {"AgentID": 42, "AHT": "00:00:10"}}, AGENT)
+    assert reading.labels == make_labels(agent="42", media_type="voice")
+    assert reading.name is None
+
+
+@pytest.mark.parametrize("aht", ["", None, "00:00:00"])
+def test_no_call_in_two_hours_is_no_value(aht: str | None) -> None:
+    reading = parse_aht_reply({"status": "success", "message": {"AgentID": "a", "AHT": aht}}, AGENT)
+    assert reading.seconds is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ({"status": "success", "message": {"AgentName": "A", "AHT": "00:00:01"}}, "message.AgentID is missing"),
+        ({"status": "success", "message": {"AgentID": "", "AHT": "00:00:01"}}, "message.AgentID is missing"),
+        ({"status": "success", "message": {"AgentID": True, "AHT": "00:00:01"}}, "message.AgentID is missing"),
+        ({"status": "success", "message": {"AgentID": "a"}}, "message.AHT is missing"),
+        ({"status": "success", "message": {"AgentID": "a", "AHT": 157}}, "message.AHT: 157 is not an HH:MM:SS"),
+        ({"status": "success", "message": {"AgentID": "a", "AHT": "2:37"}}, "message.AHT: '2:37' is not HH:MM:SS"),
+        ({"status": "success", "message": {"AgentID": "a", "AgentName": 7, "AHT": ""}}, "message.AgentName is not"),
+        ({"status": "success", "message": "done"}, "`message` is not an object with AHT"),
+        ({"status": "success", "message": [{}, {}]}, "`message` is not an object with AHT"),
+    ],
+)
+def test_a_bad_success_reply_names_the_field(payload: dict[str, Any], error: str) -> None:
+    with pytest.raises(ProviderError, match=f"/ca_apis/aht for agent 'xx': {error}".replace("(", r"\(")):
+        parse_aht_reply(payload, AGENT)
+
+
+def test_a_campaign_reply_needs_the_campaign_id() -> None:
+    with pytest.raises(ProviderError, match=r"message\.CampaignID is missing"):
+        parse_aht_reply({"status": "success", "message": {"AgentID": "1", "AHT": "00:00:01"}}, CAMPAIGN)
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ([], "expected a JSON object, got list"),
+        ({"message": {"AHT": "00:00:01"}}, "`status` is missing"),
+        ({"status": 200}, "`status` is not a string"),
+    ],
+)
+def test_a_reply_without_a_usable_status_is_refused(payload: object, error: str) -> None:
+    with pytest.raises(ProviderError, match=error):
+        reply_error(payload, "aht")
+
+
+SEED_ERRORS = {k: v for k, v in fixture("ozonetel_aht_errors.json").items() if not k.startswith("_")}
+MEANINGS = {
+    "userName is empty": Problem.CREDENTIALS,
+    "apiKey is empty": Problem.CREDENTIALS,
+    "agentId and campaignName both passed": Problem.BAD_REQUEST,
+    "agentId and campaignName both empty": Problem.BAD_REQUEST,
+    "invalid apiKey or userName": Problem.CREDENTIALS,
+    "invalid agentId": Problem.INVALID_TARGET,
+    "invalid campaignName": Problem.INVALID_TARGET,
+    "rate limit exceeded": Problem.RATE_LIMITED,
+}
+
+
+def test_every_error_of_seed_001_has_a_meaning() -> None:
+    assert SEED_ERRORS.keys() == MEANINGS.keys()
+
+
+@pytest.mark.parametrize("case", list(SEED_ERRORS))
+@pytest.mark.parametrize("status", ["error", "Error", "ERROR", "false", "failure"])
+def test_every_seed_error_is_recognised_whatever_the_case_of_status(case: str, status: str) -> None:
+    payload = {**SEED_ERRORS[case], "status": status}
+    error = reply_error(payload, "aht")
+    assert error is not None
+    assert error.problem is MEANINGS[case]
+    assert str(error) == f"aht: {SEED_ERRORS[case]['message']}"  # reported as it is
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("MAX LIMIT EXCEEDED", Problem.RATE_LIMITED),
+        ("Max limit exceeded. Please try after some time", Problem.RATE_LIMITED),
+        ("Token Expired", Problem.TOKEN_EXPIRED),
+        ("AGENTID IS INVALID", Problem.INVALID_TARGET),
+        ("Invalid userName or apiKey", Problem.CREDENTIALS),  # the token API's wording
+        ("UserName is null", Problem.CREDENTIALS),
+        ("Something new went wrong", Problem.UNKNOWN),
+    ],
+)
+def test_error_texts_are_matched_case_insensitively(text: str, problem: Problem) -> None:
+    assert classify(text) is problem
+
+
+def test_an_error_without_message_still_says_so() -> None:
+    error = reply_error({"status": "error"}, "aht")
+    assert error is not None and str(error) == "aht: (no message)" and error.problem is Problem.UNKNOWN
+
+
+TOKEN_REPLIES = fixture("ozonetel_token_replies.json")
+
+
+def test_the_documented_token_reply_gives_the_token() -> None:
+    assert parse_token_reply(TOKEN_REPLIES["valid"], "token") == TOKEN_REPLIES["valid"]["token"]
+
+
+@pytest.mark.parametrize(
+    ("case", "problem"),
+    [
+        ("user name key is invalid", Problem.CREDENTIALS),
+        ("user name value is invalid", Problem.CREDENTIALS),
+        ("expired token", Problem.TOKEN_EXPIRED),
+    ],
+)
+def test_documented_token_errors_carry_the_vendor_message(case: str, problem: Problem) -> None:
+    with pytest.raises(ReplyError) as info:
+        parse_token_reply(TOKEN_REPLIES[case], "token")
+    assert str(info.value) == f"token: {TOKEN_REPLIES[case]['message']}"
+    assert info.value.problem is problem
+
+
+@pytest.mark.parametrize("payload", [{"message": ""}, {"token": ""}, {"token": 12}])
+def test_a_token_reply_without_a_token_is_refused(payload: dict[str, Any]) -> None:
+    with pytest.raises(ProviderError, match="`token` is missing"):
+        parse_token_reply(payload, "token")
