@@ -15,6 +15,9 @@ from aht_exporter.cli import main
 GENESYS = "  - name: g\n    provider: genesys\n    region: mypurecloud.ie\n    client_id: id\n    client_secret: s3\n"
 
 
+KORE = "name: k, provider: koreai, account_id: a, org_id: o, client_id: c, client_secret: s"
+
+
 def source(extra: str = "", base: str = GENESYS) -> str:
     return "sources:\n" + base + extra
 
@@ -89,6 +92,51 @@ CASES: list[tuple[str, str, str]] = [
         "sources[0].login_url: is required with base_url",
     ),
     ("query-span", source("    max_query_span: 10m\n"), "sources[0].max_query_span: 10m is not a multiple"),
+    (
+        "ozonetel-no-targets",
+        "sources:\n  - {name: o, provider: ozonetel, user_name: u, api_key: k}\n",
+        "sources[0].agents: list at least one agent or campaign",
+    ),
+    (
+        "ozonetel-windows",
+        "sources:\n  - {name: o, provider: ozonetel, user_name: u, api_key: k, agents: [a], windows: [1h]}\n",
+        "sources[0].windows: does not apply to ozonetel",
+    ),
+    (
+        "ozonetel-bad-method",
+        "sources:\n  - {name: o, provider: ozonetel, user_name: u, api_key: k, agents: [a], method: PUT}\n",
+        "sources[0].method: Input should be 'POST' or 'GET'",
+    ),
+    (
+        "liveperson-window-too-long",
+        "sources:\n  - {name: l, provider: liveperson, account_id: '1', client_id: a, client_secret: b, windows: [1d]}\n",
+        "sources[0].windows[0]: 1d does not fit LivePerson's 1440-minute timeframe",
+    ),
+    (
+        "liveperson-oauth1-half",
+        "sources:\n  - {name: l, provider: liveperson, account_id: '1', auth: oauth1, consumer_key: a}\n",
+        "sources[0].consumer_secret: is required with auth: oauth1",
+    ),
+    (
+        "liveperson-skill-not-id",
+        "sources:\n  - {name: l, provider: liveperson, account_id: '1', client_id: a, client_secret: b, skills: [Sales]}\n",
+        "sources[0].skills: 'Sales' is not a LivePerson id",
+    ),
+    (
+        "koreai-page-size",
+        f"sources:\n  - {{{KORE}, page_size: 500}}\n",
+        "sources[0].page_size: Input should be less than or equal to 100",
+    ),
+    (
+        "koreai-time-unit",
+        f"sources:\n  - {{{KORE}, time_unit: h}}\n",
+        "sources[0].time_unit: Input should be 'ms' or 's'",
+    ),
+    (
+        "koreai-group-by-agent",
+        f"sources:\n  - {{{KORE}, group_by: [agent]}}\n",
+        "sources[0].group_by[0]: Input should be 'media_type' or 'queue'",
+    ),
     (
         "second-source-broken",
         "sources:\n" + GENESYS + GENESYS.replace("name: g", "name: h") + "    every: 1m\n",
