@@ -15,6 +15,7 @@ from aht_exporter.cli import main
 GENESYS = "  - name: g\n    provider: genesys\n    region: mypurecloud.ie\n    client_id: id\n    client_secret: s3\n"
 
 
+OZONETEL = "name: o, provider: ozonetel, user_name: u, api_key: k"
 KORE = "name: k, provider: koreai, account_id: a, org_id: o, client_id: c, client_secret: s"
 
 
@@ -99,12 +100,12 @@ CASES: list[tuple[str, str, str]] = [
     ),
     (
         "ozonetel-windows",
-        "sources:\n  - {name: o, provider: ozonetel, user_name: u, api_key: k, agents: [a], windows: [1h]}\n",
+        f"sources:\n  - {{{OZONETEL}, agents: [a], windows: [1h]}}\n",
         "sources[0].windows: does not apply to ozonetel",
     ),
     (
         "ozonetel-bad-method",
-        "sources:\n  - {name: o, provider: ozonetel, user_name: u, api_key: k, agents: [a], method: PUT}\n",
+        f"sources:\n  - {{{OZONETEL}, agents: [a], method: PUT}}\n",
         "sources[0].method: Input should be 'POST' or 'GET'",
     ),
     (
