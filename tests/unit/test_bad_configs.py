@@ -15,6 +15,7 @@ from aht_exporter.cli import main
 GENESYS = "  - name: g\n    provider: genesys\n    region: mypurecloud.ie\n    client_id: id\n    client_secret: s3\n"
 
 
+LIVEPERSON = "name: l, provider: liveperson, account_id: '1', client_id: a, client_secret: b"
 OZONETEL = "name: o, provider: ozonetel, user_name: u, api_key: k"
 KORE = "name: k, provider: koreai, account_id: a, org_id: o, client_id: c, client_secret: s"
 
@@ -110,7 +111,7 @@ CASES: list[tuple[str, str, str]] = [
     ),
     (
         "liveperson-window-too-long",
-        "sources:\n  - {name: l, provider: liveperson, account_id: '1', client_id: a, client_secret: b, windows: [1d]}\n",
+        f"sources:\n  - {{{LIVEPERSON}, windows: [1d]}}\n",
         "sources[0].windows[0]: 1d does not fit LivePerson's 1440-minute timeframe",
     ),
     (
@@ -120,7 +121,7 @@ CASES: list[tuple[str, str, str]] = [
     ),
     (
         "liveperson-skill-not-id",
-        "sources:\n  - {name: l, provider: liveperson, account_id: '1', client_id: a, client_secret: b, skills: [Sales]}\n",
+        f"sources:\n  - {{{LIVEPERSON}, skills: [Sales]}}\n",
         "sources[0].skills: 'Sales' is not a LivePerson id",
     ),
     (
