@@ -69,12 +69,12 @@ class Pacer:
 _SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, Pacer]] = weakref.WeakKeyDictionary()
 
 
-def shared_pacer(key: Hashable, per_minute: float) -> Pacer:
+def shared_pacer(key: Hashable, per_minute: float, *, slack: float = SLACK_SECONDS) -> Pacer:
     """The running loop's pacer for `key` (e.g. one vendor account), made with `per_minute` on first use."""
     per_loop = _SHARED.setdefault(asyncio.get_running_loop(), {})
     pacer = per_loop.get(key)
     if pacer is None:
-        pacer = per_loop[key] = Pacer(per_minute)
+        pacer = per_loop[key] = Pacer(per_minute, slack=slack)
     return pacer
 
 

@@ -54,8 +54,11 @@ async def soak(polls: int, fault_every: int, warmup: int) -> dict[str, Any]:
     clock = FakeClock(START)
     demo = Demo(clock)
     await demo.start()
+    # Pacing is not what this measures: the paced demo accounts get a generous budget, so 1,000 polls
+    # take minutes rather than the hours their real limits would spread them over.
+    sources = [s | {"rate_limit": 60_000} if s["provider"] in ("koreai", "ozonetel") else s for s in demo.sources]
     exporter = Exporter(
-        demo_config(demo.sources, {"every": "5m", "delay": "1m", "timeout": "2s"}), clock=clock, sleep=no_sleep
+        demo_config(sources, {"every": "5m", "delay": "1m", "timeout": "2s"}), clock=clock, sleep=no_sleep
     )
     rng = random.Random(7)
     injected = 0

@@ -484,3 +484,13 @@ async def test_other_accounts_are_paced_separately(mock: respx.MockRouter) -> No
     assert ours.times == pytest.approx(theirs.times)  # side by side, not one after the other
     await first.aclose()
     await second.aclose()
+
+
+async def test_rate_limit_sets_the_accounts_pacing(mock: respx.MockRouter) -> None:
+    server = PagingServer(records_for_queues(3))
+    mock.post(CALLVOLUME).mock(side_effect=server)
+    provider, _, _ = make(page_size=1, rate_limit=30)
+    await provider.fetch(NINE45, TEN)
+    gaps = [b - a for a, b in zip(server.times, server.times[1:], strict=False)]
+    assert gaps and min(gaps) >= 2 * REQUEST_SPACING - 1e-6  # half the default rate: twice the spacing
+    await provider.aclose()
