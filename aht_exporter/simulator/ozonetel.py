@@ -139,7 +139,8 @@ class OzonetelSimulator:
         self._campaign_names = {cid: name for name, (cid, _) in wanted.items()}
         self.faults = FaultInjector(FORMS)
         self.requests: Counter[str] = Counter()  # by path
-        self.request_times: list[float] = []  # monotonic, every request received
+        # monotonic, every request received (the newest 100,000: a demo runs for days)
+        self.request_times: deque[float] = deque(maxlen=100_000)
         self.over_limit = 0  # requests received beyond the limit (answered `max limit exceeded`)
         self.tokens_issued = 0
         self._admitted: deque[float] = deque()  # monotonic times of admitted requests, last minute

@@ -95,6 +95,7 @@ class Workload:
         media_types: Sequence[str] = ("voice", "chat", "message", "email", "callback"),
         contacts_per_slot: float = 6.0,
         report_lag: float = 0.0,
+        cache_slots: int | None = None,
     ) -> None:
         if queues < 1 or agents < 1 or not media_types:
             raise ValueError("a workload needs at least one queue, one agent and one media type")
@@ -109,7 +110,9 @@ class Workload:
         self._queue_ids = tuple(q for q, _ in self.queues)
         self._agent_ids = tuple(a for a, _ in self.agents)
         self._slots: OrderedDict[int, _Slot] = OrderedDict()
-        self._max_slots = max(16, min(_MAX_CACHED_SLOTS, int(_CACHED_CONTACTS / max(contacts_per_slot, 1.0))))
+        default_slots = max(16, min(_MAX_CACHED_SLOTS, int(_CACHED_CONTACTS / max(contacts_per_slot, 1.0))))
+        # How many 5-minute slots to keep generated: what a long soak bounds to measure the exporter alone.
+        self._max_slots = cache_slots if cache_slots is not None else default_slots
 
     def contacts(self, start: float, end: float, as_of: float) -> list[Contact]:
         """Contacts with start <= ended_at < end that the provider reports at `as_of`, by ended_at."""
