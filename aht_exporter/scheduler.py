@@ -24,7 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from aht_exporter.clock import Clock, SystemClock
 from aht_exporter.config import Config, SourceConfig
-from aht_exporter.exposition import Rendered, SourceView, render
+from aht_exporter.exposition import Rendered, Renderer, SourceView
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
 from aht_exporter.model import Names, ProviderError
@@ -201,7 +201,8 @@ class Exporter:
             self.runners.append(
                 SourceRunner(source, provider, clock=self.clock, redactor=self.redactor, on_update=self.request_render)
             )
-        self.rendered: Rendered = render(self.views())
+        self._renderer = Renderer()  # keeps each source's formatted series until its next poll
+        self.rendered: Rendered = self._renderer.render(self.views())
         self._render_task: asyncio.Task[None] | None = None
         self._render_dirty = False
         self._polls: set[asyncio.Task[bool]] = set()
@@ -226,7 +227,7 @@ class Exporter:
         while self._render_dirty:
             self._render_dirty = False
             views = self.views()
-            self.rendered = await asyncio.to_thread(render, views)
+            self.rendered = await asyncio.to_thread(self._renderer.render, views)
 
     async def rendered_now(self) -> Rendered:
         """Wait for any pending render (used by --once and tests)."""

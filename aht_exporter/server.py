@@ -13,6 +13,7 @@ from aht_exporter.scheduler import Exporter
 from aht_exporter.webconfig import BasicAuth, WebConfig, auth_middleware
 
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
+WRITE_SLICE = 256 * 1024  # bytes of a /metrics body handed to the transport at once
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -27,16 +28,30 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     rendered = request.app[EXPORTER_KEY].rendered
     gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    body, content_type = rendered.body(
+    parts, content_type = rendered.body(
         openmetrics=wants_openmetrics(request.headers.get("Accept", "")), gzipped=gzipped
     )
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if gzipped:
         headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
+    # The cached parts are written one after another, never joined, in slices that wait for the socket to
+    # drain: the transport then never buffers more than a slice of a body per scrape, however many
+    # scrapers read a 10 MB body at once.
+    response = web.StreamResponse(headers=headers)
+    response.content_length = sum(len(part) for part in parts)
+    try:
+        await response.prepare(request)
+        if request.method != "HEAD":
+            for part in parts:
+                view = memoryview(part)
+                for start in range(0, len(view), WRITE_SLICE):
+                    await response.write(view[start : start + WRITE_SLICE])
+    except ConnectionError:
+        pass  # the scraper went away mid-body, as aiohttp's own responses let it
+    return response  # aiohttp ends it (write_eof), minding a closed connection
 
 
 async def healthy(_: web.Request) -> web.Response:

@@ -113,5 +113,5 @@ def test_openmetrics_and_gzip_bodies_say_the_same() -> None:
     families = {f.name: f for f in parse_openmetrics(om)}
     assert families["aht_exporter_polls"].type == "counter"
     assert families["aht_seconds"].type == "gauge"
-    assert rendered.body(openmetrics=True, gzipped=False) == (rendered.openmetrics, OPENMETRICS_CONTENT_TYPE)
-    assert rendered.body(openmetrics=False, gzipped=True) == (rendered.text_gzip, TEXT_CONTENT_TYPE)
+    assert rendered.body(openmetrics=True, gzipped=False) == (rendered.openmetrics_parts, OPENMETRICS_CONTENT_TYPE)
+    assert rendered.body(openmetrics=False, gzipped=True) == (rendered.text_gzip_parts, TEXT_CONTENT_TYPE)

@@ -1,0 +1,194 @@
+"""The fast renderer writes exactly what prometheus_client writes for the same gauges, in both formats.
+
+The reference here is the straightforward client_python way: metric families built from the snapshot
+and rendered by `generate_latest`. Any difference, in a byte, is a bug in the fast path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from collections.abc import Iterator, Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client.core import Metric
+from prometheus_client.exposition import generate_latest as generate_text
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+from prometheus_client.utils import floatToGoString
+
+from aht_exporter.exposition import FIELD_HELP, Renderer, SourceView, go_float, health_families, render
+from aht_exporter.health import SourceHealth
+from aht_exporter.model import Field, Labels, Names, make_labels
+from aht_exporter.store import Snapshot
+
+SERVED = "Served from the last poll; scrapes never call the provider."
+NASTY = 'back\\slash "quoted"\nnew line'
+SPECIAL = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1e6, 999_999.999, 1_234_567.5, 1e-7, 5e-324, -2.5e9, 1e22]
+
+
+class Reference:
+    """The series as client_python metric families, as the exposition once built them."""
+
+    def __init__(self, views: Sequence[SourceView]) -> None:
+        self.views = views
+
+    def collect(self) -> Iterator[Metric]:
+        live = [v for v in self.views if v.snapshot is not None and not v.health.stale]
+        aht = Metric(
+            "aht_seconds",
+            "Average handle time over the window: handle time / contacts handled, in seconds; absent when "
+            f"no contact was handled. {SERVED}",
+            "gauge",
+        )
+        per_field = {f: Metric(f"aht_{f.value}", f"{FIELD_HELP[f]} {SERVED}", "gauge") for f in Field}
+        queue_info = Metric("aht_queue_info", f"Display name of a queue (skill, campaign); value 1. {SERVED}", "gauge")
+        agent_info = Metric("aht_agent_info", f"Display name of an agent; value 1. {SERVED}", "gauge")
+        for view in live:
+            snap = view.snapshot
+            assert snap is not None
+            source = view.health.source
+            base = {"source": source, "provider": view.health.provider}
+            for window, groups in snap.windows.items():
+                for labels, totals in groups.items():
+                    series = {**base, "window": window, **dict(labels)}
+                    for f in snap.fields:
+                        per_field[f].add_sample(per_field[f].name, series, totals.get(f, 0.0))
+                    handled = totals.get(Field.CONTACTS_HANDLED, 0.0)
+                    if handled > 0:
+                        aht.add_sample("aht_seconds", series, totals.get(Field.HANDLE_TIME, 0.0) / handled)
+            for window, averages in snap.averages.items():
+                for labels, value in averages.items():
+                    aht.add_sample("aht_seconds", {**base, "window": window, **dict(labels)}, value)
+            for queue, name in snap.names.queues.items():
+                queue_info.add_sample(queue_info.name, {"source": source, "queue": queue, "queue_name": name}, 1)
+            for agent, name in snap.names.agents.items():
+                agent_info.add_sample(agent_info.name, {"source": source, "agent": agent, "agent_name": name}, 1)
+        yield from (m for m in (aht, *per_field.values(), queue_info, agent_info) if m.samples)
+        yield from health_families([v.health for v in self.views])
+
+
+def assert_same_as_client_python(views: Sequence[SourceView]) -> None:
+    rendered = render(views)
+    reference = Reference(views)
+    assert rendered.text == generate_text(reference)
+    assert rendered.openmetrics == generate_openmetrics(reference)  # type: ignore[no-untyped-call]
+    assert gzip.decompress(rendered.text_gzip) == rendered.text
+    assert gzip.decompress(rendered.openmetrics_gzip) == rendered.openmetrics
+    # And both parse with client_python's own parsers.
+    list(parse_text(rendered.text.decode()))
+    list(parse_openmetrics(rendered.openmetrics.decode()))
+
+
+def healthy(source: str = "g1", provider: str = "genesys") -> SourceHealth:
+    health = SourceHealth(source, provider, 3)
+    health.count_request("200")
+    health.record_success(1772445000.0, 0.3, 1772445600)
+    return health
+
+
+def snapshot(windows: dict[str, dict[Labels, dict[Field, float]]], **kwargs: object) -> Snapshot:
+    fields = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED, Field.TALK_TIME, Field.CONTACTS_ABANDONED})
+    return Snapshot(data_end=1772445600, fields=fields, windows=windows, **kwargs)  # type: ignore[arg-type]
+
+
+def test_every_family_and_label_the_way_client_python_writes_them() -> None:
+    voice, chat = make_labels(media_type="voice", queue="q1"), make_labels(media_type="chat", queue="q2")
+    snap = snapshot(
+        {
+            "30m": {voice: {Field.HANDLE_TIME: 600.5, Field.CONTACTS_HANDLED: 4}, chat: {Field.CONTACTS_HANDLED: 0}},
+            "1h": {voice: {Field.HANDLE_TIME: 900.0, Field.CONTACTS_HANDLED: 6, Field.TALK_TIME: 700.25}},
+        },
+        names=Names(queues={"q1": "Sales", "q2": "Support"}, agents={"a1": "Ana"}),
+    )
+    averages = Snapshot(
+        data_end=1772445600,
+        fields=frozenset(),
+        windows={},
+        averages={"2h": {make_labels(agent="7", media_type="voice"): 245.0}},
+    )
+    assert_same_as_client_python(
+        [SourceView(healthy(), snap), SourceView(healthy("oz", "ozonetel"), averages), SourceView(healthy("x"), None)]
+    )
+
+
+def test_label_values_with_backslash_quote_and_newline_are_escaped() -> None:
+    labels = make_labels(queue=NASTY, media_type="voice")
+    snap = snapshot(
+        {"30m": {labels: {Field.HANDLE_TIME: 10.0, Field.CONTACTS_HANDLED: 1}}},
+        names=Names(queues={NASTY: NASTY}),
+    )
+    assert_same_as_client_python([SourceView(healthy('we"ird\\src\n'), snap)])
+    text = render([SourceView(healthy(), snap)]).text.decode()
+    assert r'queue="back\\slash \"quoted\"\nnew line"' in text
+
+
+def test_special_and_large_floats_are_written_as_go_writes_them() -> None:
+    groups: dict[Labels, dict[Field, float]] = {
+        make_labels(agent=f"a{i}"): {Field.HANDLE_TIME: v, Field.CONTACTS_HANDLED: 1.0, Field.TALK_TIME: v}
+        for i, v in enumerate(SPECIAL)
+    }
+    groups[make_labels(agent="int")] = {Field.HANDLE_TIME: 7, Field.CONTACTS_HANDLED: 2}  # ints from a provider
+    assert_same_as_client_python([SourceView(healthy(), snapshot({"1h": groups}))])
+    for v in SPECIAL:
+        assert go_float(v) == floatToGoString(v)
+
+
+def test_a_stale_source_is_left_out_and_the_others_stay() -> None:
+    labels = make_labels(queue="q1")
+    stale = healthy("down")
+    stale.consecutive_failures = 3
+    snap = snapshot({"30m": {labels: {Field.HANDLE_TIME: 5.0, Field.CONTACTS_HANDLED: 1}}})
+    assert_same_as_client_python([SourceView(stale, snap), SourceView(healthy("fine"), snap)])
+
+
+def test_nothing_but_health_before_the_first_poll() -> None:
+    assert_same_as_client_python([SourceView(SourceHealth("g1", "genesys", 3), None)])
+
+
+def test_a_renderer_reuses_a_source_s_lines_until_its_snapshot_changes() -> None:
+    labels = make_labels(queue="q1")
+    first = snapshot({"30m": {labels: {Field.HANDLE_TIME: 5.0, Field.CONTACTS_HANDLED: 1}}})
+    second = snapshot({"30m": {labels: {Field.HANDLE_TIME: 8.0, Field.CONTACTS_HANDLED: 2}}})
+    other = snapshot({"30m": {labels: {Field.HANDLE_TIME: 1.0, Field.CONTACTS_HANDLED: 1}}})
+    renderer = Renderer()
+    a, b = healthy("a"), healthy("b")
+    for views in (
+        [SourceView(a, first), SourceView(b, other)],
+        [SourceView(a, first), SourceView(b, other)],  # nothing new: the cached lines
+        [SourceView(a, second), SourceView(b, other)],  # a polled again
+        [SourceView(a, None), SourceView(b, other)],  # a lost its data
+    ):
+        assert renderer.render(views).openmetrics == generate_openmetrics(Reference(views))  # type: ignore[no-untyped-call]
+
+
+label_values = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**9), 10**12))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    groups=st.dictionaries(
+        st.tuples(label_values, label_values),
+        st.tuples(values, values, values),
+        max_size=6,
+    ),
+    names=st.dictionaries(label_values, label_values, max_size=4),
+    source=label_values,
+)
+def test_any_labels_and_values_match_client_python(
+    groups: dict[tuple[str, str], tuple[float, float, float]], names: dict[str, str], source: str
+) -> None:
+    windows: dict[str, dict[Labels, dict[Field, float]]] = {
+        "30m": {
+            make_labels(queue=q, media_type=m): {Field.HANDLE_TIME: h, Field.CONTACTS_HANDLED: n, Field.TALK_TIME: t}
+            for (q, m), (h, n, t) in groups.items()
+        }
+    }
+    snap = snapshot(windows, names=Names(queues=names, agents=names))
+    rendered = render([SourceView(healthy(source), snap)])
+    reference = Reference([SourceView(healthy(source), snap)])
+    assert rendered.text == generate_text(reference)
+    assert rendered.openmetrics == generate_openmetrics(reference)  # type: ignore[no-untyped-call]

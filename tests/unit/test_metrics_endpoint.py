@@ -1,0 +1,89 @@
+"""/metrics writes the cached parts of a body one after another: whole bodies, HEAD, and scrapers that leave."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from aht_exporter.config import build_config
+from aht_exporter.exposition import SourceView, render
+from aht_exporter.health import SourceHealth
+from aht_exporter.model import Field, make_labels
+from aht_exporter.scheduler import Exporter
+from aht_exporter.server import start_server
+from aht_exporter.store import Snapshot
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def big_view() -> SourceView:
+    """Enough series for bodies of several parts, each bigger than one write slice."""
+    fields = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED, Field.TALK_TIME})
+    groups = {
+        make_labels(agent=f"agent-{i:05d}"): {Field.HANDLE_TIME: 100.0 + i, Field.CONTACTS_HANDLED: 1.0 + i % 7}
+        for i in range(6000)
+    }
+    health = SourceHealth("g1", "genesys", 3, up=True, polled=True)
+    return SourceView(health, Snapshot(data_end=0, fields=fields, windows={"30m": groups, "1h": groups}))
+
+
+@pytest_asyncio.fixture
+async def served() -> AsyncIterator[tuple[Exporter, str]]:
+    source = {"name": "g1", "provider": "genesys", "region": "mypurecloud.com", "client_id": "i", "client_secret": "s"}
+    exporter = Exporter(build_config({"sources": [source]}, "t", {}))
+    exporter.rendered = render([big_view()])
+    runner, bound = await start_server(exporter, "127.0.0.1:0")
+    yield exporter, f"http://{bound[0]}"
+    await runner.cleanup()
+    await exporter.aclose()
+
+
+@pytest.mark.asyncio
+async def test_each_body_arrives_whole_from_its_parts(served: tuple[Exporter, str]) -> None:
+    exporter, url = served
+    rendered = exporter.rendered
+    assert len(rendered.text_parts) > 2 and len(rendered.text) > 1_000_000  # several parts, many slices
+    async with httpx.AsyncClient(base_url=url) as client:
+        for accept, gzipped, expected in (
+            ("*/*", False, rendered.text),
+            ("*/*", True, rendered.text_gzip),
+            (OPENMETRICS, False, rendered.openmetrics),
+            (OPENMETRICS, True, rendered.openmetrics_gzip),
+        ):
+            headers = {"Accept": accept, "Accept-Encoding": "gzip" if gzipped else "identity"}
+            r = await client.send(client.build_request("GET", "/metrics", headers=headers), stream=True)
+            raw = b"".join([chunk async for chunk in r.aiter_raw()])
+            assert r.status_code == 200
+            assert int(r.headers["Content-Length"]) == len(raw)
+            assert raw == expected
+            assert (gzip.decompress(raw) if gzipped else raw).startswith(b"# HELP aht_seconds")
+
+
+@pytest.mark.asyncio
+async def test_head_answers_the_length_without_a_body_and_keeps_the_connection(served: tuple[Exporter, str]) -> None:
+    exporter, url = served
+    async with httpx.AsyncClient(base_url=url) as client:
+        r = await client.head("/metrics", headers={"Accept-Encoding": "identity"})
+        assert r.status_code == 200
+        assert int(r.headers["Content-Length"]) == len(exporter.rendered.text)
+        assert r.content == b""
+        assert (await client.get("/metrics", headers={"Accept-Encoding": "gzip"})).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_a_scraper_that_hangs_up_mid_body_leaves_the_server_serving(served: tuple[Exporter, str]) -> None:
+    _, url = served
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+        await writer.drain()
+        await reader.read(65536)  # the headers and the first bytes, then gone
+        writer.transport.abort()
+    async with httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/metrics")).status_code == 200
