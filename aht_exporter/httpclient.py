@@ -198,8 +198,10 @@ def json_body(response: httpx.Response, what: str) -> Any:
     try:
         return response.json()
     except ValueError:
-        snippet = response.text[:80].replace("\n", " ")
-        raise ProviderError(
-            f"{what}: response is not JSON (HTTP {response.status_code}, {snippet!r})",
-            status=response.status_code,
-        ) from None
+        raise not_json(response.content, response.status_code, what) from None
+
+
+def not_json(raw: bytes, status: int, what: str) -> ProviderError:
+    """The error for a body that is not JSON, with its first bytes (never a whole page in a log line)."""
+    snippet = raw[:80].decode("utf-8", "replace").replace("\n", " ")
+    return ProviderError(f"{what}: response is not JSON (HTTP {status}, {snippet!r})", status=status)

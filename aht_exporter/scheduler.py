@@ -27,6 +27,7 @@ from aht_exporter.config import Config, SourceConfig
 from aht_exporter.exposition import Rendered, Renderer, SourceView
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
+from aht_exporter.memory import release_free_memory
 from aht_exporter.model import Names, ProviderError
 from aht_exporter.providers import PROVIDERS, Provider
 from aht_exporter.providers.base import AverageProvider
@@ -228,6 +229,8 @@ class Exporter:
             self._render_dirty = False
             views = self.views()
             self.rendered = await asyncio.to_thread(self._renderer.render, views)
+            # The old bodies are free now (unless a scrape is still writing them): hand their memory back.
+            await asyncio.to_thread(release_free_memory)
 
     async def rendered_now(self) -> Rendered:
         """Wait for any pending render (used by --once and tests)."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from common import T0, Result, ScraperProcess, SharedClock, SimulatorProcess, Target, bench_env, peak_rss_mb, rss_mb
 
-RSS_TARGET = 150.0  # MB at 100k series
+RSS_TARGET = 150e6 / 2**20  # 150 MB at 100k series, in MiB as RSS is read (143.1)
 SCRAPES = (
     {"Accept-Encoding": "identity"},
     {"Accept-Encoding": "gzip"},
@@ -125,9 +125,12 @@ def main(args: argparse.Namespace) -> Result:
     result.targets.append(
         Target(
             f"RSS holding {held_series:,} series",
-            f"< {RSS_TARGET:g} MB",
+            f"< 150 MB ({RSS_TARGET:.1f} MiB)",
             f"{held_peak:.1f} MiB (highest reading after a poll)",
             held_peak < RSS_TARGET,
+            ""
+            if held_peak < RSS_TARGET
+            else "the allocators keep part of each poll's transient memory (docs/performance.md has the breakdown)",
         )
     )
     result.notes.append(

@@ -9,8 +9,8 @@ from aht_exporter.simulator.faults import Fault
 # The words each provider uses for a schema fault or a vendor error in a 200, in its last error.
 SCHEMA_ERRORS: dict[str, dict[Fault, str]] = {
     "genesys": {
-        Fault.MISSING_FIELD: "stats.count is not a number",
-        Fault.WRONG_TYPE: "stats.sum is not a number",
+        Fault.MISSING_FIELD: "stats.count is missing",
+        Fault.WRONG_TYPE: "Expected `float`, got `str`",
         Fault.ERROR_IN_200: "answered 200 with an error: service.unavailable",
     },
     "koreai": {

@@ -253,7 +253,7 @@ async def test_missing_fields_fail_the_poll_naming_the_field(mock: respx.MockRou
     }
     mock.post(QUERY).mock(return_value=httpx.Response(200, json=body))
     provider, _, _ = make()
-    with pytest.raises(ProviderError, match=r"results\[0\].data\[0\].metrics\[0\].stats.count is not a number"):
+    with pytest.raises(ProviderError, match=r"results\[0\].data\[0\].metrics\[0\].stats.count is missing"):
         await provider.fetch(NINE, TEN)
     await provider.aclose()
 

@@ -69,13 +69,16 @@ def test_no_data_is_no_buckets_not_an_error(payload: object) -> None:
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        ([], "expected a JSON object, got list"),
-        ({"results": {}}, "`results` is not a list"),
-        ({"results": ["x"]}, r"results\[0\] is not an object"),
-        ({"results": [{"group": [], "data": []}]}, r"results\[0\].group is not an object"),
+        ([], "Expected `object`, got `array`"),
+        ({"results": {}}, r"Expected `array`, got `object` - at `\$.results`"),
+        ({"results": ["x"]}, r"Expected `object`, got `str` - at `\$.results\[0\]`"),
+        ({"results": [{"group": [], "data": []}]}, r"Expected `object`, got `array` - at `\$.results\[0\].group`"),
         ({"results": [{"group": {"mediaType": 7}, "data": []}]}, r"results\[0\].group.mediaType is not a string"),
-        ({"results": [{"group": {}, "data": {}}]}, r"results\[0\].data is not a list"),
-        ({"results": [{"group": {}, "data": [{"metrics": []}]}]}, r"data\[0\].interval is not an ISO-8601 interval"),
+        ({"results": [{"group": {}, "data": {}}]}, r"Expected `array`, got `object` - at `\$.results\[0\].data`"),
+        (
+            {"results": [{"group": {}, "data": [{"metrics": []}]}]},
+            r"missing required field `interval` - at `\$.results\[0\].data\[0\]`",
+        ),
         ({"results": [{"group": {}, "data": [{"interval": "yesterday", "metrics": []}]}]}, "not an ISO-8601"),
         (
             {"results": [{"group": {}, "data": [{"interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z"}]}]},
@@ -95,7 +98,7 @@ def test_no_data_is_no_buckets_not_an_error(payload: object) -> None:
                     }
                 ]
             },
-            r"metrics\[0\].stats is missing",
+            r"missing required field `stats` - at `\$.results\[0\].data\[0\].metrics\[0\]`",
         ),
         (
             {
@@ -106,7 +109,7 @@ def test_no_data_is_no_buckets_not_an_error(payload: object) -> None:
                     }
                 ]
             },
-            r"metrics\[0\].metric is missing",
+            r"missing required field `metric` - at `\$.results\[0\].data\[0\].metrics\[0\]`",
         ),
         (
             {
@@ -122,7 +125,7 @@ def test_no_data_is_no_buckets_not_an_error(payload: object) -> None:
                     }
                 ]
             },
-            r"metrics\[0\].stats.sum is not a number",
+            r"Expected `float`, got `str` - at `\$.results\[0\].data\[0\].metrics\[0\].stats.sum`",
         ),
         (
             {
@@ -138,7 +141,7 @@ def test_no_data_is_no_buckets_not_an_error(payload: object) -> None:
                     }
                 ]
             },
-            r"stats.sum is not a number",
+            r"Expected `float`, got `bool` - at `\$.results\[0\].data\[0\].metrics\[0\].stats.sum`",
         ),
     ],
 )
