@@ -1,8 +1,11 @@
-"""Evenly paced requests, for vendors that count requests per minute.
+"""Paced requests, for vendors that count requests per minute.
 
-A `Pacer` gives each request a slot at least `interval` after the previous one's, first come first
-served, so requests never burst and no 60-second window holds more than `per_minute` of them; it can
-also pause when the vendor says "slow down". Installed as an httpx request hook (`pace_requests`), it
+A `Pacer` gives each request a slot, first come first served, so that no window of 60 seconds (plus a
+slack) holds more than `per_minute` of them; it can also pause when the vendor says "slow down".
+Evenly (the default), each slot is at least `interval` after the previous one, so requests never
+burst: Ozonetel asks for that. With `burst=True` a slot is only held back when the window already
+holds `per_minute` requests: a poll of a few pages (Kore.ai) goes out at once instead of one a second,
+and a long backfill still never exceeds the limit. Installed as an httpx request hook (`pace_requests`), it
 sees every request the client sends: retries, token calls and redirects included, whatever transport
 or proxy carries them. Time is the event loop's (monotonic), so fast-forwarded test loops drive it too.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import weakref
+from collections import deque
 from collections.abc import Callable, Hashable
 
 import httpx
@@ -28,17 +32,25 @@ SLACK_SECONDS = 1.0
 
 
 class Pacer:
-    def __init__(self, per_minute: float, *, slack: float = SLACK_SECONDS) -> None:
-        if per_minute <= 0 or slack < 0:
-            raise ValueError("per_minute must be positive and slack not negative")
+    def __init__(self, per_minute: float, *, slack: float = SLACK_SECONDS, burst: bool = False) -> None:
+        if per_minute < 1 or slack < 0:
+            raise ValueError("per_minute must be at least 1 and slack not negative")
         self.per_minute = per_minute
-        self.interval = (60.0 + slack) / per_minute
+        self.window = 60.0 + slack
+        self.burst = burst
+        self.interval = 0.0 if burst else self.window / per_minute  # between consecutive slots
         self._next_slot = -math.inf  # loop time of the earliest slot not yet handed out
         self._resume_at = -math.inf  # loop time at which a pause ends
+        # The latest slots handed out, in order: a new one comes a window after the oldest of them.
+        self._slots: deque[float] = deque(maxlen=math.floor(per_minute))
 
     def requests_within(self, seconds: float) -> int:
         """How many requests can start within `seconds` of an idle pacer."""
-        return 0 if seconds < 0 else math.floor(seconds / self.interval) + 1
+        if seconds < 0:
+            return 0
+        if self.burst:
+            return (math.floor(seconds / self.window) + 1) * math.floor(self.per_minute)
+        return math.floor(seconds / self.interval) + 1
 
     def pause(self, seconds: float) -> None:
         """Send nothing for `seconds` from now."""
@@ -60,6 +72,9 @@ class Pacer:
         """
         now = asyncio.get_running_loop().time()
         slot = max(now, self._next_slot, self._resume_at)
+        if len(self._slots) == self._slots.maxlen:
+            slot = max(slot, self._slots[0] + self.window)
+        self._slots.append(slot)
         self._next_slot = slot + self.interval
         if slot > now:
             await asyncio.sleep(slot - now)
@@ -69,12 +84,12 @@ class Pacer:
 _SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, Pacer]] = weakref.WeakKeyDictionary()
 
 
-def shared_pacer(key: Hashable, per_minute: float, *, slack: float = SLACK_SECONDS) -> Pacer:
+def shared_pacer(key: Hashable, per_minute: float, *, slack: float = SLACK_SECONDS, burst: bool = False) -> Pacer:
     """The running loop's pacer for `key` (e.g. one vendor account), made with `per_minute` on first use."""
     per_loop = _SHARED.setdefault(asyncio.get_running_loop(), {})
     pacer = per_loop.get(key)
     if pacer is None:
-        pacer = per_loop[key] = Pacer(per_minute, slack=slack)
+        pacer = per_loop[key] = Pacer(per_minute, slack=slack, burst=burst)
     return pacer
 
 

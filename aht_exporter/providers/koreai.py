@@ -54,11 +54,10 @@ MAX_PAGE_SIZE = 100  # [unverified] Kore's own maximum; 100 is what providers.md
 MAX_PAGES = 200  # 20,000 records per fetch: a hard bound that also fits a 5-minute poll at one request a second
 JWT_LIFETIME = 300  # seconds: short, used once, well inside Kore's 1 h limit, and tolerant of clock skew
 RATE_LIMIT_PER_MINUTE = 60  # [doc] per account
-# One request per 1.05 s: at most 58 in any minute as sent, so network jitter cannot make Kore count 61.
-# Pace as if a minute had 63 seconds (one request per 1.05 s at 60/min): network jitter never lets Kore
-# count more than its limit in any of its own minutes.
+# At most `rate_limit` requests in any 63 seconds as sent: network jitter never lets Kore count more than
+# its limit in any of its own minutes. Kore documents a count per minute, not a spacing, so the few pages
+# of a poll go out at once (a poll's data is on /metrics in a second, not after one request a second).
 PACING_SLACK = 3.0
-REQUEST_SPACING = (60 + PACING_SLACK) / RATE_LIMIT_PER_MINUTE
 # An AHT outside this range (seconds) is more likely a wrong `time_unit` than real.
 PLAUSIBLE_AHT = (1.0, 4 * 3600.0)
 
@@ -434,7 +433,8 @@ class KoreAIProvider(Provider):
 
         async def pace() -> None:
             # Every source of one account shares one pacer, retries included.
-            await shared_pacer(("koreai", api_url.lower(), account_id), rate_limit, slack=PACING_SLACK).wait_turn()
+            pacer = shared_pacer(("koreai", api_url.lower(), account_id), rate_limit, slack=PACING_SLACK, burst=True)
+            await pacer.wait_turn()
 
         return ApiClient(
             counter=health,

@@ -187,6 +187,21 @@ async def test_a_pause_holds_every_request_back_then_pacing_resumes() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_bursting_pacer_holds_a_request_back_only_when_the_window_is_full() -> None:
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(3, slack=0, burst=True)
+    sent: list[float] = []
+    for _ in range(7):
+        await pacer.wait_turn()
+        sent.append(loop.time())
+    assert sent == pytest.approx([0, 0, 0, 60, 60, 60, 120])
+    pacer.pause(100)
+    await pacer.wait_turn()
+    assert loop.time() == pytest.approx(220)
+    assert pacer.requests_within(59) == 3 and pacer.requests_within(60) == 6
+
+
+@pytest.mark.asyncio
 async def test_one_pacer_per_key_and_loop() -> None:
     assert shared_pacer(("ozonetel", "u"), 50) is shared_pacer(("ozonetel", "u"), 10)
     assert shared_pacer(("ozonetel", "u"), 50) is not shared_pacer(("ozonetel", "v"), 50)
