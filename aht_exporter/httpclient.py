@@ -52,6 +52,9 @@ class RetryPolicy:
     max_wait: float = 30.0
     # A Retry-After beyond this is not waited out inside a poll: the next poll tries again.
     max_retry_after: float = 120.0
+    # False: a "slow down" ends the request at once as RateLimited, for the provider to pause its whole
+    # budget (Ozonetel: until the vendor's next minute) instead of retrying into the same minute.
+    retry_rate_limited: bool = True
 
 
 class Retryable(ProviderError):
@@ -158,6 +161,8 @@ class ApiClient:
         if status == 429 or (self._rate_limit_sign is not None and self._rate_limit_sign(response)):
             if status != 429:
                 self._counter.count_rate_limited()
+            if not self._policy.retry_rate_limited:
+                raise RateLimited(f"{where}: rate limited: {self._error_text(response)}", status=429)
             raise Retryable(
                 f"{where}: rate limited: {self._error_text(response)}",
                 status=429,

@@ -23,6 +23,7 @@ import math
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 import httpx
 
@@ -68,28 +69,42 @@ class Pacer:
     async def wait_turn(self) -> None:
         """Take the next free slot (after any pause) and wait for it.
 
-        A waiter cancelled before its slot leaves a gap, never a burst.
+        A waiter cancelled before its slot leaves a gap, never a burst; one whose slot falls in a pause
+        that began after it took the slot takes another after the pause.
         """
-        now = asyncio.get_running_loop().time()
-        slot = max(now, self._next_slot, self._resume_at)
-        if len(self._slots) == self._slots.maxlen:
-            slot = max(slot, self._slots[0] + self.window)
-        self._slots.append(slot)
-        self._next_slot = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            slot = max(now, self._next_slot, self._resume_at)
+            if len(self._slots) == self._slots.maxlen:
+                slot = max(slot, self._slots[0] + self.window)
+            self._slots.append(slot)
+            self._next_slot = slot + self.interval
+            if slot > now:
+                await asyncio.sleep(slot - now)
+            if self._resume_at <= loop.time():
+                return
+            # A pause began while this request waited for its slot: it waits for a slot after the pause.
 
 
-# Loop time means nothing across event loops: one registry per loop (tests run many loops).
-_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, Pacer]] = weakref.WeakKeyDictionary()
+# Loop time (and an asyncio.Lock) means nothing across event loops: one registry per loop (tests run many).
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, object]] = weakref.WeakKeyDictionary()
+
+T = TypeVar("T")
+
+
+def loop_shared(key: Hashable, make: Callable[[], T]) -> T:
+    """The running loop's one object for `key` (e.g. one vendor account's budget), made on first use."""
+    per_loop = _SHARED.setdefault(asyncio.get_running_loop(), {})
+    if key not in per_loop:
+        per_loop[key] = make()
+    return per_loop[key]  # type: ignore[return-value]
 
 
 def shared_pacer(key: Hashable, per_minute: float, *, slack: float = SLACK_SECONDS, burst: bool = False) -> Pacer:
     """The running loop's pacer for `key` (e.g. one vendor account), made with `per_minute` on first use."""
-    per_loop = _SHARED.setdefault(asyncio.get_running_loop(), {})
-    pacer = per_loop.get(key)
-    if pacer is None:
-        pacer = per_loop[key] = Pacer(per_minute, slack=slack, burst=burst)
+    pacer = loop_shared(("pacer", key), lambda: Pacer(per_minute, slack=slack, burst=burst))
+    assert isinstance(pacer, Pacer)
     return pacer
 
 

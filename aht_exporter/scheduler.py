@@ -202,6 +202,8 @@ class Exporter:
             self.runners.append(
                 SourceRunner(source, provider, clock=self.clock, redactor=self.redactor, on_update=self.request_render)
             )
+        for name, cls in PROVIDERS.items():
+            cls.check_sources([s for s in config.sources if s.provider == name])
         self._renderer = Renderer()  # keeps each source's formatted series until its next poll
         self.rendered: Rendered = self._renderer.render(self.views())
         self._render_task: asyncio.Task[None] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar
 
 import httpx
@@ -35,6 +36,11 @@ class Provider(ABC):
         self.health = health
         self.clock: Clock = clock or SystemClock()
         self.client = self.make_client(config, health, sleep=sleep, transport=transport)
+
+    @classmethod
+    def check_sources(cls, sources: Sequence[SourceConfig]) -> None:
+        """At start, warn about what shows only across this provider's sources (e.g. a shared budget)."""
+        return  # most providers have nothing to say
 
     @abstractmethod
     def make_client(

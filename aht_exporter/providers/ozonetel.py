@@ -33,7 +33,7 @@ import logging
 import math
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal
@@ -46,9 +46,9 @@ from pydantic import Field as PydanticField
 from aht_exporter.clock import Clock
 from aht_exporter.config import DurationField, SourceConfig, is_loopback
 from aht_exporter.health import SourceHealth
-from aht_exporter.httpclient import ApiClient, Sleep, generic_error_text, json_body
+from aht_exporter.httpclient import ApiClient, RetryPolicy, Sleep, generic_error_text, json_body
 from aht_exporter.model import AverageUpdate, Labels, Names, ProviderError, RateLimited, make_labels
-from aht_exporter.pacing import Pacer, pace_requests, shared_pacer
+from aht_exporter.pacing import Pacer, loop_shared, pace_requests, shared_pacer
 from aht_exporter.providers.base import AverageProvider
 from aht_exporter.timebuckets import Duration
 
@@ -330,12 +330,19 @@ class _Round:
 # --- the token --------------------------------------------------------------------------------------------
 
 
+Generate = Callable[[], Awaitable[str]]
+
+
 class Tokens:
     """The account's one token: cached 55 minutes, renewed once on `Token Expired`, one renewal at a time,
-    and never more than 10 generated in any rolling hour ([doc] Ozonetel's own cap)."""
+    and never more than 10 generated in any rolling hour ([doc] Ozonetel's own cap).
 
-    def __init__(self, generate: Callable[[], Awaitable[str]], clock: Clock) -> None:
-        self._generate = generate
+    Every source of one account shares it (`account_tokens`): each new token invalidates the older ones
+    [doc], so two sources with a token each would invalidate each other's until the hourly cap ran out.
+    Each caller passes its own `generate`, so that the token request is counted on its own source.
+    """
+
+    def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._token: str | None = None
         self._issued_at = -math.inf
@@ -345,23 +352,23 @@ class Tokens:
     def _fresh(self) -> bool:
         return self._token is not None and self._clock.now() - self._issued_at < TOKEN_REUSE
 
-    async def get(self) -> str:
+    async def get(self, generate: Generate) -> str:
         if not self._fresh():
             async with self._lock:
                 if not self._fresh():  # another task may have renewed it while we waited
-                    await self._renew()
+                    await self._renew(generate)
         assert self._token is not None
         return self._token
 
-    async def renew(self, stale: str) -> str:
+    async def renew(self, stale: str, generate: Generate) -> str:
         """A new token, unless another task already replaced `stale`."""
         async with self._lock:
             if self._token in (stale, None):
-                await self._renew()
+                await self._renew(generate)
         assert self._token is not None
         return self._token
 
-    async def _renew(self) -> None:
+    async def _renew(self, generate: Generate) -> None:
         now = self._clock.now()
         while self.issued and self.issued[0] <= now - 3600:
             self.issued.popleft()
@@ -372,7 +379,7 @@ class Tokens:
                 f"(the next is allowed in {wait}s)"
             )
         self._token = None
-        token = await self._generate()
+        token = await generate()
         self.issued.append(self._clock.now())
         self._token, self._issued_at = token, self._clock.now()
 
@@ -389,7 +396,6 @@ class OzonetelProvider(AverageProvider):
         self.oconfig = config
         super().__init__(config, health, **kwargs)
         self.targets = targets_of(config)
-        self.tokens = Tokens(self._generate_token, self.clock) if config.auth == "token" else None
         self._method = config.method
         self._method_known = False
         self._learned: dict[Target, Reading] = {}  # each target's last good reply
@@ -414,6 +420,9 @@ class OzonetelProvider(AverageProvider):
             timeout=config.timeout.total_seconds,
             error_text=error_text,
             rate_limit_sign=rate_limit_sign,
+            # [doc] over 50 a minute Ozonetel says "max limit exceeded": retrying within the minute only
+            # spends more of it. The whole account pauses instead (fetch_averages).
+            policy=RetryPolicy(retry_rate_limited=False),
             sleep=sleep,
             transport=transport,
         )
@@ -421,10 +430,46 @@ class OzonetelProvider(AverageProvider):
         pace_requests(client.http, self.pacer)
         return client
 
+    @property
+    def account(self) -> tuple[str, str]:
+        return self.oconfig.api_url, self.oconfig.user_name
+
     def pacer(self) -> Pacer:
         """The account's pacer: sources of one account share it (and the first one's rate_limit)."""
-        cfg = self.oconfig
-        return shared_pacer(("ozonetel", cfg.api_url, cfg.user_name), cfg.rate_limit)
+        return shared_pacer(("ozonetel", *self.account), self.oconfig.rate_limit)
+
+    @property
+    def tokens(self) -> Tokens | None:
+        """The account's token, shared by its sources; None with `auth: basic`."""
+        if self.oconfig.auth != "token":
+            return None
+        tokens = loop_shared(("ozonetel tokens", *self.account), lambda: Tokens(self.clock))
+        assert isinstance(tokens, Tokens)
+        return tokens
+
+    @classmethod
+    def check_sources(cls, sources: Sequence[SourceConfig]) -> None:
+        """Sources of one account share its budget: warn when, together, they ask more than it allows."""
+        accounts: dict[tuple[str, str], list[OzonetelConfig]] = {}
+        for source in sources:
+            assert isinstance(source, OzonetelConfig)
+            accounts.setdefault((source.api_url, source.user_name), []).append(source)
+        for shared in accounts.values():
+            if len(shared) < 2:
+                continue  # one source's own budget is checked when it starts
+            # Requests a minute the sources would need to serve every target on every poll.
+            wanted = sum(len(targets_of(s)) * 60 / s.every.seconds for s in shared)
+            allowed = shared[0].rate_limit  # the account's pacer takes the first source's
+            if wanted > allowed:
+                log.warning(
+                    "the sources of one account ask more than its rate_limit allows together: "
+                    "their targets are refreshed less often than every poll",
+                    extra={
+                        "sources": ",".join(s.name for s in shared),
+                        "requests_per_minute": round(wanted, 1),
+                        "rate_limit": allowed,
+                    },
+                )
 
     def _warn_about_budget(self) -> None:
         cfg = self.oconfig
@@ -543,13 +588,14 @@ class OzonetelProvider(AverageProvider):
 
     async def _read(self, target: Target) -> Reading:
         """Ask one target's AHT; a `Token Expired` (or a bare 401) renews the token once."""
-        token = await self.tokens.get() if self.tokens else None
+        tokens = self.tokens
+        token = await tokens.get(self._generate_token) if tokens else None
         try:
             payload = await self._ask(target, token)
         except ReplyError as exc:
-            if exc.problem is not Problem.TOKEN_EXPIRED or self.tokens is None or token is None:
+            if exc.problem is not Problem.TOKEN_EXPIRED or tokens is None or token is None:
                 raise
-            token = await self.tokens.renew(token)
+            token = await tokens.renew(token, self._generate_token)
             try:
                 payload = await self._ask(target, token)
             except ReplyError as again:
@@ -573,7 +619,7 @@ class OzonetelProvider(AverageProvider):
         try:
             response = await self._send(target.body(self.oconfig.user_name), headers)
         except RateLimited:
-            raise  # 429 or a non-2xx "max limit exceeded": the ApiClient counted and retried it
+            raise  # 429 or a non-2xx "max limit exceeded": the ApiClient counted it, not retried
         except ProviderError as exc:
             raise _typed(exc) from None
         payload = json_body(response, what)

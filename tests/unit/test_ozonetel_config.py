@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from aht_exporter.config import parse_config, redacted
+from aht_exporter.config import build_config, parse_config, redacted
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import ConfigError
 from aht_exporter.providers.ozonetel import OzonetelConfig, OzonetelProvider, requests_per_poll
+from aht_exporter.scheduler import Exporter
 
 KEY = "oz-key-Q7w9e2Lm"
 SOURCE = "  - name: oz\n    provider: ozonetel\n    user_name: acme\n    api_key: " + KEY + "\n"
@@ -146,6 +147,29 @@ def test_a_warning_at_start_when_the_targets_do_not_fit_one_poll(caplog: pytest.
         233,
         "10m",
     )
+
+
+def test_a_warning_at_start_when_the_sources_of_one_account_ask_too_much_together(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def sources(n: int) -> list[dict[str, object]]:
+        common = {"provider": "ozonetel", "user_name": "acme", "api_key": "k"}
+        agents = [f"a{i}" for i in range(n)]
+        return [
+            {**common, "name": "oz-agents", "agents": agents},
+            {**common, "name": "oz-campaigns", "campaigns": [f"c{i}" for i in range(n)]},
+            {**common, "name": "oz-elsewhere", "user_name": "globex", "agents": agents},
+        ]
+
+    with caplog.at_level(logging.WARNING):
+        Exporter(build_config({"sources": sources(150)}, "test.yaml", {}))  # 300 targets in 5 minutes: 60 of 50
+    (record,) = caplog.records
+    assert record.getMessage().startswith("the sources of one account ask more than its rate_limit allows together")
+    assert (record.__dict__["sources"], record.__dict__["requests_per_minute"]) == ("oz-agents,oz-campaigns", 60.0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Exporter(build_config({"sources": sources(100)}, "test.yaml", {}))  # 200 in 5 minutes: 40 a minute
+    assert caplog.records == []
 
 
 def test_no_warning_when_they_fit(caplog: pytest.LogCaptureFixture) -> None:

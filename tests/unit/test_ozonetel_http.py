@@ -190,10 +190,50 @@ async def test_tokens_renewed_by_many_requests_at_once_are_renewed_once(mock: re
     token = mock.post(TOKEN).mock(side_effect=[token_reply("t1"), token_reply("t2"), token_reply("t3")])
     provider, _, _ = make()
     assert provider.tokens is not None
-    assert await asyncio.gather(*(provider.tokens.get() for _ in range(5))) == ["t1"] * 5
-    assert await asyncio.gather(*(provider.tokens.renew("t1") for _ in range(5))) == ["t2"] * 5
+    assert await asyncio.gather(*(provider.tokens.get(provider._generate_token) for _ in range(5))) == ["t1"] * 5
+    assert (
+        await asyncio.gather(*(provider.tokens.renew("t1", provider._generate_token) for _ in range(5))) == ["t2"] * 5
+    )
     assert token.call_count == 2
     await provider.aclose()
+
+
+async def test_sources_of_one_account_share_its_token(mock: respx.MockRouter) -> None:
+    # [doc] each new token invalidates the older ones: the server here accepts only the newest.
+    issued: list[str] = []
+
+    def generate(_: httpx.Request) -> httpx.Response:
+        issued.append(f"t{len(issued) + 1}")
+        return token_reply(issued[-1])
+
+    def aht(request: httpx.Request) -> httpx.Response:
+        if request.headers["Authorization"] != f"Bearer {issued[-1]}":
+            return error_reply("Token Expired", "false")
+        return agent_reply(by_target(request))
+
+    mock.post(TOKEN).mock(side_effect=generate)
+    mock.post(AHT).mock(side_effect=aht)
+    clock = FakeClock(T0)
+    agents = OzonetelProvider(
+        oz_config(name="oz-agents", agents=["a1"]), SourceHealth("oz-agents", "ozonetel", 3), clock=clock
+    )
+    more = OzonetelProvider(
+        oz_config(name="oz-more", agents=["a2"]), SourceHealth("oz-more", "ozonetel", 3), clock=clock
+    )
+    other = OzonetelProvider(
+        oz_config(name="oz-other", agents=["a3"], user_name="globex"),
+        SourceHealth("oz-other", "ozonetel", 3),
+        clock=clock,
+    )
+    assert agents.tokens is more.tokens and agents.tokens is not other.tokens
+    for _ in range(12):  # an hour of polls, every five minutes
+        for provider in (agents, more):
+            update = await provider.fetch_averages()
+            assert list(update.averages.values()) == [157.0]
+        clock.advance(300)
+    assert issued == ["t1", "t2"]  # at 0 and 55 minutes: one token for the account, never a fight
+    for provider in (agents, more, other):
+        await provider.aclose()
 
 
 async def test_never_more_than_10_tokens_in_any_hour(mock: respx.MockRouter) -> None:
@@ -409,7 +449,7 @@ async def test_max_limit_exceeded_on_the_first_target_fails_the_poll_and_is_surv
     await provider.aclose()
 
 
-async def test_a_429_is_counted_once_per_reply_retried_and_then_pauses(mock: respx.MockRouter) -> None:
+async def test_a_429_is_counted_and_pauses_the_account_without_a_retry(mock: respx.MockRouter) -> None:
     mock.post(TOKEN).mock(return_value=token_reply())
     aht = mock.post(AHT).mock(
         return_value=httpx.Response(429, json={"status": "error", "message": "max limit exceeded"})
@@ -417,8 +457,9 @@ async def test_a_429_is_counted_once_per_reply_retried_and_then_pauses(mock: res
     provider, health, _ = make(agents=["a1", "a2"])
     with pytest.raises(RateLimited, match="rate limited: max limit exceeded"):
         await provider.fetch_averages()
-    assert aht.call_count == 4  # the ApiClient's bounded retries, each one paced
-    assert health.rate_limited == 4
+    # A retry inside the vendor's minute would only be refused again: the account pauses instead.
+    assert aht.call_count == 1
+    assert health.rate_limited == 1
     assert provider.pacer().paused_for > 50
     await provider.aclose()
 

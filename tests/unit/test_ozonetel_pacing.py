@@ -187,6 +187,19 @@ async def test_a_pause_holds_every_request_back_then_pacing_resumes() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_pause_also_holds_back_requests_that_already_had_their_slot() -> None:
+    # Another source's request took its slot before the pause: it must not go out during the pause.
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(50)
+    await pacer.wait_turn()
+    waiting = asyncio.ensure_future(pacer.wait_turn())  # its slot is at 1.22 s
+    await asyncio.sleep(0.5)
+    pacer.pause(60)
+    await waiting
+    assert loop.time() == pytest.approx(60.5)
+
+
+@pytest.mark.asyncio
 async def test_a_bursting_pacer_holds_a_request_back_only_when_the_window_is_full() -> None:
     loop = asyncio.get_running_loop()
     pacer = Pacer(3, slack=0, burst=True)
