@@ -230,8 +230,8 @@ def query_string(timeframe: int, selection: Selection) -> str:
 
 def parse_engactivity(payload: object, selection: Selection, start: int, end: int) -> list[Bucket]:
     """engactivity JSON (with `metricsByIntervals`) -> one bucket per label set and closed 5-minute interval
-    in [start, end). The in-progress interval (ending after `end`) and those before `start` are dropped.
-    Pure; raises ProviderError naming the first bad field."""
+    in [start, end). The in-progress interval (the newest, which must end after `end`) and those before
+    `start` are dropped. Pure; raises ProviderError naming the first bad field."""
     body = _object(payload, "response")
     intervals = body.get("metricsByIntervals")
     if not isinstance(intervals, list):
@@ -259,6 +259,15 @@ def parse_engactivity(payload: object, selection: Selection, start: int, end: in
             continue  # still filling, or outside the span asked for
         for labels, values in read_metrics(interval.get("metricsData"), selection, f"{where}.metricsData").items():
             buckets.append(Bucket(start=bucket_end - BUCKET, end=bucket_end, labels=labels, values=values))
+    newest = max(seen, default=None)
+    if newest is not None and newest // 1000 <= end:
+        # [doc] the newest interval is always the one still filling. Ending inside our span, it is a bucket
+        # we would export as closed: the vendor's clock is behind ours by more than `delay`.
+        raise ProviderError(
+            f"engactivity response: the newest interval, still filling, ends at {isoformat_z(newest // 1000)}, "
+            f"inside the span asked for (up to {isoformat_z(end)}): the vendor's clock is behind ours; "
+            "a longer `delay` avoids this"
+        )
     for bucket_end in range(start + BUCKET, end + 1, BUCKET):
         if bucket_end * 1000 not in seen:
             raise ProviderError(

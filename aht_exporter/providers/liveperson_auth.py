@@ -4,7 +4,12 @@
   query parameter (RFC 5849); LivePerson ends these keys on 31 May 2026 (providers.md).
 - [doc] The replacement is OAuth 2.0 client credentials at the `sentinel` service (LivePerson "Connector
   API: Get AppJWT"): `POST /sentinel/api/account/{account}/app/token?v=1.0&grant_type=client_credentials`,
-  form body `client_id` + `client_secret`, reply `{access_token, token_type: Bearer[, expires_in]}`.
+  reply `{access_token, token_type: Bearer[, expires_in]}`. That page puts `client_id` and `client_secret`
+  in the query string too; we send them in the form body instead, because a secret never goes in a URL
+  (URLs end up in proxy and access logs). LivePerson's own Functions client does the same
+  (LivePersonInc/faas-client-node-, src/helper/appJwtAuthentication.ts: simple-oauth2 with
+  `authorizationMethod: 'body'`). [unverified] that sentinel accepts it for every account, and that
+  engactivity accepts the AppJWT at all (providers.md).
 """
 
 from __future__ import annotations

@@ -249,6 +249,49 @@ async def test_an_in_progress_interval_never_leaks_into_a_window(stack: Stack) -
     ]
 
 
+class BehindClock:
+    """The vendor's clock, `lag` seconds behind ours."""
+
+    def __init__(self, ours: FakeClock, lag: float) -> None:
+        self.ours, self.lag = ours, lag
+
+    def now(self) -> float:
+        return self.ours.now() - self.lag
+
+
+@pytest.mark.asyncio
+async def test_a_vendor_clock_behind_ours_fails_the_poll_instead_of_leaking_a_filling_interval() -> None:
+    clock = FakeClock(T0 - 7 * 60 + 300 + 0.2)  # 10:05:00.2, and `delay: 0s`
+    sim = LivePersonSimulator(demo_workload(), BehindClock(clock, 40))  # it is 10:04:20 at LivePerson
+    url = await sim.start()
+    source = {
+        "name": "lp",
+        "provider": "liveperson",
+        "account_id": "12345678",
+        "base_url": url,
+        "sentinel_url": url,
+        "client_id": "demo-client",
+        "client_secret": "demo-secret",
+        "group_by": [],
+        "delay": "0s",
+        "windows": ["5m"],
+    }
+    exporter = Exporter(build_config({"sources": [source]}, "<test>", {}), clock=clock)
+    try:
+        assert not await exporter.poll_all()
+        (runner,) = exporter.runners
+        assert "the newest interval, still filling, ends at 2026-03-02T10:05:00.000Z" in (
+            runner.health.last_error or ""
+        )
+        assert runner.snapshot is None  # nothing half-filled was ever exported
+        clock.advance(60)  # LivePerson's 10:05 interval has closed; ours reaches 10:06
+        assert await exporter.poll_all()
+        assert runner.snapshot is not None and runner.snapshot.data_end == T0 - 7 * 60 + 300
+    finally:
+        await exporter.aclose()
+        await sim.stop()
+
+
 @pytest.mark.asyncio
 async def test_refresh_polls_send_one_request_per_source_and_cache_tokens_and_domains(stack: Stack) -> None:
     sim = stack.sim

@@ -94,14 +94,13 @@ def test_seed_002_skill_without_data_intervals() -> None:
     assert read_metrics(payload, selection, "r") == {}
 
 
-def test_seed_002_account_intervals_newest_is_the_only_one_with_data() -> None:
+def test_seed_002_account_intervals_newest_is_still_filling_and_never_exported() -> None:
     payload = fixture("liveperson_seed002_totals_intervals.json")
     newest = payload["metricsByIntervals"][0]["timestamp"] // 1000
-    # Read as if it were a 5-minute reply asked for the one bucket ending at the newest timestamp.
-    buckets = parse_engactivity(payload, Selection(()), newest - 300, newest)
-    assert [(b.start, b.end, b.labels, b.values) for b in buckets] == [
-        (newest - 300, newest, chat(), {H: 12.0, C: 1.0})
-    ]
+    # [doc] the newest interval is the one still filling: a span that reaches it means the vendor's clock
+    # is behind ours, and its partial figures must not pass for a closed bucket.
+    with pytest.raises(ProviderError, match=r"the newest interval, still filling, ends at 2014-10-07T11:20:00.000Z"):
+        parse_engactivity(payload, Selection(()), newest - 300, newest)
 
 
 # --- a realistic 5-minute reply ---------------------------------------------------------------------
