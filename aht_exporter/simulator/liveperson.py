@@ -9,7 +9,8 @@ What it models, and how:
 - Chats are the workload's contacts of `chat_media_types`; an answered one is an interactive chat closed
   when its after-contact work ended, handled for its handle time in whole seconds; an abandoned one is a
   non-interactive chat of its skill, with no agent. Skills are the workload's queues and agents its
-  agents, under numeric ids (LivePerson's ids are longs [doc]) derived from theirs: see `lp_id`.
+  agents, under numeric ids (LivePerson's ids are longs [doc]) derived from theirs: see `lp_id`; one
+  answered chat in 16 has skill -1, LivePerson's "no skill" [seed 002].
 - 5-minute buckets: the data starts at the bucket holding `now - timeframe` and ends at the newest
   interval, rounded up past now and still filling. Intervals are counted back from that end, the earliest
   one holding only the remainder; every interval is listed, empty ones with zero totals. [doc, seed 002]
@@ -191,13 +192,27 @@ def lp_id(workload_id: str) -> str:
     return str(int(hashlib.sha256(workload_id.encode()).hexdigest()[:12], 16))
 
 
+UNASSIGNED_SKILL = "-1"  # [doc, seed 002] chats that reached an agent without a skill
+UNASSIGNED_SHARE = 16  # one answered chat in this many has no skill
+
+
+def _skill_of(contact: Contact) -> str:
+    """Its queue's LivePerson id; for a stable one in `UNASSIGNED_SHARE` answered chats, skill -1."""
+    if contact.agent_id is not None:
+        key = f"{contact.queue_id} {contact.agent_id} {contact.offered_at!r}".encode()
+        if int(hashlib.sha256(key).hexdigest()[:8], 16) % UNASSIGNED_SHARE == 0:
+            return UNASSIGNED_SKILL
+    return lp_id(contact.queue_id)
+
+
 def as_chat(contact: Contact) -> Contact:
     """A workload contact as LivePerson reports it: a `chat` with numeric skill and agent ids and a handle
-    time in whole seconds. LivePerson gives no handle-time components: all of it is kept as talk time."""
+    time in whole seconds. LivePerson gives no handle-time components: all of it is kept as talk time.
+    A few answered chats carry skill -1, LivePerson's "no skill", as real accounts' replies do."""
     seconds = (contact.handle_ms + 500) // 1000
     return dataclasses.replace(
         contact,
-        queue_id=lp_id(contact.queue_id),
+        queue_id=_skill_of(contact),
         agent_id=None if contact.agent_id is None else lp_id(contact.agent_id),
         media_type="chat",
         talk_ms=seconds * 1000,

@@ -276,10 +276,11 @@ async def test_oauth1_can_be_switched_off(workload: Workload, clock: FakeClock) 
 async def test_skill_and_agent_ids_are_longs(sim: LivePersonSimulator, client: httpx.AsyncClient) -> None:
     body = (await engactivity(client, "timeframe=120&v=1&skillIds=all")).json()
     per_skill = body["skillsMetricsPerAgent"]["metricsPerSkill"]
-    assert per_skill and set(per_skill) <= {skill for skill, _ in sim.skills}
+    assert "-1" in per_skill  # [seed 002] chats without a skill, under LivePerson's "-1"
+    assert set(per_skill) - {"-1"} <= {skill for skill, _ in sim.skills}
     agents = {a for entry in per_skill.values() for a in entry["metricsPerAgent"]}
     assert agents and agents <= {agent for agent, _ in sim.agents}
-    assert all(i.isdigit() for i in (*per_skill, *agents))
-    one = next(iter(per_skill))
+    assert all(i.isdigit() for i in (*(set(per_skill) - {"-1"}), *agents))
+    one = next(s for s in per_skill if s != "-1")
     only = (await engactivity(client, f"timeframe=120&v=1&skillIds={one}")).json()
     assert set(only["skillsMetricsPerAgent"]["metricsPerSkill"]) == {one}
