@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from aht_exporter.exposition import Rendered, Renderer, SourceView
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
 from aht_exporter.memory import release_free_memory
-from aht_exporter.model import Names, ProviderError
+from aht_exporter.model import AverageUpdate, Names, ProviderError
 from aht_exporter.providers import PROVIDERS, Provider
 from aht_exporter.providers.base import AverageProvider
 from aht_exporter.redact import Redactor
@@ -36,6 +37,10 @@ from aht_exporter.store import AverageStore, Snapshot, SourceStore
 from aht_exporter.timebuckets import closed_until, fetch_span, poll_boundary
 
 log = logging.getLogger(__name__)
+
+
+# A poll's partial results (Ozonetel's answers, one per request) are shown at most this often.
+MIN_PUBLISH_GAP = 1.0
 
 
 def poll_deadline(config: SourceConfig) -> float:
@@ -54,6 +59,7 @@ class SourceRunner:
         clock: Clock,
         redactor: Redactor,
         on_update: Callable[[], None] = lambda: None,
+        publish_gap: Callable[[], float] = lambda: MIN_PUBLISH_GAP,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -66,6 +72,8 @@ class SourceRunner:
         self.snapshot: Snapshot | None = None
         self._names = Names()
         self._names_at: float | None = None
+        self.publish_gap = publish_gap
+        self._published_at = -math.inf
 
     @property
     def name(self) -> str:
@@ -98,7 +106,7 @@ class SourceRunner:
     async def _update(self, now: float) -> tuple[int, dict[str, object]]:
         """Fetch and store; return the end of the data and what to log about it."""
         if isinstance(self.provider, AverageProvider):
-            update = await self.provider.fetch_averages()
+            update = await self.provider.fetch_averages(self._publish_part)
             self.averages.apply(update)
             # The provider's average covers its fixed span up to the moment it answered.
             return int(now), {"refreshed": len(update.averages), "removed": len(update.removed)}
@@ -115,6 +123,17 @@ class SourceRunner:
         self.store.replace(start, end, buckets)
         self.store.prune(data_end)
         return data_end, {"span": f"{(end - start) // 60}m", "buckets": len(buckets)}
+
+    def _publish_part(self, update: AverageUpdate) -> None:
+        """An answer that came before the end of its poll: stored now, and shown at most every
+        `publish_gap()` seconds (a render of everything per answer would cost more than it is worth)."""
+        self.averages.apply(update)
+        moment = time.monotonic()
+        if moment - self._published_at < self.publish_gap():
+            return
+        self._published_at = moment
+        self.snapshot = self.averages.snapshot(int(self.clock.now()), self._names, self.config.max_series)
+        self.on_update()
 
     def _succeed(self, started: float, data_end: int, details: dict[str, object]) -> None:
         cfg = self.config
@@ -200,10 +219,18 @@ class Exporter:
             health = SourceHealth(source.name, source.provider, source.stale_after)
             provider = cls(source, health, clock=self.clock, sleep=sleep, transport=transport)
             self.runners.append(
-                SourceRunner(source, provider, clock=self.clock, redactor=self.redactor, on_update=self.request_render)
+                SourceRunner(
+                    source,
+                    provider,
+                    clock=self.clock,
+                    redactor=self.redactor,
+                    on_update=self.request_render,
+                    publish_gap=self.publish_gap,
+                )
             )
         for name, cls in PROVIDERS.items():
             cls.check_sources([s for s in config.sources if s.provider == name])
+        self.render_seconds = 0.0  # wall time of the last render
         self._renderer = Renderer()  # keeps each source's formatted series until its next poll
         self.rendered: Rendered = self._renderer.render(self.views())
         self._render_task: asyncio.Task[None] | None = None
@@ -220,6 +247,11 @@ class Exporter:
 
     # --- rendering ----------------------------------------------------------------------------
 
+    def publish_gap(self) -> float:
+        """How often a poll's partial results are worth a render: at least a second, and rare enough that
+        renders take no more than a twentieth of the time (a render is all sources' bytes, recompressed)."""
+        return max(MIN_PUBLISH_GAP, 20 * self.render_seconds)
+
     def request_render(self) -> None:
         """Re-render once after this poll; polls that end during a render share the next one."""
         self._render_dirty = True
@@ -230,7 +262,9 @@ class Exporter:
         while self._render_dirty:
             self._render_dirty = False
             views = self.views()
+            started = time.monotonic()
             self.rendered = await asyncio.to_thread(self._renderer.render, views)
+            self.render_seconds = time.monotonic() - started
             # The old bodies are free now (unless a scrape is still writing them): hand their memory back.
             await asyncio.to_thread(release_free_memory)
 

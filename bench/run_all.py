@@ -48,7 +48,7 @@ TINY = {
         "--long-contacts-per-slot=2",
         "--polls=3",
     ],
-    "freshness": ["--agents=40", "--contacts-per-slot=4", "--ozonetel-targets=1"],
+    "freshness": ["--agents=40", "--contacts-per-slot=4", "--ozonetel-targets=3"],
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import httpx
@@ -70,6 +70,9 @@ class Provider(ABC):
         await self.client.aclose()
 
 
+Publish = Callable[[AverageUpdate], None]
+
+
 class AverageProvider(Provider):
     """A provider that reports only a ready-made average over a fixed span ending now (Ozonetel).
 
@@ -85,5 +88,9 @@ class AverageProvider(Provider):
         raise NotImplementedError("an AverageProvider reports averages, not buckets")
 
     @abstractmethod
-    async def fetch_averages(self) -> AverageUpdate:
-        """The averages refreshed by this poll; raise ProviderError when the poll failed as a whole."""
+    async def fetch_averages(self, publish: Publish | None = None) -> AverageUpdate:
+        """The averages refreshed by this poll; raise ProviderError when the poll failed as a whole.
+
+        A provider that gathers them one request at a time hands each part to `publish` as it arrives,
+        so that the runner can show it before the poll ends (a paced round can take minutes).
+        """

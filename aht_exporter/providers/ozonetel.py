@@ -49,7 +49,7 @@ from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import ApiClient, RetryPolicy, Sleep, generic_error_text, json_body
 from aht_exporter.model import AverageUpdate, Labels, Names, ProviderError, RateLimited, make_labels
 from aht_exporter.pacing import Pacer, loop_shared, pace_requests, shared_pacer
-from aht_exporter.providers.base import AverageProvider
+from aht_exporter.providers.base import AverageProvider, Publish
 from aht_exporter.timebuckets import Duration
 
 log = logging.getLogger(__name__)
@@ -491,22 +491,22 @@ class OzonetelProvider(AverageProvider):
                 },
             )
 
-    async def fetch_averages(self) -> AverageUpdate:
+    async def fetch_averages(self, publish: Publish | None = None) -> AverageUpdate:
         """Serve the targets, never served first then the least recently served, until done, told to
         slow down, or out of poll time; the others wait for the next poll and keep their values.
 
         The poll succeeds when any target was refreshed or dropped. A 'slow down' costs the targets left;
         an unknown error text or a malformed reply about one target costs that target (the poll fails,
         naming it, only when no target was refreshed); an error about the account, the token, the
-        request, or no usable answer at all (timeouts, 5xx, not JSON) fails the poll at once, and its
-        results are not kept.
+        request, or no usable answer at all (timeouts, 5xx, not JSON) fails the poll at once. Each answer
+        is handed to `publish` as it arrives: those already published stay, being the vendor's own.
         """
         queue = sorted(self.targets, key=lambda t: self._order.get(t, -1))
         got = _Round()
         deadline = asyncio.get_running_loop().time() + max(1.0, self.oconfig.every.seconds - POLL_MARGIN)
         try:
             async with asyncio.timeout_at(deadline):
-                await self._serve(queue, got)
+                await self._serve(queue, got, publish or (lambda _: None))
         except TimeoutError:
             pass  # out of poll time: the rest waits
         for target in got.served:
@@ -523,7 +523,8 @@ class OzonetelProvider(AverageProvider):
         self._log_partial(got, len(queue))
         return AverageUpdate(got.averages, frozenset(got.removed))
 
-    async def _serve(self, queue: list[Target], got: _Round) -> None:
+    async def _serve(self, queue: list[Target], got: _Round, publish: Publish) -> None:
+        """Ask each target in turn; each answer is published as it comes, not when the round ends."""
         for target in queue:
             try:
                 reading = await self._read(target)
@@ -532,7 +533,9 @@ class OzonetelProvider(AverageProvider):
                 return
             except ReplyError as exc:
                 if exc.problem is Problem.INVALID_TARGET:
-                    got.removed.add(self._drop(target, exc))
+                    labels = self._drop(target, exc)
+                    got.removed.add(labels)
+                    publish(AverageUpdate({}, frozenset({labels})))
                 elif exc.problem in (Problem.UNKNOWN, Problem.MALFORMED):
                     log.debug("target not refreshed", extra={"source": self.config.name, "error": str(exc)})
                     got.skipped.append(str(exc))
@@ -541,6 +544,7 @@ class OzonetelProvider(AverageProvider):
             else:
                 got.averages[reading.labels] = reading.seconds
                 self._learn(target, reading)
+                publish(AverageUpdate({reading.labels: reading.seconds}))
             got.served.append(target)
 
     def _log_partial(self, got: _Round, waiting: int) -> None:

@@ -295,3 +295,17 @@ async def test_a_fault_fails_the_poll_with_one_clear_line_and_the_next_poll_reco
         stack.sim.faults.clear()
         assert await stack.next_poll()
         assert stack.exported(await stack.scrape()) == stack.truth(stack.sim.agent_ids, stack.sim.campaign_names)
+
+
+async def test_answers_are_on_metrics_while_the_round_goes_on() -> None:
+    async with ozonetel_stack(workload()) as stack:
+        sim = stack.sim
+        poll = asyncio.ensure_future(stack.exporter.poll_all())
+        await asyncio.sleep(8)  # loop time: the token and about five answers, of 15 targets at 1.22 s each
+        assert not poll.done()
+        early = stack.exported(await stack.scrape())
+        truth = stack.truth(sim.agent_ids, sim.campaign_names)
+        assert early and len(early) < len(truth)
+        assert all(truth[labels] == value for labels, value in early.items())
+        assert await poll
+        assert stack.exported(await stack.scrape()) == truth

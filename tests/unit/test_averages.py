@@ -1,5 +1,6 @@
 """Ready-made averages (providers like Ozonetel that give AHT over a fixed span and no sums)."""
 
+import asyncio
 from typing import Any, ClassVar
 
 import pytest
@@ -9,9 +10,9 @@ from aht_exporter.config import SourceConfig, build_config
 from aht_exporter.exposition import SourceView, render
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import ApiClient
-from aht_exporter.model import AverageUpdate, Names, ProviderError, make_labels
+from aht_exporter.model import AverageUpdate, Labels, Names, ProviderError, make_labels
 from aht_exporter.providers import PROVIDERS
-from aht_exporter.providers.base import AverageProvider
+from aht_exporter.providers.base import AverageProvider, Publish
 from aht_exporter.redact import Redactor
 from aht_exporter.scheduler import SourceRunner
 from aht_exporter.store import AverageStore
@@ -77,7 +78,7 @@ class Scripted(AverageProvider):
     def make_client(self, config: Any, health: SourceHealth, **_: Any) -> ApiClient:
         return ApiClient(counter=health, timeout=1)
 
-    async def fetch_averages(self) -> AverageUpdate:
+    async def fetch_averages(self, publish: Publish | None = None) -> AverageUpdate:
         item = self.updates.pop(0)
         if isinstance(item, Exception):
             raise item
@@ -85,6 +86,24 @@ class Scripted(AverageProvider):
 
     async def names(self) -> Names:
         return Names(agents={"a1": "Ann"})
+
+
+class OneByOne(Scripted):
+    """Publishes each average as it 'arrives', waiting for `next` between them, as a paced round does."""
+
+    def __init__(self, config: SourceConfig, health: SourceHealth, **kwargs: Any) -> None:
+        super().__init__(config, health, **kwargs)
+        self.next = asyncio.Event()
+
+    async def fetch_averages(self, publish: Publish | None = None) -> AverageUpdate:
+        assert publish is not None
+        got: dict[Labels, float | None] = {}
+        for labels, value in ((A1, 100.0), (A2, 50.0)):
+            await self.next.wait()
+            self.next.clear()
+            got[labels] = value
+            publish(AverageUpdate({labels: value}))
+        return AverageUpdate(got)
 
 
 @pytest.fixture
@@ -126,4 +145,33 @@ async def test_the_runner_polls_an_average_provider_and_keeps_unrefreshed_target
     assert await runner.poll()
     assert runner.snapshot.averages == {"2h": {A1: 100.0, A2: 60.0}}
     assert runner.health.data_end == T0 + 600
+    await provider.aclose()
+
+
+@pytest.mark.usefixtures("fixed_provider")
+@pytest.mark.asyncio
+async def test_answers_are_shown_as_they_arrive_not_when_the_round_ends() -> None:
+    config = build_config({"sources": [{"name": "f", "provider": "fixed", "windows": ["2h"]}]}, "t", {}).sources[0]
+    provider = OneByOne(config, SourceHealth("f", "fixed", 2))
+    renders: list[dict[Labels, float]] = []
+    runner: SourceRunner
+
+    def on_update() -> None:
+        assert runner.snapshot is not None
+        renders.append(dict(runner.snapshot.averages["2h"]))
+
+    gap = 0.0
+    runner = SourceRunner(
+        config, provider, clock=FakeClock(T0), redactor=Redactor([]), on_update=on_update, publish_gap=lambda: gap
+    )
+    poll = asyncio.ensure_future(runner.poll())
+    provider.next.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert renders == [{A1: 100.0}]  # the first answer is on /metrics while the round goes on
+    assert not poll.done() and not runner.health.polled
+    gap = 3600.0  # renders are dear now: the next part waits for the end of the poll
+    provider.next.set()
+    assert await poll
+    assert renders == [{A1: 100.0}, {A1: 100.0, A2: 50.0}]  # the second one came with the poll's end
     await provider.aclose()

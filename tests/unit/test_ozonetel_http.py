@@ -381,6 +381,27 @@ async def test_an_invalid_agent_drops_its_series_and_the_others_stay(
     await provider.aclose()
 
 
+async def test_each_answer_is_published_as_it_arrives(mock: respx.MockRouter) -> None:
+    mock.post(TOKEN).mock(return_value=token_reply())
+    replies = {"a1": agent_reply("a1", "00:01:00"), "gone": error_reply("agentId is Invalid"), "a3": agent_reply("a3")}
+    mock.post(AHT).mock(side_effect=lambda request: replies[by_target(request)])
+    provider, _, _ = make(agents=["a1", "gone", "a3"])
+    loop = asyncio.get_running_loop()
+    published: list[tuple[float, AverageUpdate]] = []
+    started = loop.time()
+    update = await provider.fetch_averages(lambda part: published.append((loop.time() - started, part)))
+    a3, gone = make_labels(agent="a3", media_type="voice"), make_labels(agent="gone", media_type="voice")
+    assert [part for _, part in published] == [
+        AverageUpdate({A1: 60.0}),
+        AverageUpdate({}, frozenset({gone})),
+        AverageUpdate({a3: 157.0}),
+    ]
+    # One every 1.22 s, as the pacing sends them: not all at the end of the round.
+    assert [round(t, 2) for t, _ in published] == [1.22, 2.44, 3.66]  # the token took the first slot
+    assert update == AverageUpdate({A1: 60.0, a3: 157.0}, frozenset({gone}))
+    await provider.aclose()
+
+
 async def test_an_invalid_campaign_drops_its_series(mock: respx.MockRouter) -> None:
     mock.post(TOKEN).mock(return_value=token_reply())
     replies = {"Sales": campaign_reply("11", "Sales", "00:00:30"), "Old": campaign_reply("12", "Old", "00:00:40")}
