@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .promql import JOB, SERIES_KEY, by, number, parenthesized, summed
+from .promql import JOB, SERIES_KEY, by, indent, number, parenthesized, summed
 
 RUNBOOK_BASE = "docs/alerts.md"
 """Where `runbook_url` points: the runbook in this repository. Set it to the URL your git host serves
@@ -34,9 +34,13 @@ LEVELS: dict[str, tuple[str, ...]] = {
 }
 """Aggregation levels of the recorded AHT; each also keeps source, provider and window."""
 
-AHT_ALERT_WINDOWS = ("1h", "2h")
-"""Windows the AHT alert looks at: 1h where a source exports it, 2h for Ozonetel (its only window).
-Shorter windows are too noisy to page on, longer ones too slow."""
+AHT_ALERT_WINDOW = "1h"
+"""The window the AHT alert looks at, in every source that exports it. Shorter windows are too noisy to
+page on, longer ones too slow."""
+
+AHT_ALERT_FALLBACK_WINDOW = "2h"
+"""The window the AHT alert looks at in sources that export no AHT_ALERT_WINDOW at all (Ozonetel: 2h is its
+only window). A source exporting both is judged on AHT_ALERT_WINDOW alone, so it alerts once per queue."""
 
 AHT_ALERT_MIN_CONTACTS = 5
 """Queues that handled fewer contacts than this in the window never fire the AHT alert (one long call is
@@ -123,7 +127,7 @@ def threshold_records() -> list[Record]:
             ),
         )
     )
-    per_queue = "0 * queue_media_type:aht_seconds:ratio"
+    per_queue = '0 * queue_media_type:aht_seconds:ratio{queue!=""}'
     t = "aht_threshold_seconds"
     out.append(
         Record(
@@ -191,8 +195,22 @@ class Alert:
         }
 
 
-def _alert_windows() -> str:
-    return "|".join(AHT_ALERT_WINDOWS)
+def _aht_per_queue() -> str:
+    """The AHT the alert judges: one series per source, queue and media type, never one per window.
+
+    Sources grouped by agent only (queue="") have no queue to hold to a per-queue threshold: left out.
+    """
+    ratio = "queue_media_type:aht_seconds:ratio"
+    main, fallback = f'{{window="{AHT_ALERT_WINDOW}"}}', f'{{window="{AHT_ALERT_FALLBACK_WINDOW}"}}'
+    queue = 'queue!=""'
+    # "Exports the main window" is asked of the sums and of the ratio: a source whose every queue handled
+    # no contact in the last hour has no ratio at 1h, and must not fall back to its 2h AHT for it.
+    has_main = f"queue_media_type:aht_contacts_handled:sum{main} or {ratio}{main}"
+    return (
+        f'{ratio}{{window="{AHT_ALERT_WINDOW}", {queue}}}\n'
+        f'or (\n  {ratio}{{window="{AHT_ALERT_FALLBACK_WINDOW}", {queue}}}\n'
+        f"  unless on (source) ({has_main})\n)"
+    )
 
 
 ALERTS: tuple[Alert, ...] = (
@@ -278,10 +296,7 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         name="AhtAboveThreshold",
-        query=(
-            f'queue_media_type:aht_seconds:ratio{{window=~"{_alert_windows()}"}}\n'
-            "  - queue_media_type:aht_seconds:threshold"
-        ),
+        query=f"(\n{indent(_aht_per_queue())}\n)\n  - queue_media_type:aht_seconds:threshold",
         op=">",
         threshold=0,
         unless=f"queue_media_type:aht_contacts_handled:sum < {AHT_ALERT_MIN_CONTACTS}",
