@@ -12,7 +12,7 @@ from typing import Any
 
 from . import grafana as g
 from .promql import aht, averages_only, grouped_by, indent, selector, summed, with_name
-from .rules import DASHBOARD_HEALTH, DASHBOARD_OVERVIEW
+from .rules import DASHBOARD_HEALTH, DASHBOARD_OVERVIEW, DATA_AGE_DEFAULTS
 
 # --- AHT overview ----------------------------------------------------------------------------------
 
@@ -77,8 +77,8 @@ def overview_panels() -> list[g.Panel]:
         g.stat(
             "Data age",
             "How old the newest closed bucket is: time() - aht_exporter_data_end_timestamp_seconds. Up to "
-            "one bucket plus the delay is normal; red past two buckets of 30 minutes (the AhtExporterDataStale "
-            "default for Genesys).",
+            "one bucket plus the delay is normal; red past two buckets of 30 minutes plus the delay (the "
+            "AhtExporterDataStale default for Genesys).",
             g.targets(
                 (
                     f"time() - max by (source) ({selector('aht_exporter_data_end_timestamp_seconds', SOURCE)})",
@@ -86,7 +86,7 @@ def overview_panels() -> list[g.Panel]:
                 )
             ),
             unit="s",
-            steps=((None, "green"), (2400, "orange"), (3960, "red")),
+            steps=((None, "green"), (2400, "orange"), (DATA_AGE_DEFAULTS["genesys"], "red")),
         ),
         g.timeseries(
             "AHT by media type",

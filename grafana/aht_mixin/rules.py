@@ -50,22 +50,27 @@ AHT_DEFAULT_THRESHOLD = 1200
 """Seconds; the AHT threshold of every queue nobody set one for. Above any healthy queue's AHT on
 purpose: set real ones per queue."""
 
-POLL_SLACK = 300
-"""Seconds of slack on the data-age threshold: one poll cadence at the default `every: 5m`, so that a
-poll late by its whole deadline does not alert."""
-
 DEFAULT_DELAY = 60
 """The exporter's default `delay` after a bucket boundary."""
 
 DATA_AGE_DEFAULTS: dict[str, int] = {
-    # 2 buckets + delay + slack: data is one whole bucket late. Bucket sizes: providers.md.
-    "genesys": 2 * 1800 + DEFAULT_DELAY + POLL_SLACK,  # 30m buckets by default (15m possible: override)
-    "liveperson": 2 * 300 + DEFAULT_DELAY + POLL_SLACK,  # 5m buckets
-    "koreai": 2 * 900 + DEFAULT_DELAY + POLL_SLACK,  # 15m intervals in Kore.ai's sample
-    "ozonetel": 2 * 300 + POLL_SLACK,  # no buckets: data ends when the poll ran (every 5m), no delay
+    # 2 buckets + delay (the issue's threshold): data one whole bucket late. Bucket sizes: providers.md.
+    # Polls fire at UTC multiples of `every` plus `delay`, so a healthy source's data is at most one bucket
+    # plus the delay old (plus the seconds a poll takes): a whole bucket of margin below the threshold.
+    "genesys": 2 * 1800 + DEFAULT_DELAY,  # 30m buckets by default (15m possible: override)
+    "liveperson": 2 * 300 + DEFAULT_DELAY,  # 5m buckets
+    "koreai": 2 * 900 + DEFAULT_DELAY,  # 15m intervals in Kore.ai's sample
+    "ozonetel": 2 * 300,  # no buckets: data ends when the poll ran (every 5m), no delay
 }
 DATA_AGE_FALLBACK = DATA_AGE_DEFAULTS["genesys"]
 """For a provider not listed above: assume 30-minute buckets."""
+
+DATA_AGE_FOR = "2m"
+"""How long data must stay past its threshold before AhtExporterDataStale fires. Data that is exactly one
+bucket late (one failed poll of a 5-minute-bucket source; every poll of a source whose `every` is longer
+than its bucket) crosses the threshold while the catching-up poll runs and until the next scrape: seconds,
+plus up to a scrape interval. 2 minutes absorbs that at one-minute rule evaluation, so a poll in progress
+never pages; data that stays late fires 2 minutes after it passed the threshold."""
 
 
 @dataclass(frozen=True)
@@ -255,13 +260,13 @@ ALERTS: tuple[Alert, ...] = (
         ),
         op=">",
         threshold=0,
-        for_="5m",
+        for_=DATA_AGE_FOR,
         severity="warning",
         summary="Data of source {{ $labels.source }} ({{ $labels.provider }}) is stale",
         description=(
             "The newest closed bucket exported for source {{ $labels.source }} ended "
             f"{{{{ {VALUE} | humanizeDuration }}}} longer ago than its threshold "
-            "(aht_exporter:data_age_threshold_seconds: two buckets plus the delay plus one poll). "
+            "(aht_exporter:data_age_threshold_seconds: two buckets plus the delay). "
             "Dashboards show old AHT figures for it."
         ),
         panel="Data age",
@@ -345,7 +350,7 @@ THRESHOLD_EXAMPLES: tuple[Record, ...] = (
     Record("aht_threshold_seconds", "vector(600)", {"queue": DEMO_SUPPORT_QUEUE, "media_type": "voice"}),
     Record(
         "aht_exporter_data_age_threshold_seconds",
-        f"vector(2 * 900 + {DEFAULT_DELAY} + {POLL_SLACK})",
+        f"vector(2 * 900 + {DEFAULT_DELAY})",
         {"source": "demo-genesys-agents"},
     ),
 )
@@ -368,10 +373,10 @@ def thresholds_header() -> str:
 #
 #   aht_exporter_data_age_threshold_seconds{{source="<name>"}}   AhtExporterDataStale fires past it
 #
-# Without one, a source gets its provider's default: two buckets plus the delay plus one poll
-# ({POLL_SLACK} s): genesys {d["genesys"]} (30m buckets), liveperson {d["liveperson"]}, koreai {d["koreai"]},
-# ozonetel {d["ozonetel"]}. Set it for a source with another bucket, delay or cadence:
-# 2 * bucket + delay + every, in seconds.
+# Without one, a source gets its provider's default, two buckets plus the delay ({DEFAULT_DELAY} s):
+# genesys {d["genesys"]} (30m buckets), liveperson {d["liveperson"]}, koreai {d["koreai"]}, ozonetel {d["ozonetel"]}. Set it for a
+# source with another bucket or delay, or an `every` longer than its bucket: 2 * max(bucket, every) + delay,
+# in seconds.
 """
 
 

@@ -38,7 +38,7 @@ from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
 from grafana.aht_mixin import queries as q
 from grafana.aht_mixin.promql import JOB
-from grafana.aht_mixin.rules import ALERTS, Alert
+from grafana.aht_mixin.rules import ALERTS, DATA_AGE_DEFAULTS, Alert
 from tests.prometheus_bin import require
 
 pytestmark = pytest.mark.prometheus
@@ -285,10 +285,10 @@ def test_thresholds_file_sets_the_demo_agents_source_data_age_threshold(promethe
     }
     sources = {r["metric"]["source"] for r in prometheus.query("aht_exporter_source_up")}
     assert set(got) == sources, "every source has a data-age threshold"
-    # demo-genesys-agents has 15-minute buckets: the thresholds file sets 2 * 900 + 60 + 300 for it; the
-    # other Genesys source keeps the provider's default, made for 30-minute buckets.
-    assert got["demo-genesys-agents"] == 2 * 900 + 60 + 300
-    assert got["demo-genesys"] == 2 * 1800 + 60 + 300
+    # demo-genesys-agents has 15-minute buckets: the thresholds file sets two of them plus the delay for
+    # it; the other Genesys source keeps the provider's default, made for 30-minute buckets.
+    assert got["demo-genesys-agents"] == 2 * 900 + 60
+    assert got["demo-genesys"] == 2 * 1800 + 60 == DATA_AGE_DEFAULTS["genesys"]
 
 
 def test_provider_averages_join_the_queue_aht_record_as_reported(prometheus: Prometheus) -> None:
