@@ -378,7 +378,7 @@ def health_panels() -> list[g.Panel]:
         g.timeseries(
             "Rate-limited responses",
             "Responses in the last 15 minutes that said slow down (429 or the provider's own form). "
-            "AhtExporterRateLimited fires when this stays above 0 for 30 minutes.",
+            "AhtExporterRateLimited fires when some came in every 45 minutes, for an hour.",
             g.targets((_increase("aht_exporter_rate_limited_total", ["source"], "15m"), "{{source}}")),
             unit="short",
         ),

@@ -65,6 +65,16 @@ DATA_AGE_DEFAULTS: dict[str, int] = {
 DATA_AGE_FALLBACK = DATA_AGE_DEFAULTS["genesys"]
 """For a provider not listed above: assume 30-minute buckets."""
 
+RATE_LIMIT_RANGE = "45m"
+"""The range AhtExporterRateLimited looks back over. The counter moves only during polls, so the range
+must hold at least one poll of the slowest source: any `every` up to 30m, with 15 minutes left for a
+poll's retries and the scrape. A source polled every 45m or more never holds the alert: its counter is
+flat for a whole range between polls (raise this, and RATE_LIMIT_FOR with it, for such a source)."""
+
+RATE_LIMIT_FOR = "1h"
+"""Longer than RATE_LIMIT_RANGE, so one burst (true for one range after it) never fires: the provider
+must have rate-limited the source again within every 45 minutes, for an hour."""
+
 DATA_AGE_FOR = "2m"
 """How long data must stay past its threshold before AhtExporterDataStale fires. Data that is exactly one
 bucket late (one failed poll of a 5-minute-bucket source; every poll of a source whose `every` is longer
@@ -273,15 +283,15 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         name="AhtExporterRateLimited",
-        query="increase(aht_exporter_rate_limited_total[10m])",
+        query=f"increase(aht_exporter_rate_limited_total[{RATE_LIMIT_RANGE}])",
         op=">",
         threshold=0,
-        for_="30m",
+        for_=RATE_LIMIT_FOR,
         severity="warning",
         summary="Provider API rate-limits source {{ $labels.source }} ({{ $labels.provider }})",
         description=(
-            "For 30 minutes, every 10 minutes brought rate-limited responses for source "
-            f"{{{{ $labels.source }}}} ({{{{ {VALUE} | humanize }}}} in the last 10 minutes). Polls slow down "
+            "For an hour, every 45 minutes brought rate-limited responses for source "
+            f"{{{{ $labels.source }}}} ({{{{ {VALUE} | humanize }}}} in the last 45 minutes). Polls slow down "
             "and may miss their deadline; the API quota is shared with whatever else uses it."
         ),
         panel="Rate-limited responses",
