@@ -83,15 +83,24 @@ def render() -> dict[str, str]:
     out["deploy/prometheus/aht-thresholds.rules.yml"] = to_yaml(
         {"groups": rules.thresholds_groups()}, comment(GENERATED) + "#\n" + rules.thresholds_header()
     )
-    manifests = [
-        prometheus_rule("aht-exporter-rules", "rules", rules.prometheus_groups()),
-        prometheus_rule("aht-exporter-thresholds", "thresholds", rules.thresholds_groups()),
-    ]
-    out["deploy/kubernetes/prometheusrule.yaml"] = comment(
-        f"{GENERATED}\nspec.groups are deploy/prometheus/aht-exporter.rules.yml and aht-thresholds.rules.yml, "
-        "verbatim\n(tests/unit/test_deploy.py checks it). Edit the thresholds document for your queues and "
-        "sources."
-    ) + "---\n".join(to_yaml(m) for m in manifests)
+    out["deploy/prometheus/demo-thresholds.rules.yml"] = to_yaml(
+        {"groups": rules.demo_thresholds_groups()}, comment(GENERATED) + "#\n" + rules.demo_thresholds_header()
+    )
+    out["deploy/kubernetes/prometheusrule.yaml"] = (
+        comment(
+            f"{GENERATED}\nspec.groups are deploy/prometheus/aht-exporter.rules.yml and aht-thresholds.rules.yml, "
+            "verbatim\n(tests/unit/test_deploy.py checks it)."
+        )
+        + to_yaml(prometheus_rule("aht-exporter-rules", "rules", rules.prometheus_groups()))
+        + "---\n"
+        + comment(
+            "Your thresholds: empty, so every queue gets the built-in default AHT threshold and every source its\n"
+            "provider's data-age threshold (the demo's thresholds are never shipped here). Fill in\n"
+            "spec.groups[0].rules for your queues and sources, here or with a patch in your kustomize overlay."
+        )
+        + rules.USER_THRESHOLDS_EXAMPLE
+        + to_yaml(prometheus_rule("aht-exporter-thresholds", "thresholds", rules.thresholds_groups()))
+    )
     return out
 
 

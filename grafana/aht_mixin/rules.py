@@ -7,7 +7,8 @@ the two cannot drift apart. The end-to-end test evaluates each `query` against t
 series on a healthy system too, where the alert itself returns none.
 
 Thresholds that differ per queue or per source are series, not numbers baked into the rules: users
-set them as recording rules of their own (deploy/prometheus/aht-thresholds.rules.yml, docs/alerts.md),
+set them as recording rules of their own (deploy/prometheus/aht-thresholds.rules.yml, shipped empty;
+the demo's are in demo-thresholds.rules.yml; docs/alerts.md),
 and the rules below pick the most specific one, with a built-in default when none is set.
 """
 
@@ -349,12 +350,15 @@ def prometheus_alert(alert: Alert) -> dict[str, Any]:
     return out
 
 
-# Example thresholds, shipped in deploy/prometheus/aht-thresholds.rules.yml. The queue ids are the demo's
-# (`aht-exporter --demo`, seed 1), so `docker compose up` shows them at work; replace them with yours.
+# --- thresholds: the users' (empty) and the demo's -------------------------------------------------
+
+# The demo's thresholds, in deploy/prometheus/demo-thresholds.rules.yml: loaded by the docker compose
+# Prometheus and the end-to-end test only, never shipped as anyone's live rules. The queue ids are the
+# demo's (`aht-exporter --demo`, seed 1), so `docker compose up` shows each threshold tier at work.
 DEMO_SUPPORT_QUEUE = "2ed6d873-da93-468a-ba6f-02e8c1c270c6"
 DEMO_BILLING_QUEUE = "294b4769-53a3-4b3f-96b3-0270fc7a6d7a"
 
-THRESHOLD_EXAMPLES: tuple[Record, ...] = (
+DEMO_THRESHOLDS: tuple[Record, ...] = (
     Record("aht_threshold_seconds", "vector(1800)", {"media_type": "email"}),
     Record("aht_threshold_seconds", "vector(900)", {"queue": DEMO_BILLING_QUEUE}),
     Record("aht_threshold_seconds", "vector(600)", {"queue": DEMO_SUPPORT_QUEUE, "media_type": "voice"}),
@@ -365,13 +369,13 @@ THRESHOLD_EXAMPLES: tuple[Record, ...] = (
     ),
 )
 
+THRESHOLDS_GROUP = "aht-exporter.thresholds"
 
-def thresholds_header() -> str:
+
+def _how_to_set() -> str:
     d = DATA_AGE_DEFAULTS
     return f"""\
-# Your thresholds: AHT per queue and data age per source. The rules in aht-exporter.rules.yml read them.
-# This file is yours to edit (the examples match the demo's queues and sources): load it next to
-# aht-exporter.rules.yml. Each threshold is a recording rule of a constant, labelled with what it is for:
+# Each threshold is a recording rule of a constant, labelled with what it is for:
 #
 #   aht_threshold_seconds{{queue="<id>", media_type="<type>"}}   one queue, one media type
 #   aht_threshold_seconds{{queue="<id>"}}                        one queue, every media type
@@ -390,8 +394,54 @@ def thresholds_header() -> str:
 """
 
 
+USER_THRESHOLDS_EXAMPLE = """\
+# Example (replace `rules: []` below with a list like this; ids and names are placeholders):
+#
+#    rules:
+#    - record: aht_threshold_seconds
+#      expr: vector(600)
+#      labels:
+#        queue: <queue id>
+#        media_type: voice
+#    - record: aht_threshold_seconds
+#      expr: vector(1800)
+#      labels:
+#        media_type: email
+#    - record: aht_exporter_data_age_threshold_seconds
+#      expr: vector(2 * 900 + 60)
+#      labels:
+#        source: <source with 15-minute buckets>
+"""
+
+
+def thresholds_header() -> str:
+    """The users' thresholds file: empty, so nobody inherits thresholds made for someone else's queues."""
+    return (
+        "# Your thresholds: AHT per queue and data age per source. The rules in aht-exporter.rules.yml read\n"
+        "# them. This file is yours: it ships empty (every queue gets the built-in default, every source its\n"
+        "# provider's), and you load it next to aht-exporter.rules.yml. The demo's thresholds are in\n"
+        "# demo-thresholds.rules.yml, for the demo only.\n#\n"
+        + _how_to_set()
+        + "#\n"
+        + USER_THRESHOLDS_EXAMPLE
+    )
+
+
 def thresholds_groups() -> list[dict[str, Any]]:
-    return [{"name": "aht-exporter.thresholds", "rules": [r.rule() for r in THRESHOLD_EXAMPLES]}]
+    return [{"name": THRESHOLDS_GROUP, "rules": []}]
+
+
+def demo_thresholds_header() -> str:
+    return (
+        "# The demo's thresholds, for `aht-exporter --demo` only: its queue ids and sources. Loaded by the docker\n"
+        "# compose Prometheus (deploy/prometheus/prometheus.yml) and by tests/e2e/test_every_query.py instead of\n"
+        "# aht-thresholds.rules.yml, never by a real deployment. Set your own in aht-thresholds.rules.yml.\n#\n"
+        + _how_to_set()
+    )
+
+
+def demo_thresholds_groups() -> list[dict[str, Any]]:
+    return [{"name": THRESHOLDS_GROUP, "rules": [r.rule() for r in DEMO_THRESHOLDS]}]
 
 
 # --- Grafana-managed alert rules -------------------------------------------------------------------

@@ -241,7 +241,8 @@ def test_compose_prometheus_loads_the_mounted_config_and_rules() -> None:
     config = load(DEPLOY / files[config_flag.split("=", 1)[1]])
     assert set(config["rule_files"]) <= set(files), "a rule file Prometheus loads is not mounted"
     mounted_rules = {Path(files[r]).name for r in config["rule_files"]}
-    assert mounted_rules == {"aht-exporter.rules.yml", "aht-thresholds.rules.yml"}
+    # The demo's thresholds (its queue ids), not the users' file, which ships empty.
+    assert mounted_rules == {"aht-exporter.rules.yml", "demo-thresholds.rules.yml"}
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
     assert job["static_configs"][0]["targets"] == ["exporter:9779"]
 
@@ -373,6 +374,18 @@ def test_prometheus_rule_is_identical_to_the_rule_files() -> None:
     rules = {d["metadata"]["name"]: d for d in manifests()["prometheusrule.yaml"]}
     assert rules["aht-exporter-rules"]["spec"] == load(DEPLOY / "prometheus" / "aht-exporter.rules.yml")
     assert rules["aht-exporter-thresholds"]["spec"] == load(DEPLOY / "prometheus" / "aht-thresholds.rules.yml")
+
+
+def test_kubernetes_ships_no_thresholds_of_the_demo() -> None:
+    """The thresholds PrometheusRule is the users' empty file: no demo queue ids become live rules."""
+    (thresholds,) = [d for d in manifests()["prometheusrule.yaml"] if d["metadata"]["name"] == "aht-exporter-thresholds"]
+    assert [g["rules"] for g in thresholds["spec"]["groups"]] == [[]]
+    demo = load(DEPLOY / "prometheus" / "demo-thresholds.rules.yml")["groups"][0]["rules"]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in K8S.glob("*.yaml"))
+    for rule in demo:
+        for value in rule["labels"].values():
+            if value not in {"email", "voice", "chat"}:
+                assert value not in text, f"deploy/kubernetes carries the demo's threshold for {value}"
 
 
 def kustomized() -> str:

@@ -123,10 +123,23 @@ def test_aht_is_recorded_as_a_ratio_of_sums_keeping_source_provider_and_window()
         assert expr.startswith(f"{level}:aht_handle_time_seconds:sum\n  / ({level}:aht_contacts_handled:sum > 0)")
 
 
-def test_thresholds_file_holds_only_constant_thresholds() -> None:
-    for rule in load(PROM / "aht-thresholds.rules.yml")["groups"][0]["rules"]:
+@pytest.mark.parametrize("name", ["aht-thresholds.rules.yml", "demo-thresholds.rules.yml"])
+def test_thresholds_files_hold_only_constant_thresholds(name: str) -> None:
+    for rule in load(PROM / name)["groups"][0]["rules"]:
         assert rule["record"] in {"aht_threshold_seconds", "aht_exporter_data_age_threshold_seconds"}
         assert re.fullmatch(r"vector\([\d\s+*]+\)", rule["expr"]), rule
+
+
+def test_the_users_thresholds_file_ships_empty_and_the_demo_s_stay_in_the_demo() -> None:
+    """Thresholds made for the demo's queues must never become anyone's live rules."""
+    (group,) = load(PROM / "aht-thresholds.rules.yml")["groups"]
+    assert group == {"name": rules.THRESHOLDS_GROUP, "rules": []}
+    (demo,) = load(PROM / "demo-thresholds.rules.yml")["groups"]
+    assert demo["rules"] == [r.rule() for r in rules.DEMO_THRESHOLDS] and demo["name"] == group["name"]
+    demo_ids = {rules.DEMO_SUPPORT_QUEUE, rules.DEMO_BILLING_QUEUE, "demo-genesys-agents"}
+    for path in (PROM / "aht-thresholds.rules.yml", ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml"):
+        text = path.read_text(encoding="utf-8")
+        assert not [x for x in demo_ids if x in text], f"{path.name} carries the demo's thresholds"
 
 
 # --- the Grafana mirror ----------------------------------------------------------------------------
