@@ -370,6 +370,62 @@ def test_service_and_service_monitor_select_the_exporter_as_job_aht_exporter() -
     assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == JOB
 
 
+INSTANCE = "app.kubernetes.io/instance"
+
+
+def test_every_selector_includes_the_instance_label() -> None:
+    """Shards differ by app.kubernetes.io/instance: without it in the selectors, every shard's Service
+    would select every shard's pods, and the Prometheus Operator would scrape each pod once per Service."""
+    deployment, service, monitor = one("Deployment"), one("Service"), one("ServiceMonitor")
+    instance = deployment["metadata"]["labels"][INSTANCE]
+    selectors = {
+        "Deployment selector": deployment["spec"]["selector"]["matchLabels"],
+        "pod template": deployment["spec"]["template"]["metadata"]["labels"],
+        "Service selector": service["spec"]["selector"],
+        "Service labels": service["metadata"]["labels"],
+        "ServiceMonitor selector": monitor["spec"]["selector"]["matchLabels"],
+    }
+    for what, labels in selectors.items():
+        assert labels.get(INSTANCE) == instance, f"{what} lacks {INSTANCE}: {labels}"
+
+
+def shard_overlay() -> str:
+    """The per-shard kustomization that docs/scaling.md tells users to write."""
+    guide = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    (overlay,) = [b for b in re.findall(r"```yaml\n(.*?)```", guide, re.S) if "kind: Kustomization" in b]
+    return overlay
+
+
+def test_the_scaling_guide_s_shard_overlay_selects_only_its_own_pods(tmp_path: Path) -> None:
+    """Built as the guide lays it out, next to a copy of deploy/kubernetes: base and shard each scrape
+    their own pods once, as job aht-exporter, and the rules exist once."""
+    shutil.copytree(K8S, tmp_path / "deploy" / "kubernetes")
+    shard = tmp_path / "shards" / "genesys-us"
+    shard.mkdir(parents=True)
+    (shard / "kustomization.yaml").write_text(shard_overlay())
+    shutil.copy(K8S / "config.yaml", shard / "config.yaml")
+    built = {
+        name: {d["kind"]: d for d in yaml.safe_load_all(kustomized(path))}
+        for name, path in (("base", tmp_path / "deploy" / "kubernetes"), ("shard", shard))
+    }
+    assert "PrometheusRule" not in built["shard"], "the rules must be loaded once, by the base"
+    assert built["shard"]["Deployment"]["metadata"]["name"] != built["base"]["Deployment"]["metadata"]["name"]
+    for name, other in (("base", "shard"), ("shard", "base")):
+        docs = built[name]
+        pods = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
+        assert docs["Deployment"]["spec"]["selector"]["matchLabels"].items() <= pods.items()
+        other_pods = built[other]["Deployment"]["spec"]["template"]["metadata"]["labels"]
+        selector = docs["Service"]["spec"]["selector"]
+        assert selector.items() <= pods.items(), f"{name}'s Service misses its pods"
+        assert not selector.items() <= other_pods.items(), f"{name}'s Service selects the {other}'s pods"
+        monitor = docs["ServiceMonitor"]["spec"]
+        assert monitor["selector"]["matchLabels"].items() <= docs["Service"]["metadata"]["labels"].items()
+        other_service = built[other]["Service"]["metadata"]["labels"]
+        assert not monitor["selector"]["matchLabels"].items() <= other_service.items(), name
+        assert docs["Service"]["metadata"]["labels"][monitor["jobLabel"]] == JOB
+    assert built["shard"]["Deployment"]["metadata"]["labels"][INSTANCE] == "genesys-us"
+
+
 def test_prometheus_rule_is_identical_to_the_rule_files() -> None:
     rules = {d["metadata"]["name"]: d for d in manifests()["prometheusrule.yaml"]}
     assert rules["aht-exporter-rules"]["spec"] == load(DEPLOY / "prometheus" / "aht-exporter.rules.yml")
@@ -388,11 +444,11 @@ def test_kubernetes_ships_no_thresholds_of_the_demo() -> None:
                 assert value not in text, f"deploy/kubernetes carries the demo's threshold for {value}"
 
 
-def kustomized() -> str:
+def kustomized(path: Path = K8S) -> str:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed (Debian package kubernetes-client)")
-    done = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
