@@ -217,16 +217,12 @@ def _aht_per_queue() -> str:
     Sources grouped by agent only (queue="") have no queue to hold to a per-queue threshold: left out.
     """
     ratio = "queue_media_type:aht_seconds:ratio"
-    main, fallback = f'{{window="{AHT_ALERT_WINDOW}"}}', f'{{window="{AHT_ALERT_FALLBACK_WINDOW}"}}'
+    main, fallback = f'window="{AHT_ALERT_WINDOW}"', f'window="{AHT_ALERT_FALLBACK_WINDOW}"'
     queue = 'queue!=""'
     # "Exports the main window" is asked of the sums and of the ratio: a source whose every queue handled
     # no contact in the last hour has no ratio at 1h, and must not fall back to its 2h AHT for it.
-    has_main = f"queue_media_type:aht_contacts_handled:sum{main} or {ratio}{main}"
-    return (
-        f'{ratio}{{window="{AHT_ALERT_WINDOW}", {queue}}}\n'
-        f'or (\n  {ratio}{{window="{AHT_ALERT_FALLBACK_WINDOW}", {queue}}}\n'
-        f"  unless on (source) ({has_main})\n)"
-    )
+    has_main = f"queue_media_type:aht_contacts_handled:sum{{{main}}} or {ratio}{{{main}}}"
+    return f"{ratio}{{{main}, {queue}}}\nor (\n  {ratio}{{{fallback}, {queue}}}\n  unless on (source) ({has_main})\n)"
 
 
 ALERTS: tuple[Alert, ...] = (
@@ -388,9 +384,9 @@ def _how_to_set() -> str:
 #   aht_exporter_data_age_threshold_seconds{{source="<name>"}}   AhtExporterDataStale fires past it
 #
 # Without one, a source gets its provider's default, two buckets plus the delay ({DEFAULT_DELAY} s):
-# genesys {d["genesys"]} (30m buckets), liveperson {d["liveperson"]}, koreai {d["koreai"]}, ozonetel {d["ozonetel"]}. Set it for a
-# source with another bucket or delay, or an `every` longer than its bucket: 2 * max(bucket, every) + delay,
-# in seconds.
+# genesys {d["genesys"]} (30m buckets), liveperson {d["liveperson"]}, koreai {d["koreai"]}, ozonetel {d["ozonetel"]}.
+# Set it for a source with another bucket or delay, or an `every` longer than its bucket:
+# 2 * max(bucket, every) + delay, in seconds.
 """
 
 
@@ -420,10 +416,7 @@ def thresholds_header() -> str:
         "# Your thresholds: AHT per queue and data age per source. The rules in aht-exporter.rules.yml read\n"
         "# them. This file is yours: it ships empty (every queue gets the built-in default, every source its\n"
         "# provider's), and you load it next to aht-exporter.rules.yml. The demo's thresholds are in\n"
-        "# demo-thresholds.rules.yml, for the demo only.\n#\n"
-        + _how_to_set()
-        + "#\n"
-        + USER_THRESHOLDS_EXAMPLE
+        "# demo-thresholds.rules.yml, for the demo only.\n#\n" + _how_to_set() + "#\n" + USER_THRESHOLDS_EXAMPLE
     )
 
 

@@ -393,7 +393,7 @@ def shard_overlay() -> str:
     """The per-shard kustomization that docs/scaling.md tells users to write."""
     guide = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
     (overlay,) = [b for b in re.findall(r"```yaml\n(.*?)```", guide, re.S) if "kind: Kustomization" in b]
-    return overlay
+    return str(overlay)
 
 
 def test_the_scaling_guide_s_shard_overlay_selects_only_its_own_pods(tmp_path: Path) -> None:
@@ -434,7 +434,8 @@ def test_prometheus_rule_is_identical_to_the_rule_files() -> None:
 
 def test_kubernetes_ships_no_thresholds_of_the_demo() -> None:
     """The thresholds PrometheusRule is the users' empty file: no demo queue ids become live rules."""
-    (thresholds,) = [d for d in manifests()["prometheusrule.yaml"] if d["metadata"]["name"] == "aht-exporter-thresholds"]
+    rules = manifests()["prometheusrule.yaml"]
+    (thresholds,) = [d for d in rules if d["metadata"]["name"] == "aht-exporter-thresholds"]
     assert [g["rules"] for g in thresholds["spec"]["groups"]] == [[]]
     demo = load(DEPLOY / "prometheus" / "demo-thresholds.rules.yml")["groups"][0]["rules"]
     text = "\n".join(p.read_text(encoding="utf-8") for p in K8S.glob("*.yaml"))
