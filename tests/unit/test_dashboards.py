@@ -224,6 +224,17 @@ def test_docs_describe_every_panel() -> None:
             assert f"| {p['title']} |" in doc, f"docs/dashboards.md lacks a row for {p['title']!r}"
 
 
+def test_readme_has_a_panel_table_per_dashboard() -> None:
+    """Screenshots are impossible here: the README describes each panel in a table, one per dashboard."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Grafana dashboards") : readme.index("### Prometheus rules and alerts")]
+    for board in BOARDS.values():
+        start = section.index(f"**{board['title']}** (`uid: {board['uid']}`)")
+        table = section[start:].split("\n\n")[1]
+        rows = [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines()[2:]]
+        assert rows == [p["title"] for p in panels(board)], f"README table of {board['title']}"
+
+
 # --- provisioning ----------------------------------------------------------------------------------
 
 
