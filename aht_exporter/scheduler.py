@@ -88,7 +88,8 @@ class SourceRunner:
         try:
             async with asyncio.timeout(budget):
                 data_end, details = await self._update(now)
-                await self._refresh_names(now)
+            # Names are decoration: what is left of the poll's time bounds them, and they never fail it.
+            await self._refresh_names(now, started + budget - time.monotonic())
         except ProviderError as exc:
             self._fail(now, started, str(exc))
         except TimeoutError:
@@ -162,15 +163,21 @@ class SourceRunner:
             extra={"source": self.name, "error": error, "failures": self.health.consecutive_failures},
         )
 
-    async def _refresh_names(self, now: float) -> None:
+    async def _refresh_names(self, now: float, seconds_left: float) -> None:
         if self._names_at is not None and now - self._names_at < self.provider.names_every:
             return
         self._names_at = now
         try:
-            self._names = await self.provider.names()
+            async with asyncio.timeout(max(0.0, seconds_left)):
+                self._names = await self.provider.names()
         except ProviderError as exc:
             # Names are decoration: their failure never fails a poll, and the old names stay.
             log.warning("name lookup failed", extra={"source": self.name, "error": self.redactor(str(exc))})
+        except TimeoutError:
+            log.warning(
+                "name lookup failed",
+                extra={"source": self.name, "error": f"not finished within the poll's time ({seconds_left:.0f}s left)"},
+            )
 
     def view(self) -> SourceView:
         """An immutable copy for rendering in another thread."""
@@ -194,7 +201,9 @@ def trigger_for(every: int, delay: int) -> BaseTrigger:
     if every < 3600 and 3600 % every == 0:
         return CronTrigger(minute=f"{d_min}-59/{every // 60}", second=d_sec, timezone=UTC)
     if every % 3600 == 0 and 86400 % every == 0:
-        return CronTrigger(hour=f"*/{every // 3600}", minute=d_min, second=d_sec, timezone=UTC)
+        # `*/24` is out of cron's range (0-23): once a day is hour 0.
+        hours = "0" if every == 86400 else f"*/{every // 3600}"
+        return CronTrigger(hour=hours, minute=d_min, second=d_sec, timezone=UTC)
     epoch = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=delay)
     return IntervalTrigger(seconds=every, start_date=epoch, timezone=UTC)
 

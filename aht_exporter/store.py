@@ -9,6 +9,7 @@ from aht_exporter.model import AverageUpdate, Bucket, Field, Labels, Names, Prov
 from aht_exporter.timebuckets import Duration, isoformat_z
 
 Totals = Mapping[Field, float]
+MICRO = 1_000_000  # the store's unit: every provider's values are whole ms or s, exact in millionths
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,9 @@ class SourceStore:
         self.bucket = bucket
         self.windows = sorted(windows)
         self.fields = fields
-        self._buckets: dict[int, dict[Labels, dict[Field, float]]] = {}
+        # Values as whole millionths (of a second, of a contact): sums of integers are exact, so a window's
+        # handle time is exactly the sum of the vendor's milliseconds, never 288.92900000000003.
+        self._buckets: dict[int, dict[Labels, dict[Field, int]]] = {}
         self.fetched_until: int | None = None
 
     @property
@@ -52,7 +55,7 @@ class SourceStore:
         A bucket that was there before and is absent now has become empty (vendors omit empty buckets).
         Two records for the same bucket and labels are summed.
         """
-        fresh: dict[int, dict[Labels, dict[Field, float]]] = {}
+        fresh: dict[int, dict[Labels, dict[Field, int]]] = {}
         for b in buckets:
             if b.start % self.bucket or b.end - b.start != self.bucket or not start <= b.start < end:
                 raise ProviderError(
@@ -62,7 +65,7 @@ class SourceStore:
                 )
             totals = fresh.setdefault(b.start, {}).setdefault(b.labels, {})
             for f, v in b.values.items():
-                totals[f] = totals.get(f, 0.0) + v
+                totals[f] = totals.get(f, 0) + round(v * MICRO)
         for t in range(start, end, self.bucket):
             self._buckets.pop(t, None)
         self._buckets.update(fresh)
@@ -81,13 +84,13 @@ class SourceStore:
         """Window sums over the closed buckets ending at or before `data_end`."""
         windows: dict[str, dict[Labels, dict[Field, float]]] = {}
         for w in self.windows:
-            sums: dict[Labels, dict[Field, float]] = {}
+            sums: dict[Labels, dict[Field, int]] = {}
             for t in range(data_end - w.seconds, data_end, self.bucket):
                 for labels, totals in self._buckets.get(t, {}).items():
                     acc = sums.setdefault(labels, {})
                     for f, v in totals.items():
-                        acc[f] = acc.get(f, 0.0) + v
-            windows[w.text] = sums
+                        acc[f] = acc.get(f, 0) + v
+            windows[w.text] = {labels: {f: v / MICRO for f, v in acc.items()} for labels, acc in sums.items()}
         dropped = _limit_series(windows, self.fields, max_series) if max_series is not None else 0
         return Snapshot(
             data_end=data_end,
@@ -101,20 +104,22 @@ class SourceStore:
 def _limit_series(
     windows: dict[str, dict[Labels, dict[Field, float]]], fields: frozenset[Field], max_series: int
 ) -> int:
-    """Keep at most `max_series` series, whole label sets at a time, in a stable (sorted) order."""
-    total = sum(series_per_labelset(t, fields) for w in windows.values() for t in w.values())
+    """Keep at most `max_series` series, whole label sets at a time and in every window at once, in a
+    stable (sorted) order: every window shows the same queues and agents, none is left empty."""
+    cost: dict[Labels, int] = {}
+    for window in windows.values():
+        for labels, totals in window.items():
+            cost[labels] = cost.get(labels, 0) + series_per_labelset(totals, fields)
+    total = sum(cost.values())
     if total <= max_series:
         return 0
-    kept = 0
-    for text in windows:
-        window = windows[text]
-        keep: dict[Labels, dict[Field, float]] = {}
-        for labels in sorted(window):
-            n = series_per_labelset(window[labels], fields)
-            if kept + n <= max_series:
-                keep[labels] = window[labels]
-                kept += n
-        windows[text] = keep
+    kept, keep = 0, set()
+    for labels in sorted(cost):
+        if kept + cost[labels] <= max_series:
+            keep.add(labels)
+            kept += cost[labels]
+    for text, window in windows.items():
+        windows[text] = {labels: totals for labels, totals in window.items() if labels in keep}
     return total - kept
 
 

@@ -106,12 +106,13 @@ def metric_names(group_by: Sequence[str]) -> list[str]:
     return metrics
 
 
-# (metric, stat) -> our field, and the factor from the vendor's unit to ours.
+# (metric, stat) -> our field, and what to divide the vendor's unit by for ours (ms / 1000: dividing, not
+# multiplying by 1e-3, gives the float nearest the exact value, 288.929 and not 288.92900000000003).
 _STATS: Mapping[str, tuple[tuple[str, Field, float], ...]] = {
-    "tHandle": (("sum", Field.HANDLE_TIME, 1e-3), ("count", Field.CONTACTS_HANDLED, 1.0)),
-    "tTalkComplete": (("sum", Field.TALK_TIME, 1e-3),),
-    "tHeldComplete": (("sum", Field.HOLD_TIME, 1e-3),),
-    "tAcw": (("sum", Field.ACW_TIME, 1e-3),),
+    "tHandle": (("sum", Field.HANDLE_TIME, 1000.0), ("count", Field.CONTACTS_HANDLED, 1.0)),
+    "tTalkComplete": (("sum", Field.TALK_TIME, 1000.0),),
+    "tHeldComplete": (("sum", Field.HOLD_TIME, 1000.0),),
+    "tAcw": (("sum", Field.ACW_TIME, 1000.0),),
     "tAnswered": (("count", Field.CONTACTS_ANSWERED, 1.0),),
     "tAbandon": (("count", Field.CONTACTS_ABANDONED, 1.0),),
     "nOffered": (("count", Field.CONTACTS_OFFERED, 1.0),),
@@ -217,13 +218,13 @@ def _buckets(reply: _Reply, group_by: Sequence[str]) -> list[Bucket]:
                 span = intervals[entry.interval] = _interval(entry.interval, f"results[{i}].data[{j}]")
             values: dict[Field, float] = {}
             for metric in entry.metrics:
-                for stat, field, factor in _STATS.get(metric.metric, ()):  # a metric we did not ask for: ignored
+                for stat, field, divisor in _STATS.get(metric.metric, ()):  # a metric we did not ask for: ignored
                     value = metric.stats.sum if stat == "sum" else metric.stats.count
                     if value is UNSET or not math.isfinite(value):
                         where = f"results[{i}].data[{j}].metrics[{entry.metrics.index(metric)}].stats.{stat}"
                         problem = "is missing" if value is UNSET else "is not a finite number"
                         raise ProviderError(f"aggregates response: {where} {problem}")
-                    values[field] = values.get(field, 0.0) + value * factor
+                    values[field] = values.get(field, 0.0) + value / divisor
             buckets.append(Bucket(start=span[0], end=span[1], labels=labels, values=values))
     return buckets
 

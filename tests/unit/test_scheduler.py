@@ -1,6 +1,7 @@
 """Polling with a controllable clock and a scripted provider: no wall-clock waits."""
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,7 @@ from aht_exporter.httpclient import ApiClient
 from aht_exporter.model import Bucket, Field, Names, ProviderError, make_labels
 from aht_exporter.providers.base import Provider
 from aht_exporter.redact import Redactor
-from aht_exporter.scheduler import SourceRunner, trigger_for
+from aht_exporter.scheduler import SourceRunner, poll_deadline, trigger_for
 from aht_exporter.timebuckets import parse_iso
 
 TEN = int(parse_iso("2026-03-02T10:00:00Z"))
@@ -222,6 +223,31 @@ async def test_names_are_looked_up_at_most_hourly() -> None:
     await provider.aclose()
 
 
+class SlowNames(ScriptedProvider):
+    async def names(self) -> Names:
+        await asyncio.sleep(3600)  # a directory of 100,000 users behind a rate limit
+        return Names()
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_name_lookup_that_outlasts_the_poll_never_fails_it(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(TEN + 6 * 60)
+    provider = SlowNames(SourceHealth("s", "genesys", 2), steady())
+    runner = SourceRunner(provider.config, provider, clock=clock, redactor=Redactor([]))
+    started = asyncio.get_running_loop().time()
+    with caplog.at_level(logging.WARNING):
+        assert await runner.poll()
+    assert asyncio.get_running_loop().time() - started == pytest.approx(poll_deadline(provider.config), abs=1)
+    assert runner.health.up and runner.snapshot is not None and runner.snapshot.windows["30m"]
+    (record,) = caplog.records
+    assert (
+        record.getMessage() == "name lookup failed"
+        and "not finished within the poll's time" in record.__dict__["error"]
+    )
+    await provider.aclose()
+
+
 def _fires(every: int, delay: int, after: str, n: int = 3) -> list[str]:
     trigger = trigger_for(every, delay)
     now = datetime.fromisoformat(after)
@@ -243,6 +269,8 @@ def _fires(every: int, delay: int, after: str, n: int = 3) -> list[str]:
         (3600, 240, "2026-03-02T10:02:00+00:00", ["10:04:00", "11:04:00", "12:04:00"]),
         (7200, 60, "2026-03-02T10:02:00+00:00", ["12:01:00", "14:01:00", "16:01:00"]),
         (2700, 60, "2026-03-02T10:02:00+00:00", ["10:31:00", "11:16:00", "12:01:00"]),  # 45m: epoch multiples
+        (86400, 60, "2026-03-02T10:02:00+00:00", ["00:01:00", "00:01:00", "00:01:00"]),  # daily: hour 0
+        (172800, 60, "2026-03-02T10:02:00+00:00", ["00:01:00", "00:01:00", "00:01:00"]),  # 2d: epoch multiples
     ],
 )
 def test_polls_fire_at_utc_multiples_of_every_plus_delay(

@@ -1,3 +1,5 @@
+import random
+
 import pytest
 
 from aht_exporter.model import Bucket, Field, Names, ProviderError, make_labels
@@ -98,9 +100,30 @@ def test_max_series_drops_whole_label_sets_and_counts_them() -> None:
     assert snap.series == 6
 
 
+def test_max_series_keeps_the_same_label_sets_in_every_window() -> None:
+    s = store("30m", "1h", "1d")
+    labels = [make_labels(queue=f"q{i:02d}") for i in range(10)]
+    s.replace(TEN - 86400, TEN, [bucket(TEN - B, labels=lab) for lab in labels])
+    snap = s.snapshot(TEN, max_series=20)  # 3 series per label set and window: 9 per label set
+    assert [sorted(w) for w in snap.windows.values()] == [labels[:2]] * 3  # not 1d left empty for 30m's sake
+    assert snap.series == 18 and snap.series_dropped == 90 - 18
+
+
 def test_names_are_kept_only_for_queues_and_agents_in_the_data() -> None:
     s = SourceStore(bucket=B, windows=[Duration.parse("30m")], fields=FIELDS)
     s.replace(TEN - 1800, TEN, [bucket(TEN - B, labels=make_labels(queue="q1", agent="a1"))])
     names = Names(queues={"q1": "Sales", "q9": "Unused"}, agents={"a1": "Ada", "a2": "Bob"})
     snap = s.snapshot(TEN, names)
     assert snap.names == Names(queues={"q1": "Sales"}, agents={"a1": "Ada"})
+
+
+def test_window_sums_of_milliseconds_are_exact() -> None:
+    s = store("30m")
+    # Summed as floats, 0.1 s + 0.2 s would be 0.30000000000000004 s; the vendor's own sum is 300 ms.
+    s.replace(TEN - 1800, TEN, [bucket(TEN - 1800, handle=0.1, handled=1), bucket(TEN - B, handle=0.2, handled=1)])
+    assert s.snapshot(TEN).windows["30m"][VOICE][Field.HANDLE_TIME] == 0.3
+    rng = random.Random(7)
+    day = store("1d")
+    ms = [rng.randrange(1, 3_600_000) for _ in range(96)]
+    day.replace(TEN - 86400, TEN, [bucket(TEN - 86400 + i * B, handle=v / 1000, handled=1) for i, v in enumerate(ms)])
+    assert day.snapshot(TEN).windows["1d"][VOICE][Field.HANDLE_TIME] == sum(ms) / 1000  # to the last bit
