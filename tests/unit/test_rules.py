@@ -6,6 +6,7 @@ show every alert both firing and not firing and test every recording rule.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -98,6 +99,24 @@ def test_every_alert_has_severity_summary_description_and_a_runbook_section() ->
         path, _, anchor = ann["runbook_url"].partition("#")
         assert path.endswith("docs/alerts.md") and anchor in anchors, f"{name}: {ann['runbook_url']}"
         assert f"## {name}\n" in doc, f"docs/alerts.md has no section for {name}"
+
+
+def test_the_runbook_cites_real_dashboards_and_panels() -> None:
+    """Every *italic* name in a runbook's Diagnose paragraph is a dashboard or panel title, as Grafana shows
+    it (a panel repeated per source is cited without its `: $source`)."""
+    doc = (ROOT / "docs" / "alerts.md").read_text(encoding="utf-8")
+    titles: set[str] = set()
+    for path in sorted((ROOT / "grafana" / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text(encoding="utf-8"))
+        titles.add(board["title"])
+        titles |= {p["title"].split(": $")[0] for p in board["panels"] if p["type"] != "row"}
+    cited = [
+        " ".join(name.split())
+        for diagnose in re.findall(r"\*\*Diagnose\.\*\*(.*?)\*\*Fix\.\*\*", doc, re.S)
+        for name in re.findall(r"(?<!\*)\*([^*]+)\*(?!\*)", re.sub(r"`[^`]*`", "", diagnose))
+    ]
+    assert cited, "no dashboard or panel cited"
+    assert [c for c in cited if c not in titles] == []
 
 
 def test_the_issue_s_alerts_and_their_durations() -> None:
