@@ -53,8 +53,8 @@ class Defaults(StrictModel):
     windows: list[DurationField] = Field(default_factory=lambda: [Duration.parse("30m"), Duration.parse("1h")])
     timeout: DurationField = Duration.parse("30s")
     refresh: DurationField | None = None
-    stale_after: int = Field(default=3, ge=1)
-    max_series: int = Field(default=20000, ge=1)
+    stale_after: int = Field(default=3, ge=1, strict=True)  # strict: `true` is not 1
+    max_series: int = Field(default=20000, ge=1, strict=True)
 
 
 class SourceConfig(Defaults):
@@ -115,6 +115,10 @@ class SourceConfig(Defaults):
             url = getattr(self, key)
             if url is not None:
                 yield from ((key, msg) for msg in _url_problems(url, self.allow_insecure_http))
+        for key in secret_keys(type(self)):
+            secret = getattr(self, key)
+            if secret is not None and not secret.get_secret_value().strip():
+                yield key, "must not be empty"
 
 
 def _url_problems(url: str, allow_insecure: bool) -> Iterator[str]:
@@ -153,14 +157,30 @@ def load_config(path: str | Path) -> Config:
     return parse_config(text, name)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key set twice in one mapping (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is set twice in the same mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_config(text: str, name: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{name}: {where}YAML syntax error: {problem}") from None
+        kind = "" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error: "
+        raise ConfigError(f"{name}: {where}{kind}{problem}") from None
     try:
         return build_config(raw, name, os.environ if env is None else env)
     except _Problem as p:
@@ -183,7 +203,9 @@ def build_config(raw: object, name: str, env: Mapping[str, str]) -> Config:
         if key not in ("defaults", "sources"):
             raise _Problem(str(key), "unknown key (expected `defaults` and `sources`)")
     data: dict[str, Any] = _substitute(raw, "", env)
-    defaults_raw = data.get("defaults") or {}
+    defaults_raw = data.get("defaults")
+    if defaults_raw is None:
+        defaults_raw = {}
     if not isinstance(defaults_raw, dict):
         raise _Problem("defaults", "must be a mapping")
     _validate(Defaults, defaults_raw, "defaults")
@@ -206,6 +228,9 @@ def build_config(raw: object, name: str, env: Mapping[str, str]) -> Config:
         merged = {**inherited, **_read_secret_files(item, model, where)}
         source = _validate(model, merged, where)
         for key, message in source.problems():
+            top = re.split(r"[.\[]", key, maxsplit=1)[0]
+            if top in inherited and top not in item:  # the user wrote it under `defaults`: say so
+                raise _Problem(f"defaults.{key}", f"{message} (in {where}, which inherits it)")
             raise _Problem(f"{where}.{key}", message)
         if source.name in names:
             raise _Problem(f"{where}.name", f"{source.name!r} is already used by sources[{names[source.name]}]")

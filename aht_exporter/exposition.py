@@ -193,17 +193,20 @@ def source_samples(view: SourceView) -> dict[str, bytes]:
     return out
 
 
+_AS_OF = "As of the last poll: scrapes never call the provider."
+
+
 def health_families(healths: Sequence[SourceHealth]) -> Iterator[Metric]:
     names = ["source", "provider"]
-    up = GaugeMetricFamily("aht_exporter_source_up", "1 if the source's last poll succeeded, else 0.", labels=names)
+    up = GaugeMetricFamily("aht_exporter_source_up", f"1 if the source's last poll succeeded, else 0. {_AS_OF}", labels=names)
     last = GaugeMetricFamily(
         "aht_exporter_last_success_timestamp_seconds",
-        "Unix time of the source's last successful poll.",
+        f"Unix time of the source's last successful poll. {_AS_OF}",
         labels=names,
     )
     data_end = GaugeMetricFamily(
         "aht_exporter_data_end_timestamp_seconds",
-        "Unix time of the end of the newest closed bucket the source's data includes.",
+        f"Unix time of the end of the newest closed bucket the source's data includes. {_AS_OF}",
         labels=names,
     )
     duration = HistogramMetricFamily(

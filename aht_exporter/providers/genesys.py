@@ -175,6 +175,7 @@ class _Reply(msgspec.Struct, gc=False):
     # An error body: {message, code, status, contextId} [doc].
     code: Any = UNSET
     message: Any = UNSET
+    contextId: Any = UNSET  # the vendor's spelling
 
 
 _DECODER = msgspec.json.Decoder(_Reply)
@@ -206,7 +207,10 @@ def _buckets(reply: _Reply, group_by: Sequence[str]) -> list[Bucket]:
             # An error body with HTTP 200 (a gateway, a partial outage): never mistake it for "no data".
             code = "?" if reply.code is UNSET else reply.code
             message = "" if reply.message is UNSET else reply.message
-            raise ProviderError(f"aggregates response: the vendor answered 200 with an error: {code}: {message}")
+            context = f" ({reply.contextId})" if reply.contextId not in (UNSET, None, "") else ""
+            raise ProviderError(
+                f"aggregates response: the vendor answered 200 with an error: {code}: {message}{context}"
+            )
         return []  # a query with no data may answer `{}`
     buckets: list[Bucket] = []
     intervals: dict[str, tuple[int, int]] = {}  # every group repeats the same few intervals

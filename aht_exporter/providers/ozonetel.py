@@ -104,8 +104,6 @@ class OzonetelConfig(SourceConfig):
             if key in self.model_fields_set:
                 yield key, "does not apply to ozonetel: its AHT is always over the last 2h (remove this key)"
         yield from super().problems()
-        if not self.api_key.get_secret_value().strip():
-            yield "api_key", "must not be empty"
         if not self.agents and not self.campaigns:
             yield "agents", "list at least one agent or campaign"
         for key in ("agents", "campaigns"):

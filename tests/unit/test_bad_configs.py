@@ -59,6 +59,20 @@ CASES: list[tuple[str, str, str]] = [
     ("windows-empty", source("    windows: []\n"), "sources[0].windows: needs at least one window"),
     ("windows-not-list", source("    windows: 1h\n"), "sources[0].windows: Input should be a valid list"),
     ("bucket-unsupported", source("    bucket: 5m\n"), "sources[0].bucket: 5m is not supported"),
+    ("defaults-empty-list", "defaults: []\n" + source(), "defaults: must be a mapping"),
+    ("duplicate-key", source("    client_id: again\n"), "line 7: key 'client_id' is set twice in the same mapping"),
+    ("stale-after-bool", source("    stale_after: true\n"), "sources[0].stale_after: Input should be a valid integer"),
+    ("empty-secret", source().replace("client_secret: s3", "client_secret: ''"), "sources[0].client_secret: must not"),
+    (
+        "defaults-every-not-5m",
+        "defaults: {every: 7m}\n" + source(),
+        "defaults.every: 7m is not a whole multiple of 5m (in sources[0], which inherits it)",
+    ),
+    (
+        "defaults-window-not-multiple",
+        "defaults: {windows: [45m]}\n" + source(),
+        "defaults.windows[0]: 45m is not a multiple of the source's 30m bucket (in sources[0], which inherits it)",
+    ),
     ("group-by-unknown", source("    group_by: [skill]\n"), "sources[0].group_by[0]: Input should be"),
     (
         "missing-env",

@@ -199,3 +199,14 @@ def test_queue_scoped_metrics_are_not_asked_for_when_grouped_by_agent() -> None:
     assert "tAbandon" in metric_names(["media_type"])
     assert Field.CONTACTS_OFFERED in fields_for(["queue"])
     assert Field.CONTACTS_OFFERED not in fields_for(["agent"])
+
+
+def test_an_error_body_with_http_200_is_an_error_with_code_message_and_context() -> None:
+    # [doc] Genesys errors are {message, code, status, contextId}: never mistaken for "no data".
+    body = {"message": "Analytics is unavailable", "code": "service.unavailable", "status": 503, "contextId": "c-42"}
+    with pytest.raises(ProviderError) as info:
+        parse_aggregates(body, ["media_type"])
+    assert str(info.value) == (
+        "aggregates response: the vendor answered 200 with an error: "
+        "service.unavailable: Analytics is unavailable (c-42)"
+    )
