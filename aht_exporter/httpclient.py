@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -162,17 +163,23 @@ class ApiClient:
             if status != 429:
                 self._counter.count_rate_limited()
             if not self._policy.retry_rate_limited:
-                raise RateLimited(f"{where}: rate limited: {self._error_text(response)}", status=429)
+                raise RateLimited(f"{where}: rate limited: {self._vendor_words(response)}", status=429)
             raise Retryable(
-                f"{where}: rate limited: {self._error_text(response)}",
+                f"{where}: rate limited: {self._vendor_words(response)}",
                 status=429,
                 retry_after=retry_after_seconds(response),
             )
         if status >= 500:
-            raise Retryable(f"{where}: HTTP {status}: {self._error_text(response)}", status=status)
+            raise Retryable(f"{where}: HTTP {status}: {self._vendor_words(response)}", status=status)
         if status >= 400:
-            raise ProviderError(f"{where}: HTTP {status}: {self._error_text(response)}", status=status)
+            raise ProviderError(f"{where}: HTTP {status}: {self._vendor_words(response)}", status=status)
         return response
+
+    def _vendor_words(self, response: httpx.Response) -> str:
+        """The vendor's error text, with any credential this request carried cut out: a vendor that
+        echoes the token it refused must not put it in our logs (the config's own secrets are redacted
+        later; tokens are made at run time and known only here)."""
+        return scrub_credentials(self._error_text(response), response.request)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -196,6 +203,24 @@ class _StopPastDeadline(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return self._client.past_deadline(retry_state.upcoming_sleep)
+
+
+# Headers that carry credentials: HTTP auth (Bearer, Basic, OAuth 1.0a), Kore.ai's `auth` JWT, Ozonetel's apiKey.
+CREDENTIAL_HEADERS = ("authorization", "auth", "apikey")
+_AUTH_SCHEME = re.compile(r"^(Bearer|Basic|OAuth)\s+", re.IGNORECASE)
+
+
+def scrub_credentials(text: str, request: httpx.Request) -> str:
+    """`text` with every credential `request` sent (whole header values, and their tokens) replaced."""
+    for name in CREDENTIAL_HEADERS:
+        value = request.headers.get(name)
+        if not value:
+            continue
+        token = _AUTH_SCHEME.sub("", value)
+        for secret in sorted({value, token}, key=len, reverse=True):
+            if len(secret) >= 8:  # a fragment that short could be any word
+                text = text.replace(secret, "<redacted>")
+    return text
 
 
 def json_body(response: httpx.Response, what: str) -> Any:
