@@ -198,7 +198,9 @@ _AS_OF = "As of the last poll: scrapes never call the provider."
 
 def health_families(healths: Sequence[SourceHealth]) -> Iterator[Metric]:
     names = ["source", "provider"]
-    up = GaugeMetricFamily("aht_exporter_source_up", f"1 if the source's last poll succeeded, else 0. {_AS_OF}", labels=names)
+    up = GaugeMetricFamily(
+        "aht_exporter_source_up", f"1 if the source's last poll succeeded, else 0. {_AS_OF}", labels=names
+    )
     last = GaugeMetricFamily(
         "aht_exporter_last_success_timestamp_seconds",
         f"Unix time of the source's last successful poll. {_AS_OF}",
