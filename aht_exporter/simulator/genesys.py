@@ -367,7 +367,7 @@ class GenesysSimulator:
         app.router.add_post(AGGREGATES_PATH, self._aggregates)
         app.router.add_get(QUEUES_PATH, self._queues)
         app.router.add_get(USERS_PATH, self._users)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # a hung handler cannot stall a stop
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         bound_port = self._runner.addresses[0][1]

@@ -284,7 +284,7 @@ class LivePersonSimulator:
         app.router.add_get(CSDS_PATH.format(account="{account}", service="{service}"), self._csds)
         app.router.add_post(TOKEN_PATH.format(account="{account}"), self._token)
         app.router.add_get(ENGACTIVITY_PATH.format(account="{account}"), self._engactivity)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # a hung handler cannot stall a stop
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         bound_port = self._runner.addresses[0][1]

@@ -170,7 +170,7 @@ class OzonetelSimulator:
         app = web.Application(middlewares=[self._middleware, self.faults.middleware])
         app.router.add_route("*", AHT_PATH, self._aht)
         app.router.add_route("*", TOKEN_PATH, self._generate_token)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # a hung handler cannot stall a stop
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         bound_port = self._runner.addresses[0][1]

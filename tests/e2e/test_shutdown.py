@@ -84,3 +84,19 @@ async def test_a_hanging_provider_cannot_stall_shutdown(tmp_path: Path) -> None:
     assert 8 <= took < 10, log  # the poll had its grace period, then was cancelled
     assert 'msg="polls still running at shutdown: cancelled" sources=hang' in log
     assert "Traceback" not in log
+
+
+@pytest.mark.asyncio
+async def test_sigterm_with_a_hanging_demo_simulator_exits_0_within_10s() -> None:
+    # The genesys simulator never answers a data request: the poll is in flight at SIGTERM, and the
+    # simulator itself still holds that request open when the demo stops it.
+    proc = await start("--demo", "--demo.fault", "genesys:timeout")
+    seen: list[str] = []
+    await read_until(proc, 'msg="poll ok" source=demo-koreai', seen)
+    await asyncio.sleep(0.5)  # the genesys poll is past its token, waiting on its first data request
+    code, took = await stop(proc, seen)
+    log = "".join(seen)
+    assert code == 0, log
+    assert took < 10, log
+    assert "demo-genesys" in log.split('msg="polls still running at shutdown: cancelled"', 1)[1].splitlines()[0]
+    assert "did not finish in time" not in log and "Traceback" not in log
