@@ -12,6 +12,14 @@ https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuratio
       alice: $2y$10$...                              # bcrypt hash (htpasswd -nBC 10 alice)
 
 Every endpoint but `/-/healthy` is guarded. A wrong user and a wrong password get the same 401.
+
+Also from the toolkit: `tls_server_config.max_version` (TLS10..TLS13, as `min_version`) and
+`http_server_config.headers`, the toolkit's five security headers, added to every response (install
+`response_headers` on the app). `http_server_config.http2` is accepted and has no effect: aiohttp serves
+HTTP/1.1 only. Not supported, and refused with a one-line error rather than ignored:
+`client_auth_type` RequestClientCert and RequireAnyClientCert (Python's ssl cannot ask for a client
+certificate without verifying it), `cipher_suites`, `prefer_server_cipher_suites` and `curve_preferences`
+(Go crypto/tls names; Python's ssl picks OpenSSL's defaults).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import base64
 import binascii
 import hashlib
 import ssl
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +46,30 @@ OPEN_PATHS = frozenset({"/-/healthy"})
 ClientAuth = Literal[
     "NoClientCert", "RequestClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"
 ]
+# Go's crypto/tls can take a client certificate without checking it; Python's ssl either verifies one
+# against a CA or asks for none. Accepting these two would silently mean NoClientCert.
+UNVERIFIED_CLIENT_AUTH = frozenset({"RequestClientCert", "RequireAnyClientCert"})
+TLSVersionName = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+# OpenSSL's security level (SECLEVEL 1 and up, the default in OpenSSL 3) may still refuse TLS 1.0 and 1.1
+# handshakes whatever min_version says: allowing them here does not lower it.
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+# Toolkit keys for Go's crypto/tls knobs that Python's ssl does not offer in the same terms.
+UNSUPPORTED_TLS_KEYS = ("cipher_suites", "prefer_server_cipher_suites", "curve_preferences")
+# The only headers exporter-toolkit lets a web config set, with the values it accepts (None: any). Any
+# other name (Authorization, Content-Type, Set-Cookie...) is refused, as the toolkit refuses it.
+# https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md
+EXTRA_HEADERS: Mapping[str, tuple[str, ...] | None] = {
+    "Content-Security-Policy": None,
+    "Strict-Transport-Security": None,
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": None,
+}
 
 
 class _Strict(BaseModel):
@@ -48,11 +81,22 @@ class TLSServerConfig(_Strict):
     key_file: str
     client_auth_type: ClientAuth = "NoClientCert"
     client_ca_file: str | None = None
-    min_version: Literal["TLS12", "TLS13"] = "TLS12"
+    min_version: TLSVersionName = "TLS12"
+    max_version: TLSVersionName = "TLS13"
+    # Known so that they get a clear refusal rather than "unknown key"; any value is refused.
+    cipher_suites: Any = None
+    prefer_server_cipher_suites: Any = None
+    curve_preferences: Any = None
+
+
+class HTTPServerConfig(_Strict):
+    http2: bool = True  # accepted for compatibility, no effect: aiohttp serves HTTP/1.1 only
+    headers: dict[str, str] = {}
 
 
 class WebConfigFile(_Strict):
     tls_server_config: TLSServerConfig | None = None
+    http_server_config: HTTPServerConfig = HTTPServerConfig()
     basic_auth_users: dict[str, str] = {}
 
 
@@ -60,6 +104,7 @@ class WebConfigFile(_Strict):
 class WebConfig:
     ssl_context: ssl.SSLContext | None = None
     users: Mapping[str, bytes] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # added to every response
 
 
 def load_web_config(path: str) -> WebConfig:
@@ -82,13 +127,51 @@ def load_web_config(path: str) -> WebConfig:
         if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise ConfigError(f"{path}: basic_auth_users.{user}: not a bcrypt hash")
         users[user] = hashed.encode()
+    headers = _headers(parsed.http_server_config.headers, path)
     context = _ssl_context(parsed.tls_server_config, path) if parsed.tls_server_config else None
-    return WebConfig(ssl_context=context, users=users)
+    return WebConfig(ssl_context=context, users=users, headers=headers)
+
+
+def _headers(configured: Mapping[str, str], path: str) -> dict[str, str]:
+    headers = {}
+    for name, value in configured.items():
+        where = f"{path}: http_server_config.headers.{name}"
+        if name not in EXTRA_HEADERS:
+            raise ConfigError(f"{where}: cannot be configured (allowed: {', '.join(EXTRA_HEADERS)})")
+        allowed = EXTRA_HEADERS[name]
+        if value and allowed is not None and value not in allowed:
+            raise ConfigError(f"{where}: expected one of {', '.join(allowed)}, got {value!r}")
+        if "\r" in value or "\n" in value:
+            raise ConfigError(f"{where}: must be one line")
+        if value:  # blank means unset, as in the toolkit
+            headers[name] = value
+    return headers
+
+
+def _check_tls_keys(tls: TLSServerConfig, path: str) -> None:
+    for key in UNSUPPORTED_TLS_KEYS:
+        if key in tls.model_fields_set:
+            raise ConfigError(
+                f"{path}: tls_server_config.{key}: not supported (Python's ssl uses OpenSSL's defaults); remove it"
+            )
+    if tls.client_auth_type in UNVERIFIED_CLIENT_AUTH:
+        raise ConfigError(
+            f"{path}: tls_server_config.client_auth_type: {tls.client_auth_type} is not supported (a client "
+            "certificate cannot be taken unverified); use NoClientCert, VerifyClientCertIfGiven or "
+            "RequireAndVerifyClientCert (the last two need client_ca_file)"
+        )
+    if TLS_VERSIONS[tls.min_version] > TLS_VERSIONS[tls.max_version]:
+        raise ConfigError(f"{path}: tls_server_config.min_version: {tls.min_version} is above max_version")
 
 
 def _ssl_context(tls: TLSServerConfig, path: str) -> ssl.SSLContext:
+    _check_tls_keys(tls, path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "TLS13" else ssl.TLSVersion.TLSv1_2
+    with warnings.catch_warnings():
+        # Python deprecates TLS 1.0/1.1; the file asked for them on purpose, and OpenSSL may still refuse.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = TLS_VERSIONS[tls.min_version]
+        context.maximum_version = TLS_VERSIONS[tls.max_version]
     base = Path(path).parent
     try:
         context.load_cert_chain(base / tls.cert_file, base / tls.key_file)
@@ -103,9 +186,10 @@ def _ssl_context(tls: TLSServerConfig, path: str) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"{path}: tls_server_config.client_ca_file: cannot load: {exc}") from None
     context.verify_mode = {
+        "NoClientCert": ssl.CERT_NONE,
         "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
         "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    }.get(tls.client_auth_type, ssl.CERT_NONE)
+    }[tls.client_auth_type]
     return context
 
 
@@ -170,3 +254,18 @@ def auth_middleware(auth: BasicAuth) -> Any:
         )
 
     return middleware
+
+
+ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
+
+
+def response_headers(web_config: WebConfig | None) -> ResponseHook:
+    """An `on_response_prepare` hook adding `http_server_config.headers` to every response: 401s and 404s
+    too, as exporter-toolkit sets them before anything else answers."""
+    headers = dict(web_config.headers) if web_config else {}
+
+    async def hook(_: web.Request, response: web.StreamResponse) -> None:
+        for name, value in headers.items():
+            response.headers[name] = value
+
+    return hook

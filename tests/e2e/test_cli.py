@@ -118,6 +118,19 @@ def test_check_config_prints_the_resolved_config_with_secrets_redacted(tmp_path:
     assert done.stdout.count("client_secret: '**********'") == 2
 
 
+@pytest.mark.parametrize("kind", ["RequireAnyClientCert", "RequestClientCert"])
+def test_a_client_auth_type_python_cannot_enforce_exits_2_naming_the_supported_ones(tmp_path: Path, kind: str) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: s.crt\n  key_file: s.key\n  client_auth_type: {kind}\n")
+    done = run(f"--web.config.file={web}", "--demo")
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"{web}: tls_server_config.client_auth_type: {kind} is not supported (a client certificate cannot be taken"
+        " unverified); use NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert (the last two need"
+        " client_ca_file)\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
