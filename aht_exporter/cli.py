@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from aht_exporter import __version__
 from aht_exporter.clock import SystemClock
 from aht_exporter.config import Config, load_config, redacted
-from aht_exporter.logs import setup_logging
+from aht_exporter.logs import install_redactor, setup_logging
 from aht_exporter.model import ConfigError
-from aht_exporter.redact import RedactingFilter, Redactor
+from aht_exporter.redact import Redactor
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import parse_listen_address, start_server
 from aht_exporter.simulator.faults import Fault
@@ -114,9 +114,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _install_redaction(config: Config) -> None:
-    redacting = RedactingFilter(Redactor.for_config(config))
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redacting)
+    install_redactor(Redactor.for_config(config))
 
 
 async def _run_demo(args: argparse.Namespace) -> int:

@@ -1,11 +1,11 @@
 """Defence in depth for secrets: whatever text leaves the process passes through a Redactor.
 
-Secrets are never put in messages on purpose; this catches a vendor that echoes one back.
+Secrets are never put in messages on purpose; this catches a vendor that echoes one back. Log lines
+are redacted whole by their formatter (logs.install_redactor), tracebacks and non-text fields included.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 from pydantic import SecretStr
@@ -36,19 +36,3 @@ class Redactor:
             if secret in text:
                 text = text.replace(secret, MASK)
         return text
-
-
-class RedactingFilter(logging.Filter):
-    """Masks secrets in every log record's message and extra fields."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__()
-        self.redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redactor(record.getMessage())
-        record.args = None
-        for key, value in list(record.__dict__.items()):
-            if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname", "filename"):
-                record.__dict__[key] = self.redactor(value)
-        return True
