@@ -94,15 +94,18 @@ def demo_config(sources: list[dict[str, Any]], defaults: dict[str, Any] | None =
 class Demo:
     """Every provider's simulator on an ephemeral loopback port, started and stopped together."""
 
-    def __init__(self, clock: Clock, workload: Workload | None = None) -> None:
+    def __init__(
+        self, clock: Clock, workload: Workload | None = None, providers: dict[str, DemoProvider] | None = None
+    ) -> None:
         self.clock = clock
         self.workload = workload or demo_workload()
+        self.providers = DEMO_PROVIDERS if providers is None else providers
         self.simulators: dict[str, Simulator] = {}
         self.sources: list[dict[str, Any]] = []
         self._started: list[Simulator] = []
 
     async def start(self) -> Config:
-        for name, provider in DEMO_PROVIDERS.items():
+        for name, provider in self.providers.items():
             sim = provider.make(self.workload, self.clock)
             url = await sim.start("127.0.0.1", 0)
             self._started.append(sim)
