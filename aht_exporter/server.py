@@ -10,7 +10,7 @@ from aiohttp import web
 
 from aht_exporter import __version__
 from aht_exporter.scheduler import Exporter
-from aht_exporter.webconfig import BasicAuth, WebConfig, auth_middleware
+from aht_exporter.webconfig import BasicAuth, WebConfig, auth_middleware, response_headers
 
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
 WRITE_SLICE = 256 * 1024  # bytes of a /metrics body handed to the transport at once
@@ -126,6 +126,7 @@ def make_app(exporter: Exporter, web_config: WebConfig | None = None) -> web.App
     middlewares = [auth_middleware(BasicAuth(web_config.users))] if web_config and web_config.users else []
     app = web.Application(middlewares=middlewares)
     app[EXPORTER_KEY] = exporter
+    app.on_response_prepare.append(response_headers(web_config))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", status_page)
     app.router.add_get("/-/healthy", healthy)

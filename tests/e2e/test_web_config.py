@@ -298,7 +298,6 @@ async def test_configured_headers_are_on_every_response_of_the_app(tmp_path: Pat
         await exporter.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="until server.make_app installs webconfig.response_headers")
 @pytest.mark.asyncio
 async def test_configured_headers_are_on_every_response_of_the_server(tmp_path: Path, ca: trustme.CA) -> None:
     exporter, runner, url = await serve(write_web_config(tmp_path, ca, TLS_AND_AUTH + HEADERS.split("basic_auth")[0]))
