@@ -205,7 +205,7 @@ async def serve(
 
 
 SHUTDOWN_LIMIT = 10.0
-AFTER_STOP_LIMIT = 2.0  # the demo's simulators: 1 s shutdown_timeout each, stopped together
+AFTER_STOP_LIMIT = 2.0  # the demo's simulators, stopped together: simulator.SHUTDOWN_TIMEOUT (1 s) each, and a margin
 
 
 def _shutdown_watchdog(limit: float) -> None:

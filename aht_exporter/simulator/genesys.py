@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler
 
 from aht_exporter.clock import Clock
 from aht_exporter.model import Labels
+from aht_exporter.simulator import serve_app
 from aht_exporter.simulator.faults import FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Totals, Workload
 
@@ -367,11 +368,7 @@ class GenesysSimulator:
         app.router.add_post(AGGREGATES_PATH, self._aggregates)
         app.router.add_get(QUEUES_PATH, self._queues)
         app.router.add_get(USERS_PATH, self._users)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # a hung handler cannot stall a stop
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound_port = self._runner.addresses[0][1]
-        self._base_url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
+        self._runner, self._base_url = await serve_app(app, host, port)
         return self._base_url
 
     async def stop(self) -> None:

@@ -29,6 +29,7 @@ from aiohttp.typedefs import Handler
 
 from aht_exporter.clock import Clock
 from aht_exporter.model import Labels
+from aht_exporter.simulator import serve_app
 from aht_exporter.simulator.faults import Fault, FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Totals, Workload
 
@@ -131,11 +132,7 @@ class KoreAISimulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(middlewares=[self._middleware, self.faults.middleware])
         app.router.add_post(CALLVOLUME_PATH.format(account_id="{account_id}"), self._callvolume)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # a hung handler cannot stall a stop
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound_port = self._runner.addresses[0][1]
-        self._base_url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
+        self._runner, self._base_url = await serve_app(app, host, port)
         return self._base_url
 
     async def stop(self) -> None:

@@ -40,6 +40,7 @@ from oauthlib.oauth1.rfc5849 import signature, utils
 
 from aht_exporter.clock import Clock
 from aht_exporter.model import Labels
+from aht_exporter.simulator import serve_app
 from aht_exporter.simulator.faults import FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Totals, Workload, total_by_group
 
@@ -284,11 +285,7 @@ class LivePersonSimulator:
         app.router.add_get(CSDS_PATH.format(account="{account}", service="{service}"), self._csds)
         app.router.add_post(TOKEN_PATH.format(account="{account}"), self._token)
         app.router.add_get(ENGACTIVITY_PATH.format(account="{account}"), self._engactivity)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # a hung handler cannot stall a stop
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound_port = self._runner.addresses[0][1]
-        self._base_url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
+        self._runner, self._base_url = await serve_app(app, host, port)
         return self._base_url
 
     async def stop(self) -> None:

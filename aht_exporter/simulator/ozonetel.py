@@ -35,6 +35,7 @@ from aiohttp.typedefs import Handler
 
 from aht_exporter.clock import Clock
 from aht_exporter.model import Labels
+from aht_exporter.simulator import serve_app
 from aht_exporter.simulator.faults import FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Workload
 
@@ -170,11 +171,7 @@ class OzonetelSimulator:
         app = web.Application(middlewares=[self._middleware, self.faults.middleware])
         app.router.add_route("*", AHT_PATH, self._aht)
         app.router.add_route("*", TOKEN_PATH, self._generate_token)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # a hung handler cannot stall a stop
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound_port = self._runner.addresses[0][1]
-        self._base_url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
+        self._runner, self._base_url = await serve_app(app, host, port)
         return self._base_url
 
     async def stop(self) -> None:
