@@ -103,9 +103,7 @@ def loop_shared(key: Hashable, make: Callable[[], T]) -> T:
 
 def shared_pacer(key: Hashable, per_minute: float, *, slack: float = SLACK_SECONDS, burst: bool = False) -> Pacer:
     """The running loop's pacer for `key` (e.g. one vendor account), made with `per_minute` on first use."""
-    pacer = loop_shared(("pacer", key), lambda: Pacer(per_minute, slack=slack, burst=burst))
-    assert isinstance(pacer, Pacer)
-    return pacer
+    return loop_shared(("pacer", key), lambda: Pacer(per_minute, slack=slack, burst=burst))
 
 
 def pace_requests(client: httpx.AsyncClient, pacer: Callable[[], Pacer]) -> None:

@@ -99,6 +99,11 @@ class OzonetelConfig(SourceConfig):
     def api_url(self) -> str:
         return self.base_url.rstrip("/")
 
+    @property
+    def account(self) -> tuple[str, str]:
+        """What Ozonetel counts its budget and its tokens by: sources with the same one share them."""
+        return self.api_url, self.user_name
+
     def problems(self) -> Any:
         for key in sorted(self.fixed_keys):
             if key in self.model_fields_set:
@@ -335,7 +340,7 @@ class Tokens:
     """The account's one token: cached 55 minutes, renewed once on `Token Expired`, one renewal at a time,
     and never more than 10 generated in any rolling hour ([doc] Ozonetel's own cap).
 
-    Every source of one account shares it (`account_tokens`): each new token invalidates the older ones
+    Every source of one account shares it (`OzonetelProvider.tokens`): each new token invalidates the older ones
     [doc], so two sources with a token each would invalidate each other's until the hourly cap ran out.
     Each caller passes its own `generate`, so that the token request is counted on its own source.
     """
@@ -428,22 +433,16 @@ class OzonetelProvider(AverageProvider):
         pace_requests(client.http, self.pacer)
         return client
 
-    @property
-    def account(self) -> tuple[str, str]:
-        return self.oconfig.api_url, self.oconfig.user_name
-
     def pacer(self) -> Pacer:
         """The account's pacer: sources of one account share it (and the first one's rate_limit)."""
-        return shared_pacer(("ozonetel", *self.account), self.oconfig.rate_limit)
+        return shared_pacer(("ozonetel", *self.oconfig.account), self.oconfig.rate_limit)
 
     @property
     def tokens(self) -> Tokens | None:
         """The account's token, shared by its sources; None with `auth: basic`."""
         if self.oconfig.auth != "token":
             return None
-        tokens = loop_shared(("ozonetel tokens", *self.account), lambda: Tokens(self.clock))
-        assert isinstance(tokens, Tokens)
-        return tokens
+        return loop_shared(("ozonetel tokens", *self.oconfig.account), lambda: Tokens(self.clock))
 
     @classmethod
     def check_sources(cls, sources: Sequence[SourceConfig]) -> None:
@@ -451,7 +450,7 @@ class OzonetelProvider(AverageProvider):
         accounts: dict[tuple[str, str], list[OzonetelConfig]] = {}
         for source in sources:
             assert isinstance(source, OzonetelConfig)
-            accounts.setdefault((source.api_url, source.user_name), []).append(source)
+            accounts.setdefault(source.account, []).append(source)
         for shared in accounts.values():
             if len(shared) < 2:
                 continue  # one source's own budget is checked when it starts
