@@ -170,14 +170,11 @@ class SourceRunner:
         try:
             async with asyncio.timeout(max(0.0, seconds_left)):
                 self._names = await self.provider.names()
-        except ProviderError as exc:
+        except (ProviderError, TimeoutError) as exc:
             # Names are decoration: their failure never fails a poll, and the old names stay.
-            log.warning("name lookup failed", extra={"source": self.name, "error": self.redactor(str(exc))})
-        except TimeoutError:
-            log.warning(
-                "name lookup failed",
-                extra={"source": self.name, "error": f"not finished within the poll's time ({seconds_left:.0f}s left)"},
-            )
+            timed_out = isinstance(exc, TimeoutError)
+            error = f"not finished within the poll's time ({seconds_left:.0f}s left)" if timed_out else str(exc)
+            log.warning("name lookup failed", extra={"source": self.name, "error": self.redactor(error)})
 
     def view(self) -> SourceView:
         """An immutable copy for rendering in another thread."""

@@ -221,11 +221,11 @@ def _buckets(reply: _Reply, group_by: Sequence[str]) -> list[Bucket]:
             if span is None:
                 span = intervals[entry.interval] = _interval(entry.interval, f"results[{i}].data[{j}]")
             values: dict[Field, float] = {}
-            for metric in entry.metrics:
+            for k, metric in enumerate(entry.metrics):
                 for stat, field, divisor in _STATS.get(metric.metric, ()):  # a metric we did not ask for: ignored
                     value = metric.stats.sum if stat == "sum" else metric.stats.count
                     if value is UNSET or not math.isfinite(value):
-                        where = f"results[{i}].data[{j}].metrics[{entry.metrics.index(metric)}].stats.{stat}"
+                        where = f"results[{i}].data[{j}].metrics[{k}].stats.{stat}"
                         problem = "is missing" if value is UNSET else "is not a finite number"
                         raise ProviderError(f"aggregates response: {where} {problem}")
                     values[field] = values.get(field, 0.0) + value / divisor
