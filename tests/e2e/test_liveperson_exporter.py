@@ -264,18 +264,7 @@ async def test_a_vendor_clock_behind_ours_fails_the_poll_instead_of_leaking_a_fi
     clock = FakeClock(T0 - 7 * 60 + 300 + 0.2)  # 10:05:00.2, and `delay: 0s`
     sim = LivePersonSimulator(demo_workload(), BehindClock(clock, 40))  # it is 10:04:20 at LivePerson
     url = await sim.start()
-    source = {
-        "name": "lp",
-        "provider": "liveperson",
-        "account_id": "12345678",
-        "base_url": url,
-        "sentinel_url": url,
-        "client_id": "demo-client",
-        "client_secret": "demo-secret",
-        "group_by": [],
-        "delay": "0s",
-        "windows": ["5m"],
-    }
+    source = {**demo_source(url), "name": "lp", "group_by": [], "delay": "0s", "windows": ["5m"]}
     exporter = Exporter(build_config({"sources": [source]}, "<test>", {}), clock=clock)
     try:
         assert not await exporter.poll_all()
