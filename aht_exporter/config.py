@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -41,6 +42,36 @@ def _to_duration(value: object) -> Duration:
 
 DurationField = Annotated[Duration, BeforeValidator(_to_duration), PlainSerializer(str, return_type=str)]
 
+_SIZE_RE = re.compile(r"^(\d{1,12})\s*(B|KiB|MiB|GiB)?$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+# The most a response may be capped at: far above any reply seen, far below what would exhaust a host.
+MAX_RESPONSE_SIZE_LIMIT = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class ByteSize:
+    """A size in bytes that remembers how the user wrote it (`64MiB`, or a plain number of bytes)."""
+
+    bytes: int
+    text: str
+
+    @classmethod
+    def parse(cls, value: object) -> ByteSize:
+        if isinstance(value, ByteSize):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        m = _SIZE_RE.match(value.strip()) if isinstance(value, str) else None
+        if m is None:
+            raise ValueError(f"{value!r} is not a size (use e.g. 64MiB, 512KiB or a number of bytes)")
+        return cls(int(m.group(1)) * _SIZE_UNITS[m.group(2)], str(value).strip())
+
+    def __str__(self) -> str:
+        return self.text
+
+
+ByteSizeField = Annotated[ByteSize, BeforeValidator(ByteSize.parse), PlainSerializer(str, return_type=str)]
+
 
 class StrictModel(BaseModel):
     # Unknown keys are errors: a typo must not silently disable a setting.
@@ -55,6 +86,9 @@ class Defaults(StrictModel):
     refresh: DurationField | None = None
     stale_after: int = Field(default=3, ge=1, strict=True)  # strict: `true` is not 1
     max_series: int = Field(default=20000, ge=1, strict=True)
+    # Bytes read from one response, before and after decompression (issue 12: an endless body or a
+    # gzip bomb must fail that poll, not exhaust the host's memory).
+    max_response_size: ByteSizeField = ByteSize.parse("64MiB")
 
 
 class SourceConfig(Defaults):
@@ -84,6 +118,10 @@ class SourceConfig(Defaults):
         return (self.refresh or Duration.parse(self.default_refresh)).seconds
 
     @property
+    def max_response_bytes(self) -> int:
+        return self.max_response_size.bytes
+
+    @property
     def longest_window(self) -> int:
         return max(w.seconds for w in self.windows)
 
@@ -93,6 +131,8 @@ class SourceConfig(Defaults):
             yield "every", f"{self.every} is not a whole multiple of 5m"
         if not 0 <= self.delay.seconds <= 4 * 60:
             yield "delay", f"{self.delay} is outside 0s..4m"
+        if not 64 * 1024 <= self.max_response_size.bytes <= MAX_RESPONSE_SIZE_LIMIT:
+            yield "max_response_size", f"{self.max_response_size} is outside 64KiB..1GiB"
         if self.timeout.millis <= 0:
             yield "timeout", "must be more than 0s"
         for key in ("every", "delay", "refresh"):

@@ -80,7 +80,9 @@ class OzonetelConfig(SourceConfig):
     # The data is one 2h average: call that the bucket, so --check-config tells the truth about it.
     default_bucket: ClassVar[int] = WINDOW.seconds
     default_refresh: ClassVar[str] = WINDOW.text
-    from_defaults: ClassVar[frozenset[str]] = frozenset({"every", "delay", "timeout", "stale_after", "max_series"})
+    from_defaults: ClassVar[frozenset[str]] = frozenset(
+        {"every", "delay", "timeout", "stale_after", "max_series", "max_response_size"}
+    )
     fixed_keys: ClassVar[frozenset[str]] = frozenset({"windows", "refresh", "bucket"})
 
     provider: Literal["ozonetel"]
