@@ -28,6 +28,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import re
 import ssl
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
@@ -70,6 +71,11 @@ EXTRA_HEADERS: Mapping[str, tuple[str, ...] | None] = {
     "X-Frame-Options": ("deny", "sameorigin"),
     "X-XSS-Protection": None,
 }
+
+# A modular crypt bcrypt hash, as htpasswd -B writes it: the variant, the cost (log2 of the rounds) and
+# 22 characters of salt then 31 of hash. Checked whole at load, so that no hash fails only at the first login.
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{53}")
+MIN_COST, MAX_COST = 4, 31  # what bcrypt accepts
 
 
 class _Strict(BaseModel):
@@ -124,8 +130,9 @@ def load_web_config(path: str) -> WebConfig:
         raise ConfigError(f"{path}: {where}: {msg}") from None
     users: dict[str, bytes] = {}
     for user, hashed in parsed.basic_auth_users.items():
-        if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise ConfigError(f"{path}: basic_auth_users.{user}: not a bcrypt hash")
+        match = BCRYPT_HASH.fullmatch(hashed)
+        if match is None or not MIN_COST <= int(match["cost"]) <= MAX_COST:
+            raise ConfigError(f"{path}: basic_auth_users.{user}: not a bcrypt hash (htpasswd -nBC 12 {user})")
         users[user] = hashed.encode()
     headers = _headers(parsed.http_server_config.headers, path)
     context = _ssl_context(parsed.tls_server_config, path) if parsed.tls_server_config else None
@@ -193,8 +200,18 @@ def _ssl_context(tls: TLSServerConfig, path: str) -> ssl.SSLContext:
     return context
 
 
-# A hash to check against when the user is unknown, so both failures take the same time.
-_DUMMY = bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=10))
+DUMMY_COST = 10  # htpasswd's default, for a BasicAuth with no users at all
+# Salt and hash of a throwaway password, made cheaply once: `_dummy_hash` puts any cost in front, and bcrypt
+# takes as long to check a password against it as against a real hash of that cost.
+_DUMMY_TAIL = bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=MIN_COST))[7:]
+
+
+def bcrypt_cost(hashed: bytes) -> int:
+    return int(hashed[4:6])
+
+
+def _dummy_hash(cost: int) -> bytes:
+    return b"$2b$%02d$" % cost + _DUMMY_TAIL
 
 
 class BasicAuth:
@@ -203,6 +220,10 @@ class BasicAuth:
     def __init__(self, users: Mapping[str, bytes]) -> None:
         self._users = dict(users)
         self._good: set[bytes] = set()
+        # Checked when the user is unknown, at the configured users' cost (the highest, when they differ), so
+        # that an unknown user and a wrong password take the same time: timing must not tell which user
+        # names exist (a dummy of cost 10 took 0.10 s against 0.35 s for a user's cost 12).
+        self.dummy = _dummy_hash(max((bcrypt_cost(h) for h in self._users.values()), default=DUMMY_COST))
 
     async def allowed(self, header: str | None) -> bool:
         credentials = _parse_basic(header)
@@ -212,7 +233,7 @@ class BasicAuth:
         key = hashlib.sha256(user.encode() + b"\0" + password.encode()).digest()
         if key in self._good:
             return True
-        hashed = self._users.get(user, _DUMMY)
+        hashed = self._users.get(user, self.dummy)
         ok = await asyncio.to_thread(_checkpw, password.encode(), hashed)
         if ok and user in self._users:
             self._good.add(key)

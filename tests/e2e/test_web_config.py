@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import httpx
@@ -13,6 +15,7 @@ import pytest
 import pytest_asyncio
 import trustme
 
+from aht_exporter import webconfig
 from aht_exporter.config import build_config
 from aht_exporter.model import ConfigError
 from aht_exporter.scheduler import Exporter
@@ -40,10 +43,10 @@ def write_web_config(tmp_path: Path, ca: trustme.CA, body: str) -> str:
 SOURCE = {"name": "g", "provider": "genesys", "region": "mypurecloud.com", "client_id": "a", "client_secret": "b"}
 
 
-async def serve(web_path: str) -> tuple[Exporter, object, str]:
+async def serve(web_path: str, **options: Any) -> tuple[Exporter, object, str]:
     config = build_config({"sources": [SOURCE]}, "t", {})
     exporter = Exporter(config)
-    runner, bound = await start_server(exporter, "127.0.0.1:0", load_web_config(web_path))
+    runner, bound = await start_server(exporter, "127.0.0.1:0", load_web_config(web_path), **options)
     return exporter, runner, f"https://{bound[0]}"
 
 
@@ -97,6 +100,55 @@ async def test_healthy_stays_open(guarded: tuple[str, ssl.SSLContext]) -> None:
         assert (await client.get("/-/healthy")).status_code == 200
 
 
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("costs", "expected"), [((5,), 5), ((4, 6), 6)])
+async def test_an_unknown_user_is_checked_at_the_configured_cost(
+    monkeypatch: pytest.MonkeyPatch, costs: tuple[int, ...], expected: int
+) -> None:
+    """bcrypt takes 2**cost rounds: an unknown user checked against a cheaper hash than a known one answers
+    faster, which tells an attacker which user names exist (cost 10 against 12: 0.10 s against 0.35 s)."""
+    checked: list[bytes] = []
+
+    def check(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return False
+
+    monkeypatch.setattr(webconfig, "_checkpw", check)
+    users = {f"user{i}": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=cost)) for i, cost in enumerate(costs)}
+    assert not await webconfig.BasicAuth(users).allowed(basic("mallory", "pw"))
+    [dummy] = checked
+    assert dummy not in users.values()
+    assert int(dummy[4:6]) == expected
+    assert bcrypt.checkpw(b"pw", dummy) is False  # well formed: bcrypt really runs its rounds
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("handshake", [False, True], ids=["no-handshake", "no-request"])
+async def test_an_idle_tls_connection_is_closed_after_the_header_timeout(
+    tmp_path: Path, ca: trustme.CA, handshake: bool
+) -> None:
+    exporter, runner, url = await serve(write_web_config(tmp_path, ca, TLS_AND_AUTH), header_timeout=0.2)
+    host, _, port = url.removeprefix("https://").rpartition(":")
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port), ssl=client_ctx if handshake else None)
+        try:
+            async with asyncio.timeout(15):
+                assert await reader.read() == b""
+        except (ConnectionResetError, ssl.SSLError):
+            pass  # closed less politely: closed all the same
+        finally:
+            writer.close()
+    finally:
+        await runner.cleanup()  # type: ignore[attr-defined]
+        await exporter.aclose()
+
+
 @pytest.mark.asyncio
 async def test_plain_http_to_the_tls_port_gets_nothing(guarded: tuple[str, ssl.SSLContext]) -> None:
     url, _ = guarded
@@ -133,6 +185,9 @@ async def test_a_client_ca_requires_a_client_certificate(tmp_path: Path, ca: tru
     ("body", "message"),
     [
         ("basic_auth_users:\n  alice: plaintext\n", "basic_auth_users.alice: not a bcrypt hash"),
+        # Cut short, and of a cost bcrypt refuses: both used to pass the load and fail every login.
+        ("basic_auth_users:\n  alice: $2y$10$tooshort\n", "basic_auth_users.alice: not a bcrypt hash"),
+        (f"basic_auth_users:\n  alice: $2y$03${HASH[7:]}\n", "basic_auth_users.alice: not a bcrypt hash"),
         ("tls_server_config:\n  cert_file: a.crt\n", "tls_server_config.key_file: Field required"),
         ("tls_config: {}\n", "tls_config: unknown key"),
         ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot load cert_file/key_file"),

@@ -89,6 +89,19 @@ async def test_status_page_shows_each_source_and_escapes_errors(served: tuple[Ex
     assert "s3cret-Value" not in r.text
 
 
+@pytest.mark.asyncio
+async def test_status_page_shows_a_lone_surrogate_in_an_error_as_a_replacement_character(
+    served: tuple[Exporter, httpx.AsyncClient],
+) -> None:
+    exporter, client = served
+    # What a vendor's JSON error text `"bad\ud800text"` decodes to; aiohttp's text= answered 500 with it.
+    exporter.runners[0].health.record_failure(0.0, 0.1, "bad\ud800text")
+    r = await client.get("/")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "<td>bad\ufffdtext (at 1970-01-01 00:00:00 UTC)</td>" in r.text
+
+
 def test_gzip_negotiation_respects_q_zero() -> None:
     assert accepts_gzip("gzip")
     assert accepts_gzip("deflate, gzip;q=1.0, *;q=0.5")
