@@ -4,17 +4,27 @@ Retries follow providers.md "Common to all": 429, 5xx and connection errors are 
 exponential backoff and jitter, honouring `Retry-After`, bounded in attempts and in total time, and
 never past the poll's deadline. Everything else (400, 401 after the auth's own refresh, 403, 404)
 fails at once with the vendor's own words.
+
+No response is read past `max_response_bytes`, neither on the wire nor once decompressed, whoever
+reads it: the client, an auth flow, or httpx itself. Every credential header sent is handed to
+the runtime-secrets registry, so that an echo of it is masked wherever it turns up (redact.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import codecs
+import io
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 import httpx
 from tenacity import (
@@ -29,12 +39,25 @@ from tenacity.stop import stop_base
 
 from aht_exporter import __version__
 from aht_exporter.model import ProviderError, RateLimited
+from aht_exporter.redact import MASK, RUNTIME, Redactor, RuntimeSecrets
 
 log = logging.getLogger(__name__)
 
 # httpx logs every request's full URL at INFO: keep it quiet so no URL ever reaches the log.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+# The most one response may be, on the wire and once decompressed, unless the source's `max_response_size`
+# says otherwise (config.py): a hundred times the largest page any vendor here sends.
+DEFAULT_MAX_RESPONSE_BYTES = 64 << 20
+# Bytes a decompressor may produce per call: a gzip bomb's 64 KiB chunk would otherwise expand to 64 MiB
+# at once, before any count could stop it.
+INFLATE_STEP = 1 << 20
+# An error text is made from the body's first bytes only (it is cut at 300 characters anyway).
+ERROR_TEXT_BYTES = 4096
+# Only what we can decompress within the bound: httpx would also offer br and zstd when their packages are
+# installed, and decode them without one.
+ACCEPT_ENCODING = "gzip, deflate"
 
 Sleep = Callable[[float], Awaitable[None]]
 ErrorText = Callable[[httpx.Response], str]
@@ -83,12 +106,22 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 
 
 def generic_error_text(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
+    """The body's start as text (never the whole of a large body), or the reason phrase."""
+    head = response.content[:ERROR_TEXT_BYTES]
+    text = head.decode(_codec(response.encoding), "replace").strip().replace("\n", " ")
     return text[:300] if text else response.reason_phrase
 
 
+def _codec(name: str | None) -> str:
+    """A charset Python knows: a vendor's `charset=bogus` must not turn its error into a crash."""
+    try:
+        return codecs.lookup(name or "utf-8").name
+    except LookupError:
+        return "utf-8"
+
+
 class ApiClient:
-    """One per source: an `httpx.AsyncClient`, its counters and its retry policy."""
+    """One per source: an `httpx.AsyncClient`, its counters, its retry policy and its response bound."""
 
     def __init__(
         self,
@@ -101,6 +134,8 @@ class ApiClient:
         policy: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        runtime_secrets: RuntimeSecrets = RUNTIME,
     ) -> None:
         self._counter = counter
         self._error_text = error_text
@@ -108,12 +143,15 @@ class ApiClient:
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         self._deadline: float | None = None
+        # Public: Provider sets it from the source's `max_response_size`, whichever provider made the client.
+        self.max_response_bytes = max_response_bytes
+        self.runtime_secrets = runtime_secrets
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             auth=auth,
             transport=transport,
-            headers={"User-Agent": f"aht-exporter/{__version__}"},
-            event_hooks={"response": [self._on_response]},
+            headers={"User-Agent": f"aht-exporter/{__version__}", "Accept-Encoding": ACCEPT_ENCODING},
+            event_hooks={"request": [self._on_request], "response": [self._on_response]},
         )
 
     async def aclose(self) -> None:
@@ -123,14 +161,25 @@ class ApiClient:
         """A `time.monotonic()` instant after which no retry is started (the poll's own deadline)."""
         self._deadline = deadline
 
+    async def _on_request(self, request: httpx.Request) -> None:
+        # Sees every request as sent, the auth flow's included: the credentials it carries are known from
+        # now on, so that a vendor echoing one (in any reply, of any status) is masked.
+        for value in sent_credentials(request):
+            self.runtime_secrets.add(value)
+
     async def _on_response(self, response: httpx.Response) -> None:
-        # Sees every response, the auth flow's token requests included.
+        # Sees every response, the auth flow's token requests included, before anything reads its body.
         self._counter.count_request(str(response.status_code))
         if response.status_code == 429:
             self._counter.count_rate_limited()
+        limit_body(response, self.max_response_bytes)
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send with retries; return a 2xx response whose body has been read, or raise ProviderError."""
+    async def request(self, method: str, url: str, *, token_endpoint: bool = False, **kwargs: Any) -> httpx.Response:
+        """Send with retries; return a 2xx response whose body has been read, or raise ProviderError.
+
+        `token_endpoint`: the reply may hold a credential, so long credential-like runs are masked in
+        the error text made of it.
+        """
         policy = self._policy
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(Retryable),
@@ -142,13 +191,13 @@ class ApiClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._send_once(method, url, **kwargs)
+                    return await self._send_once(method, url, token_endpoint, **kwargs)
         except Retryable as exc:
             cls = RateLimited if exc.status == 429 else ProviderError
             raise cls(str(exc), status=exc.status) from None
         raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
 
-    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _send_once(self, method: str, url: str, token_endpoint: bool, **kwargs: Any) -> httpx.Response:
         where = f"{method} {httpx.URL(url).path}"
         try:
             response = await self.http.request(method, url, **kwargs)
@@ -159,27 +208,26 @@ class ApiClient:
             self._counter.count_request("error")
             raise Retryable(f"{where}: {type(exc).__name__}: {exc}") from None
         status = response.status_code
-        if status == 429 or (self._rate_limit_sign is not None and self._rate_limit_sign(response)):
+        if status == 429 or self._signals_rate_limit(response):
             if status != 429:
                 self._counter.count_rate_limited()
+            words = vendor_words(self._error_text, response, token_endpoint=token_endpoint)
             if not self._policy.retry_rate_limited:
-                raise RateLimited(f"{where}: rate limited: {self._vendor_words(response)}", status=429)
-            raise Retryable(
-                f"{where}: rate limited: {self._vendor_words(response)}",
-                status=429,
-                retry_after=retry_after_seconds(response),
-            )
-        if status >= 500:
-            raise Retryable(f"{where}: HTTP {status}: {self._vendor_words(response)}", status=status)
+                raise RateLimited(f"{where}: rate limited: {words}", status=429)
+            raise Retryable(f"{where}: rate limited: {words}", status=429, retry_after=retry_after_seconds(response))
         if status >= 400:
-            raise ProviderError(f"{where}: HTTP {status}: {self._vendor_words(response)}", status=status)
+            words = vendor_words(self._error_text, response, token_endpoint=token_endpoint)
+            cls = Retryable if status >= 500 else ProviderError
+            raise cls(f"{where}: HTTP {status}: {words}", status=status)
         return response
 
-    def _vendor_words(self, response: httpx.Response) -> str:
-        """The vendor's error text, with any credential this request carried cut out: a vendor that
-        echoes the token it refused must not put it in our logs (the config's own secrets are redacted
-        later; tokens are made at run time and known only here)."""
-        return scrub_credentials(self._error_text(response), response.request)
+    def _signals_rate_limit(self, response: httpx.Response) -> bool:
+        if self._rate_limit_sign is None:
+            return False
+        try:
+            return self._rate_limit_sign(response)
+        except Exception:  # a reply the sign cannot read (too deep, bad charset) is not a "slow down"
+            return False
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -205,33 +253,255 @@ class _StopPastDeadline(stop_base):
         return self._client.past_deadline(retry_state.upcoming_sleep)
 
 
+# --- credentials in error texts -----------------------------------------------------------------------------
+
 # Headers that carry credentials: HTTP auth (Bearer, Basic, OAuth 1.0a), Kore.ai's `auth` JWT, Ozonetel's apiKey.
 CREDENTIAL_HEADERS = ("authorization", "auth", "apikey")
 _AUTH_SCHEME = re.compile(r"^(Bearer|Basic|OAuth)\s+", re.IGNORECASE)
+# Form fields that carry a credential (OAuth 2.0 client credentials, RFC 6749 2.3.1 and 4.4; RFC 7523).
+_SECRET_FIELD = re.compile(r"secret|password|token|assertion", re.IGNORECASE)
+# A run of token characters this long, with letters and digits, is taken for a credential in a token
+# endpoint's reply: such a reply is made to carry one, and may be cut off before we could parse it.
+_CREDENTIAL_RUN = re.compile(r"[A-Za-z0-9._~+/=-]{24,}")
+# The shortest credential value masked in an error: a fragment that short could be any word.
+MIN_CREDENTIAL = 8
 
 
-def scrub_credentials(text: str, request: httpx.Request) -> str:
-    """`text` with every credential `request` sent (whole header values, and their tokens) replaced."""
+def sent_credentials(request: httpx.Request) -> list[str]:
+    """The credentials `request` carries: each credential header's token (the value less its scheme), a
+    Basic credential's password, and the secret fields of a form body. An OAuth 1.0a header is left out:
+    its signature is single-use (a nonce) and the keys inside are the config's, masked anyway."""
+    out: list[str] = []
     for name in CREDENTIAL_HEADERS:
         value = request.headers.get(name)
         if not value:
             continue
-        token = _AUTH_SCHEME.sub("", value)
-        for secret in sorted({value, token}, key=len, reverse=True):
-            if len(secret) >= 8:  # a fragment that short could be any word
-                text = text.replace(secret, "<redacted>")
-    return text
+        scheme = _AUTH_SCHEME.match(value)
+        kind = scheme.group(1).lower() if scheme else None
+        token = value[scheme.end() :] if scheme else value
+        if kind != "oauth":
+            out.append(token)
+        if kind == "basic":
+            out += _basic_password(token)
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        try:
+            body = request.content.decode("utf-8", "replace")
+        except httpx.RequestNotRead:  # a streamed body: none of ours
+            body = ""
+        out += [v for k, v in parse_qsl(body) if _SECRET_FIELD.search(k)]
+    return [v for v in out if len(v) >= MIN_CREDENTIAL]
 
 
-def json_body(response: httpx.Response, what: str) -> Any:
-    """The parsed JSON body, or a ProviderError that says the vendor sent something else."""
+def _basic_password(token: str) -> list[str]:
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return []
+    return [decoded.partition(":")[2]]
+
+
+def scrub_credentials(text: str, request: httpx.Request) -> str:
+    """`text` with every credential `request` sent masked, in any form (raw, URL-encoded, base64, a piece),
+    an OAuth 1.0a header's whole value included."""
+    oauth1 = [v for v in (request.headers.get(n, "") for n in CREDENTIAL_HEADERS) if v.lower().startswith("oauth ")]
+    return Redactor([*oauth1, *sent_credentials(request)], runtime=None, min_length=MIN_CREDENTIAL)(text)
+
+
+def mask_credential_runs(text: str) -> str:
+    """`text` with every long run of token characters that mixes letters and digits masked."""
+
+    def masked(m: re.Match[str]) -> str:
+        run = m.group(0)
+        credential_like = any(c.isdigit() for c in run) and any(c.isalpha() for c in run)
+        return MASK if credential_like else run
+
+    return _CREDENTIAL_RUN.sub(masked, text)
+
+
+def vendor_words(error_text: ErrorText, response: httpx.Response, *, token_endpoint: bool = False) -> str:
+    """The vendor's error text, with any credential the request carried cut out: a vendor that echoes
+    the token it refused must not put it in our logs. A reply the provider's reader cannot read (nested
+    too deeply, a charset Python lacks) gives the body's start instead of an exception."""
+    try:
+        text = error_text(response)
+    except Exception:
+        text = generic_error_text(response)
+    text = scrub_credentials(text, response.request)
+    return mask_credential_runs(text) if token_endpoint else text
+
+
+# --- JSON ---------------------------------------------------------------------------------------------------
+
+
+def json_body(response: httpx.Response, what: str, *, snippet: bool = True) -> Any:
+    """The parsed JSON body, or a ProviderError that says the vendor sent something else.
+
+    `snippet=False` for a reply that may hold a credential (a token endpoint's): its start is not shown.
+    """
     try:
         return response.json()
-    except ValueError:
-        raise not_json(response.content, response.status_code, what) from None
+    except RecursionError:  # the decoder's own depth limit: a reply nested 100,000 levels deep
+        raise ProviderError(
+            f"{what}: response is nested too deeply to be JSON we read (HTTP {response.status_code})",
+            status=response.status_code,
+        ) from None
+    except ValueError:  # UnicodeDecodeError included
+        raise not_json(response.content, response.status_code, what, snippet=snippet) from None
 
 
-def not_json(raw: bytes, status: int, what: str) -> ProviderError:
+def not_json(raw: bytes, status: int, what: str, *, snippet: bool = True) -> ProviderError:
     """The error for a body that is not JSON, with its first bytes (never a whole page in a log line)."""
-    snippet = raw[:80].decode("utf-8", "replace").replace("\n", " ")
-    return ProviderError(f"{what}: response is not JSON (HTTP {status}, {snippet!r})", status=status)
+    if not snippet:
+        return ProviderError(f"{what}: response is not JSON (HTTP {status}; not shown: it may hold a credential)")
+    shown = raw[:80].decode("utf-8", "replace").replace("\n", " ")
+    return ProviderError(f"{what}: response is not JSON (HTTP {status}, {shown!r})", status=status)
+
+
+# --- the response bound -------------------------------------------------------------------------------------
+
+
+def size_text(size: int) -> str:
+    """A byte count as the config writes it: `64MiB`, `512KiB`, or a number of bytes."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return f"{size} bytes"
+
+
+def _where(response: httpx.Response) -> str:
+    return f"{response.request.method} {response.request.url.path}"
+
+
+def too_large(response: httpx.Response, limit: int, how: str) -> ProviderError:
+    return ProviderError(
+        f"{_where(response)}: response larger than max_response_size {size_text(limit)} ({how}); "
+        "raise it in the config if this is expected",
+        status=response.status_code,
+    )
+
+
+def limit_body(response: httpx.Response, limit: int) -> None:
+    """Make every later read of `response` stop past `limit` bytes, on the wire or decompressed.
+
+    The body is then read through `_LimitedBody`, which does the decompressing itself, a step at a time
+    (the Content-Encoding header is taken off, so that httpx does not decode it again, without a bound).
+    A declared Content-Length over the limit fails at once, before a byte is read.
+    """
+    if response.is_stream_consumed:  # built in memory (a test double): only its size is left to check
+        if len(response.content) > limit:
+            raise too_large(response, limit, "in memory")
+        return
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(response, limit, f"Content-Length {declared}")
+    encodings = response.headers.get_list("content-encoding", split_commas=True)
+    if "content-encoding" in response.headers:
+        del response.headers["content-encoding"]
+    assert isinstance(response.stream, httpx.AsyncByteStream)
+    response.stream = _LimitedBody(response, response.stream, limit, encodings)
+
+
+class _Inflater:
+    """One gzip or deflate layer, inflated at most INFLATE_STEP bytes per call (httpx's own decoders
+    have no bound). Deflate is zlib-wrapped or, as some servers send it, raw: httpx accepts both."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        self._raw_fallback = encoding == "deflate"
+        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16 if encoding == "gzip" else zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while True:
+            out = self._decompress(data)
+            data = self._inflate.unconsumed_tail
+            if out:
+                yield out
+            # A full step may leave output pending inside zlib: ask again, with no new input.
+            if self._inflate.eof or (not data and len(out) < INFLATE_STEP):
+                return
+
+    def _decompress(self, data: bytes) -> bytes:
+        try:
+            out = self._inflate.decompress(data, INFLATE_STEP)
+        except zlib.error:
+            if not self._raw_fallback:
+                raise
+            self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._inflate.decompress(data, INFLATE_STEP)
+        self._raw_fallback = False  # only the stream's start can tell the two apart
+        return out
+
+    def flush(self) -> bytes:
+        # All input is consumed and pending output drained (feed), so this is at most a truncated tail.
+        return self._inflate.flush()
+
+
+class _LimitedBody(httpx.AsyncByteStream):
+    """A response body read within `limit`: counted on the wire, decompressed a step at a time, counted
+    again at every layer, and stopped (the connection closed) as soon as a count passes the limit.
+
+    The decoded body is gathered in one buffer and handed over whole: httpx's `aread` joins a single
+    chunk without copying it, so the body is held once, not in pieces plus their join.
+    """
+
+    def __init__(self, response: httpx.Response, raw: httpx.AsyncByteStream, limit: int, encodings: list[str]):
+        self._response = response
+        self._raw = raw
+        self._limit = limit
+        # Content-Encoding lists the codings in the order applied: undone last to first. One we do not
+        # know is passed through, as httpx does; we never offer one (ACCEPT_ENCODING).
+        known = [e.strip().lower() for e in reversed(encodings)]
+        self._layers = [_Inflater(e) for e in known if e in ("gzip", "deflate")]
+        self._counts = [0] * len(self._layers)
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        body = io.BytesIO()
+        wire = 0
+        try:
+            async for chunk in self._raw:
+                wire += len(chunk)
+                if wire > self._limit:
+                    raise too_large(self._response, self._limit, "on the wire")
+                for out in self._decode(chunk, 0):
+                    body.write(out)
+            for out in self._flush(0):
+                body.write(out)
+        except BaseException:
+            await self.aclose()
+            raise
+        yield body.getvalue()
+
+    def _decode(self, data: bytes, layer: int) -> Iterator[bytes]:
+        if layer == len(self._layers):
+            yield data
+            return
+        inflater = self._layers[layer]
+        try:
+            for out in inflater.feed(data):
+                yield from self._counted(out, layer)
+        except zlib.error as exc:
+            raise ProviderError(
+                f"{_where(self._response)}: response body is not valid {inflater.encoding} ({exc})",
+                status=self._response.status_code,
+            ) from None
+
+    def _counted(self, out: bytes, layer: int) -> Iterator[bytes]:
+        self._counts[layer] += len(out)
+        if self._counts[layer] > self._limit:
+            raise too_large(self._response, self._limit, "decompressed")
+        yield from self._decode(out, layer + 1)
+
+    def _flush(self, layer: int) -> Iterator[bytes]:
+        """What each layer holds back at the end, passed through the layers after it."""
+        if layer == len(self._layers):
+            return
+        tail = self._layers[layer].flush()
+        if tail:
+            yield from self._counted(tail, layer)
+        yield from self._flush(layer + 1)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._raw.aclose()

@@ -1,8 +1,12 @@
 """OAuth 2.0 client-credentials tokens as an httpx auth flow: cached, refreshed before expiry and once on 401.
 
 httpx's own `Auth` hook is the maintained mechanism for this (it yields the token request through the
-same client, so token calls are counted and retried like any other). The lock makes sure two polls
-never refresh at once.
+same client, so token calls are counted, bounded in size and retried like any other). The lock makes
+sure two polls never refresh at once.
+
+A token endpoint's reply is made to carry a credential: its error texts are scrubbed of what the request
+sent (the Basic header, the form body's secret) and of anything that looks like a token, and a token,
+once issued, is known to the runtime-secrets registry before it is first sent.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from collections.abc import AsyncGenerator, Callable
 
 import httpx
 
-from aht_exporter.httpclient import ErrorText, Retryable, generic_error_text, retry_after_seconds
+from aht_exporter.httpclient import ErrorText, Retryable, generic_error_text, retry_after_seconds, vendor_words
 from aht_exporter.model import ProviderError
+from aht_exporter.redact import RUNTIME, RuntimeSecrets
 
 TokenRequest = Callable[[], httpx.Request]
 
@@ -27,8 +32,10 @@ class ClientCredentialsAuth(httpx.Auth):
         error_text: ErrorText = generic_error_text,
         default_lifetime: float = 3600.0,
         monotonic: Callable[[], float] = time.monotonic,
+        runtime_secrets: RuntimeSecrets = RUNTIME,
     ) -> None:
         self._token_request = token_request
+        self._runtime_secrets = runtime_secrets
         self._error_text = error_text
         self._default_lifetime = default_lifetime
         self._monotonic = monotonic
@@ -62,29 +69,33 @@ class ClientCredentialsAuth(httpx.Auth):
         yield request
 
     async def _accept(self, response: httpx.Response) -> None:
-        # Overriding async_auth_flow means reading the token response ourselves.
+        # Overriding async_auth_flow means reading the token response ourselves (within the client's bound:
+        # its response hook has limited this body already).
         await response.aread()
         where = f"{response.request.method} {response.request.url.path}"
         status = response.status_code
         if status == 429 or status >= 500:
             raise Retryable(
-                f"{where}: token request failed: HTTP {status}: {self._error_text(response)}",
+                f"{where}: token request failed: HTTP {status}: {self._words(response)}",
                 status=status,
                 retry_after=retry_after_seconds(response),
             )
         if status != 200:
-            raise ProviderError(
-                f"{where}: token request failed: HTTP {status}: {self._error_text(response)}", status=status
-            )
+            raise ProviderError(f"{where}: token request failed: HTTP {status}: {self._words(response)}", status=status)
         try:
             body = response.json()
             token = body["access_token"]
             lifetime = float(body.get("expires_in", self._default_lifetime))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
+            # Never the body: a reply cut short may hold most of a token.
             raise ProviderError(f"{where}: token response has no usable access_token/expires_in") from None
         if not isinstance(token, str) or not token:
             raise ProviderError(f"{where}: token response has no usable access_token")
+        self._runtime_secrets.add(token)
         self._token = token
         self.generations += 1
         # Refresh a little before expiry: a tenth of the lifetime, at most five minutes.
         self._refresh_at = self._monotonic() + lifetime - min(300.0, lifetime / 10)
+
+    def _words(self, response: httpx.Response) -> str:
+        return vendor_words(self._error_text, response, token_endpoint=True)

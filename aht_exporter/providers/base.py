@@ -36,6 +36,8 @@ class Provider(ABC):
         self.health = health
         self.clock: Clock = clock or SystemClock()
         self.client = self.make_client(config, health, sleep=sleep, transport=transport)
+        # Here, not in each make_client: no provider can forget the bound (issue 12, an endless reply).
+        self.client.max_response_bytes = config.max_response_bytes
 
     @classmethod
     def check_sources(cls, sources: Sequence[SourceConfig]) -> None:

@@ -46,7 +46,7 @@ from pydantic import Field as PydanticField
 from aht_exporter.clock import Clock
 from aht_exporter.config import DurationField, SourceConfig, is_loopback
 from aht_exporter.health import SourceHealth
-from aht_exporter.httpclient import ApiClient, RetryPolicy, Sleep, generic_error_text, json_body
+from aht_exporter.httpclient import ApiClient, RetryPolicy, Sleep, generic_error_text, json_body, scrub_credentials
 from aht_exporter.model import AverageUpdate, Labels, Names, ProviderError, RateLimited, make_labels
 from aht_exporter.pacing import Pacer, loop_shared, pace_requests, shared_pacer
 from aht_exporter.providers.base import AverageProvider, Publish
@@ -223,7 +223,12 @@ def reply_error(payload: object, what: str) -> ReplyError | None:
 def message_text(message: object) -> str:
     if isinstance(message, str) and message.strip():
         return message.strip()
-    return "(no message)" if message in (None, "") else json.dumps(message)[:200]
+    if message in (None, ""):
+        return "(no message)"
+    try:
+        return json.dumps(message)[:200]
+    except (RecursionError, ValueError):  # as deep as the decoder allows, or a NaN: nothing to show
+        return "(a message that cannot be shown)"
 
 
 def parse_token_reply(payload: object, what: str) -> str:
@@ -285,7 +290,7 @@ def parse_aht_reply(payload: Mapping[str, Any], target: Target) -> Reading:
 def _message_object(payload: Mapping[str, Any], what: str) -> Mapping[str, Any]:
     message = payload.get("message")
     if isinstance(message, str) and message.strip().startswith("{"):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):
             message = json.loads(message)
     if isinstance(message, list) and len(message) == 1:
         message = message[0]
@@ -300,7 +305,7 @@ def error_text(response: httpx.Response) -> str:
     """Ozonetel's `message`, or the body's start."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if isinstance(body, dict) and "message" in body:
         return message_text(body["message"])
@@ -631,7 +636,7 @@ class OzonetelProvider(AverageProvider):
         except ProviderError as exc:
             raise ReplyError(str(exc), Problem.MALFORMED) from None
         if problem is not None:
-            raise self._counted(problem)
+            raise self._counted(_scrubbed(problem, response))
         assert isinstance(payload, dict)
         return payload
 
@@ -660,15 +665,19 @@ class OzonetelProvider(AverageProvider):
                 self.oconfig.api_url + TOKEN_PATH,
                 json={"userName": self.oconfig.user_name},
                 headers={"apiKey": self.oconfig.api_key.get_secret_value()},
+                token_endpoint=True,
             )
         except RateLimited:
             raise
         except ProviderError as exc:
             raise _typed(exc) from None
         try:
-            return parse_token_reply(json_body(response, what), what)
+            # No snippet of a reply that is not JSON: one cut short holds most of a token (issue 12).
+            token = parse_token_reply(json_body(response, what, snippet=False), what)
         except ReplyError as exc:
-            raise self._counted(exc) from None
+            raise self._counted(_scrubbed(exc, response)) from None
+        self.client.runtime_secrets.add(token)  # masked wherever it is echoed, from now on
+        return token
 
     def _counted(self, error: ReplyError) -> ProviderError:
         """A 2xx error reply; `max limit exceeded` is counted here, once (the ApiClient saw a success)."""
@@ -676,6 +685,12 @@ class OzonetelProvider(AverageProvider):
             self.health.count_rate_limited()
             return RateLimited(str(error))
         return error
+
+
+def _scrubbed(error: ReplyError, response: httpx.Response) -> ReplyError:
+    """A 2xx error reply's text without the credentials its request carried: Ozonetel's `message` may
+    echo the token or the apiKey it refused, and the ApiClient scrubs only non-2xx replies."""
+    return ReplyError(scrub_credentials(str(error), response.request), error.problem, status=error.status)
 
 
 def _typed(exc: ProviderError) -> ProviderError:
