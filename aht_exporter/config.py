@@ -2,6 +2,11 @@
 
 Every failure is a ConfigError whose text is `<file>: <key path>: <what is wrong>`, e.g.
 `config.yaml: sources[0].windows[1]: 7m is not a multiple of the source's 30m bucket`.
+
+A config file is read as hostile input (issue 12): it is bounded in bytes, in values once its YAML aliases
+are expanded, in nesting, and every duration is bounded to what the scheduler and the provider can serve,
+so that no file crashes, hangs or exhausts the exporter, at --check-config or later. The bounds are the
+MAX_* constants below; the README's "Limits" section lists them.
 """
 
 from __future__ import annotations
@@ -9,12 +14,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import reprlib
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
 import yaml
 from pydantic import (
     BaseModel,
@@ -31,12 +39,54 @@ from aht_exporter.timebuckets import Duration
 FIVE_MINUTES = 300
 M = TypeVar("M", bound=BaseModel)
 
+# --- limits: every bound a config is held to, with what the user sees when it is hit ------------------
+# The config file's bytes: read at most this many (and one more, to tell that it is larger).
+MAX_CONFIG_FILE_BYTES = 1 << 20
+# One `x_file:` secret (a token or key is a few hundred bytes; /dev/zero is endless).
+MAX_SECRET_FILE_BYTES = 64 << 10
+# Values (mappings, lists, keys and scalars) once every YAML alias is expanded: a billion laughs is a
+# few hundred bytes that expand to 10^9 values. Far above any real config (a source listing thousands of
+# agents), and small enough to be read in well under a second.
+MAX_CONFIG_VALUES = 100_000
+# Characters in the config's values once every alias is expanded and every ${VAR} substituted.
+MAX_CONFIG_TEXT = 4 << 20
+# Mappings and lists nested in one another (a real config nests 4 deep: sources, a source, windows).
+MAX_CONFIG_DEPTH = 32
+# Durations. `every` beyond a day, a `timeout` beyond minutes or a window beyond a week is a typo, not a
+# plan: each would make a poll, its backfill or the bucket store absurd (10^20 days overflowed the scheduler).
+MAX_EVERY = Duration.parse("1d")
+MAX_DELAY = Duration.parse("4m")
+MAX_TIMEOUT = Duration.parse("5m")
+MAX_WINDOW = Duration.parse("7d")  # a provider that can serve less says so (LivePerson: 1d)
+MAX_WINDOWS = 16  # windows per source: each one multiplies the source's series
+# Requests a minute (Ozonetel's and Kore.ai's `rate_limit`): 1000 a second is beyond any vendor's limit.
+MAX_RATE_LIMIT = 60_000
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+
+
+def shown(value: object) -> str:
+    """A value as an error message quotes it: short (a value may be a megabyte), on one line, and with
+    anything before an `@` masked (`user:password@host` must not print the password)."""
+    if isinstance(value, str) and "@" in value:
+        value = "***@" + value.rpartition("@")[2]
+    return _SHOWN.repr(value)
+
+
+def size_text(n: int) -> str:
+    """1048576 -> '1MiB', as the config's sizes are written."""
+    for unit, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return f"{n}B"
+
 
 def _to_duration(value: object) -> Duration:
     if isinstance(value, Duration):
         return value
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a duration string (use e.g. 30s, 5m, 1h, 1d)")
+        raise ValueError(f"{shown(value)} is not a duration string (use e.g. 30s, 5m, 1h, 1d)")
     return Duration.parse(value)
 
 
@@ -63,7 +113,7 @@ class ByteSize:
             value = str(value)
         m = _SIZE_RE.match(value.strip()) if isinstance(value, str) else None
         if m is None:
-            raise ValueError(f"{value!r} is not a size (use e.g. 64MiB, 512KiB or a number of bytes)")
+            raise ValueError(f"{shown(value)} is not a size (use e.g. 64MiB, 512KiB or a number of bytes)")
         return cls(int(m.group(1)) * _SIZE_UNITS[m.group(2)], str(value).strip())
 
     def __str__(self) -> str:
@@ -81,7 +131,9 @@ class StrictModel(BaseModel):
 class Defaults(StrictModel):
     every: DurationField = Duration.parse("5m")
     delay: DurationField = Duration.parse("1m")
-    windows: list[DurationField] = Field(default_factory=lambda: [Duration.parse("30m"), Duration.parse("1h")])
+    windows: list[DurationField] = Field(
+        default_factory=lambda: [Duration.parse("30m"), Duration.parse("1h")], max_length=MAX_WINDOWS
+    )
     timeout: DurationField = Duration.parse("30s")
     refresh: DurationField | None = None
     stale_after: int = Field(default=3, ge=1, strict=True)  # strict: `true` is not 1
@@ -103,6 +155,8 @@ class SourceConfig(Defaults):
     from_defaults: ClassVar[frozenset[str]] = frozenset(Defaults.model_fields)
     # Keys fixed by the provider, which a user may not set (and --check-config does not print).
     fixed_keys: ClassVar[frozenset[str]] = frozenset()
+    # The longest window (and `refresh`) the provider can serve; a provider that can serve less lowers it.
+    max_window: ClassVar[Duration] = MAX_WINDOW
 
     name: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=64)
     provider: str
@@ -126,31 +180,50 @@ class SourceConfig(Defaults):
         return max(w.seconds for w in self.windows)
 
     def problems(self) -> Iterator[tuple[str, str]]:
-        """Cross-field rules, as (key path within the source, message)."""
+        """Cross-field rules, as (key path within the source, message).
+
+        Every duration is bounded here, so that nothing the scheduler, the store or a provider computes
+        from it can fail later: `every` up to MAX_EVERY is a cadence scheduler.trigger_for expresses,
+        and windows up to the provider's max_window keep a backfill (timebuckets.fetch_span) a few days.
+        """
         if self.every.seconds <= 0 or self.every.seconds % FIVE_MINUTES:
             yield "every", f"{self.every} is not a whole multiple of 5m"
-        if not 0 <= self.delay.seconds <= 4 * 60:
-            yield "delay", f"{self.delay} is outside 0s..4m"
+        elif self.every.millis > MAX_EVERY.millis:
+            yield "every", f"{self.every} is longer than {MAX_EVERY}, the longest cadence"
+        if not 0 <= self.delay.millis <= MAX_DELAY.millis:
+            yield "delay", f"{self.delay} is outside 0s..{MAX_DELAY}"
         if not 64 * 1024 <= self.max_response_size.bytes <= MAX_RESPONSE_SIZE_LIMIT:
             yield "max_response_size", f"{self.max_response_size} is outside 64KiB..1GiB"
         if self.timeout.millis <= 0:
             yield "timeout", "must be more than 0s"
+        elif self.timeout.millis > MAX_TIMEOUT.millis:
+            yield "timeout", f"{self.timeout} is longer than {MAX_TIMEOUT}, the longest request timeout"
+        elif self.timeout.millis >= self.every.millis:
+            yield "timeout", f"{self.timeout} is not shorter than every ({self.every}): a request must fit its poll"
         for key in ("every", "delay", "refresh"):
             value = getattr(self, key)
             if value is not None and value.millis % 1000:
                 yield key, f"{value} is not a whole number of seconds"
         if self.refresh is not None and self.refresh.seconds <= 0:
             yield "refresh", "must be more than 0s"
+        elif self.refresh is not None and self.refresh.millis > self.max_window.millis:
+            yield "refresh", f"{self.refresh} is longer than {self.max_window}, {self._longest()}"
         if not self.windows:
             yield "windows", "needs at least one window"
         bucket = self.bucket_seconds
         seen: set[int] = set()
         for i, w in enumerate(self.windows):
-            if w.millis <= 0 or w.millis % (bucket * 1000):
+            if w.millis > self.max_window.millis:
+                yield f"windows[{i}]", f"{w} is longer than {self.max_window}, {self._longest()}"
+            elif w.millis <= 0 or w.millis % (bucket * 1000):
                 yield f"windows[{i}]", f"{w} is not a multiple of the source's {Duration.of(bucket)} bucket"
             elif w.seconds in seen:
                 yield f"windows[{i}]", f"{w} is listed twice"
             seen.add(w.seconds)
+        # Ozonetel's and Kore.ai's requests a minute: their pacer keeps that many slots.
+        rate = getattr(self, "rate_limit", None)
+        if isinstance(rate, int) and rate > MAX_RATE_LIMIT:
+            yield "rate_limit", f"{shown(rate)} is more than {MAX_RATE_LIMIT} requests a minute"
         for key in self.url_keys:
             url = getattr(self, key)
             if url is not None:
@@ -160,12 +233,27 @@ class SourceConfig(Defaults):
             if secret is not None and not secret.get_secret_value().strip():
                 yield key, "must not be empty"
 
+    def _longest(self) -> str:
+        return f"the longest window a {self.provider} source can serve"
+
 
 def _url_problems(url: str, allow_insecure: bool) -> Iterator[str]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        yield f"{url!r} is not an http(s) URL"
-    elif parts.scheme == "http" and not allow_insecure and not is_loopback(parts.hostname):
+    if "@" in url:
+        # `user:password@host`: a password in a URL would be printed by --check-config and logged with the
+        # URL. Any `@` is refused (a password may hold a `/` that hides it from a URL parser), and the URL
+        # is not quoted, so that this message does not print it either.
+        yield "must not contain `@`: a user name or password in a URL is refused (the URL is not shown: it is secret)"
+        return
+    try:
+        parts = urlsplit(url)
+        hostname, _ = parts.hostname, parts.port  # `.port` checks the port: 0..65535
+        httpx.URL(url)  # what the provider will build its requests from
+    except (ValueError, httpx.InvalidURL) as exc:
+        yield f"{shown(url)} is not a valid URL ({exc})"
+        return
+    if parts.scheme not in ("http", "https") or not hostname:
+        yield f"{shown(url)} is not an http(s) URL"
+    elif parts.scheme == "http" and not allow_insecure and not is_loopback(hostname):
         yield "plain http:// is refused for a non-loopback host (set allow_insecure_http: true to allow it)"
 
 
@@ -188,50 +276,253 @@ class Config(StrictModel):
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def load_config(path: str | Path) -> Config:
-    name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    return parse_config(text, name)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key set twice in one mapping (YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float | bool) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is set twice in the same mapping", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def parse_config(text: str, name: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        kind = "" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error: "
-        raise ConfigError(f"{name}: {where}{kind}{problem}") from None
-    try:
-        return build_config(raw, name, os.environ if env is None else env)
-    except _Problem as p:
-        raise ConfigError(f"{name}: {p.path}: {p.message}" if p.path else f"{name}: {p.message}") from None
-
-
 class _Problem(Exception):
+    """What is wrong, and where: a key path (`sources[0].every`), a line (`line 12`) or nothing."""
+
     def __init__(self, path: str, message: str) -> None:
         super().__init__(message)
         self.path = path
         self.message = message
+
+
+def load_config(path: str | Path) -> Config:
+    return parse_config(read_config_text(path), str(path))
+
+
+def read_config_text(path: str | Path, what: str = "a config file") -> str:
+    """A config file's text: a regular file of at most MAX_CONFIG_FILE_BYTES of UTF-8, or a ConfigError
+    `<file>: <what is wrong>`. `what` names the kind of file in the message (the web config uses it too)."""
+    name = str(path)
+    try:
+        data = read_bounded(path, MAX_CONFIG_FILE_BYTES, what)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except Unfit as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start]
+        raise ConfigError(f"{name}: line {line}: not UTF-8 text (byte 0x{bad:02x}): save the file as UTF-8") from None
+
+
+class Unfit(Exception):
+    """A file that is there but must not be read: not a regular file, or larger than its limit."""
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def read_bounded(path: str | Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes, refusing anything else and anything larger than `limit`. Reads at most
+    `limit` + 1 bytes whatever the file claims to hold: a file may grow, and /dev/zero never ends.
+
+    Raises OSError when the file cannot be opened or read, Unfit (its text a sentence starting with
+    "is") when it must not be; `what` names the file in that sentence ("a config file").
+    """
+    try:
+        # O_NONBLOCK: opening a named pipe must not wait for a writer. It changes nothing for a file.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except ValueError:  # a NUL in the path
+        raise Unfit("is not a usable path (it holds a NUL character)") from None
+    chunks: list[bytes] = []
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _KINDS if test(mode)), "a special file")
+            raise Unfit(f"is {kind}, not a regular file")
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    if left <= 0:
+        raise Unfit(f"is larger than {size_text(limit)}, the most {what} may hold")
+    return b"".join(chunks)
+
+
+try:  # libyaml's parser: a twentieth of the pure-Python one's time on a large file
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # pragma: no cover - a PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Loader(_SafeLoader):
+    """YAML's safe loader (no arbitrary objects), refusing a key set twice in one mapping (YAML keeps the
+    last one silently) and a list or mapping as a key, and turning a value Python cannot build
+    (`2026-02-30`, `!!int x`) into a YAMLError that names its line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as exc:  # PyYAML's constructors on hostile text: ValueError, AttributeError (`!!timestamp`)...
+            problem = f"cannot read this value: {exc}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):  # `!!set [a]`: PyYAML's own check says what is wrong
+            return super().construct_mapping(node, deep=deep)
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:  # `<<: *base`: a merged key may be set again, that is the point
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable: a list or a mapping
+                problem = "a key must be a plain value, not a list or a mapping"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark) from None
+            if repeated:
+                problem = f"key {shown(key)} is set twice in the same mapping"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_config(text: str, name: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    raw = parse_yaml(text, name)
+    try:
+        return build_config(raw, name, os.environ if env is None else env)
+    except _Problem as p:
+        raise _config_error(name, p) from None
+    except RecursionError:  # the limits should make this unreachable: a last resort, not a traceback
+        raise _config_error(name, _TOO_DEEP) from None
+
+
+def parse_yaml(text: str, name: str) -> object:
+    """The YAML document in `text`, held to the limits (MAX_CONFIG_VALUES, MAX_CONFIG_TEXT and
+    MAX_CONFIG_DEPTH), or a ConfigError `<name>: line N: <what is wrong>` (the web config uses it too)."""
+    try:
+        return load_yaml(text)
+    except (yaml.YAMLError, _Problem) as exc:
+        raise _config_error(name, exc) from None
+    except RecursionError:
+        raise _config_error(name, _TOO_DEEP) from None
+
+
+_TOO_DEEP = _Problem("", f"nested too deeply (the limit is {MAX_CONFIG_DEPTH} levels)")
+
+
+def _config_error(name: str, exc: _Problem | yaml.YAMLError) -> ConfigError:
+    """One line: `<file>: <key path or line>: <what is wrong>`."""
+    if isinstance(exc, _Problem):
+        message = f"{exc.path}: {exc.message}" if exc.path else exc.message
+    else:
+        message = _yaml_message(exc)
+    return ConfigError(f"{name}: " + " ".join(message.splitlines()))
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    kind = "" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error: "
+    return f"{where}{kind}{problem}"
+
+
+def load_yaml(text: str) -> object:
+    """The one YAML document in `text`, refused (a _Problem naming the line) when it would grow beyond
+    the limits, before anything is built from it."""
+    try:
+        text.encode("utf-8")  # libyaml reads UTF-8: a lone surrogate (from a caller, not a file) is no text
+    except UnicodeEncodeError as exc:
+        raise _Problem(f"line {text.count(chr(10), 0, exc.start) + 1}", "not Unicode text (a lone surrogate)") from None
+    _check_shape(text)
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except (yaml.YAMLError, RecursionError):
+        raise
+    except Exception as exc:  # PyYAML on hostile text, where _Loader has not caught it: one line, not a traceback
+        raise _Problem("", f"cannot read the YAML ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass(slots=True)
+class _Open:
+    """A mapping or list being read: what it holds so far, its aliases expanded."""
+
+    anchor: str | None
+    values: int = 1  # itself
+    text: int = 0
+    depth: int = 0  # of its deepest child
+
+
+@dataclass(frozen=True, slots=True)
+class _Size:
+    values: int
+    text: int
+    depth: int  # mappings and lists nested in it, itself included
+
+
+def _check_shape(text: str) -> None:
+    """Refuse a document beyond MAX_CONFIG_VALUES, MAX_CONFIG_TEXT or MAX_CONFIG_DEPTH.
+
+    It reads the parser's events, which are the composed node graph in document order, before any node
+    is composed or built: an alias counts as the node it names (memoised per anchor), so a billion laughs
+    is refused a few hundred bytes in, and a merge key (`<<: *base`) counts what it merges. Nesting is
+    counted through aliases too; an alias inside the node it names (a recursive structure) is refused.
+    """
+    anchors: dict[str, _Size] = {}
+    stack = [_Open(None)]  # the document itself at the bottom
+    values = chars = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        line = f"line {event.start_mark.line + 1}" if event.start_mark is not None else ""
+        if isinstance(event, yaml.events.CollectionStartEvent):
+            stack.append(_Open(event.anchor))
+            if event.anchor is not None:
+                anchors.pop(event.anchor, None)  # until it ends, an alias to it is recursive
+            values += 1
+            if len(stack) - 1 > MAX_CONFIG_DEPTH:
+                raise _Problem(line, f"mappings and lists are nested more than {MAX_CONFIG_DEPTH} deep")
+        elif isinstance(event, yaml.events.CollectionEndEvent):
+            done = stack.pop()
+            _add(stack[-1], done.anchor, _Size(done.values, done.text, done.depth + 1), anchors)
+        elif isinstance(event, yaml.events.ScalarEvent):
+            values += 1
+            chars += len(event.value)
+            _add(stack[-1], event.anchor, _Size(1, len(event.value), 0), anchors)
+        elif isinstance(event, yaml.events.AliasEvent):
+            size = anchors.get(event.anchor or "")
+            if size is None:
+                if any(o.anchor == event.anchor for o in stack):
+                    raise _Problem(line, f"alias *{event.anchor} is inside the node it names (a recursive structure)")
+                continue  # an undefined alias: the composer says so
+            values += size.values
+            chars += size.text
+            if len(stack) - 1 + size.depth > MAX_CONFIG_DEPTH:
+                raise _Problem(line, f"mappings and lists are nested more than {MAX_CONFIG_DEPTH} deep")
+            _add(stack[-1], None, size, anchors)
+        if values > MAX_CONFIG_VALUES:
+            raise _Problem(line, f"more than {MAX_CONFIG_VALUES} values once its aliases are expanded")
+        if chars > MAX_CONFIG_TEXT:
+            raise _Problem(line, f"more than {size_text(MAX_CONFIG_TEXT)} of text once its aliases are expanded")
+
+
+def _add(parent: _Open, anchor: str | None, size: _Size, anchors: dict[str, _Size]) -> None:
+    parent.values += size.values
+    parent.text += size.text
+    parent.depth = max(parent.depth, size.depth)
+    if anchor is not None:
+        anchors[anchor] = size
+
+
+def _plain(text: str, limit: int = 200) -> str:
+    """`text` as is in a message when it is short and printable (a key, a path), else quoted and cut."""
+    return text if len(text) <= limit and text.isprintable() else shown(text)
 
 
 def build_config(raw: object, name: str, env: Mapping[str, str]) -> Config:
@@ -241,8 +532,8 @@ def build_config(raw: object, name: str, env: Mapping[str, str]) -> Config:
         raise _Problem("", "the file must be a mapping with a `sources` list")
     for key in raw:
         if key not in ("defaults", "sources"):
-            raise _Problem(str(key), "unknown key (expected `defaults` and `sources`)")
-    data: dict[str, Any] = _substitute(raw, "", env)
+            raise _Problem(_plain(str(key)), "unknown key (expected `defaults` and `sources`)")
+    data: dict[str, Any] = _substitute(raw, "", env, _Budget(MAX_CONFIG_TEXT))
     defaults_raw = data.get("defaults")
     if defaults_raw is None:
         defaults_raw = {}
@@ -260,9 +551,9 @@ def build_config(raw: object, name: str, env: Mapping[str, str]) -> Config:
         if not isinstance(item, dict):
             raise _Problem(where, "must be a mapping")
         provider = item.get("provider")
-        if provider not in PROVIDERS:
+        if not isinstance(provider, str) or provider not in PROVIDERS:
             known = ", ".join(sorted(PROVIDERS))
-            raise _Problem(f"{where}.provider", f"{provider!r} is not a known provider ({known})")
+            raise _Problem(f"{where}.provider", f"{shown(provider)} is not a known provider ({known})")
         model = PROVIDERS[provider].config_model
         inherited = {k: v for k, v in defaults_raw.items() if k in model.from_defaults}
         merged = {**inherited, **_read_secret_files(item, model, where)}
@@ -284,7 +575,7 @@ def _validate(model: type[M], data: dict[str, Any], where: str) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{_plain(str(p))}" for p in err["loc"])
         raise _Problem(path, _message(err)) from None
 
 
@@ -298,7 +589,20 @@ def _message(err: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
+class _Budget:
+    """Characters the config's values may still take once their ${VAR}s are substituted."""
+
+    def __init__(self, chars: int) -> None:
+        self.left = chars
+
+    def spend(self, chars: int, path: str) -> None:
+        self.left -= chars
+        if self.left < 0:
+            limit = size_text(MAX_CONFIG_TEXT)
+            raise _Problem(path, f"the config's values hold more than {limit} of text once ${{VAR}}s are substituted")
+
+
+def _substitute(value: Any, path: str, env: Mapping[str, str], budget: _Budget) -> Any:
     """Replace ${VAR} and ${VAR:-default} in every string; `$$` is a literal `$`."""
     if isinstance(value, str):
 
@@ -307,16 +611,18 @@ def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
                 return "$"
             var, default = m.group(1), m.group(2)
             if var in env:
+                budget.spend(len(env[var]), path)  # before the text is built: `${BIG}` a million times
                 return env[var]
             if default is not None:
                 return default
             raise _Problem(path, f"environment variable {var} is not set")
 
+        budget.spend(len(value), path)
         return _VAR_RE.sub(repl, value)
     if isinstance(value, dict):
-        return {k: _substitute(v, _join(path, str(k)), env) for k, v in value.items()}
+        return {k: _substitute(v, _join(path, _plain(str(k))), env, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+        return [_substitute(v, f"{path}[{i}]", env, budget) for i, v in enumerate(value)]
     return value
 
 
@@ -329,7 +635,9 @@ def secret_keys(model: type[BaseModel]) -> list[str]:
 
 
 def _read_secret_files(item: dict[str, Any], model: type[BaseModel], where: str) -> dict[str, Any]:
-    """`x_file: /path` for every secret key `x` (Kubernetes and Docker secrets): read once, at start."""
+    """`x_file: /path` for every secret key `x` (Kubernetes and Docker secrets): read once, at start.
+
+    A regular file of at most MAX_SECRET_FILE_BYTES of UTF-8 text; not a byte of it is ever quoted."""
     out = dict(item)
     for key in secret_keys(model):
         file_key = f"{key}_file"
@@ -338,12 +646,17 @@ def _read_secret_files(item: dict[str, Any], model: type[BaseModel], where: str)
         if key in out:
             raise _Problem(f"{where}.{file_key}", f"set either {key} or {file_key}, not both")
         path = out.pop(file_key)
-        if not isinstance(path, str):
+        if not isinstance(path, str) or not path:
             raise _Problem(f"{where}.{file_key}", "must be a file path")
         try:
-            out[key] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            data = read_bounded(path, MAX_SECRET_FILE_BYTES, "a secret file")
+            out[key] = data.decode("utf-8").rstrip("\r\n")
         except OSError as exc:
-            raise _Problem(f"{where}.{file_key}", f"cannot read {path}: {exc.strerror or exc}") from None
+            raise _Problem(f"{where}.{file_key}", f"cannot read {_plain(path)}: {exc.strerror or exc}") from None
+        except Unfit as exc:
+            raise _Problem(f"{where}.{file_key}", f"{_plain(path)} {exc}") from None
+        except UnicodeDecodeError:
+            raise _Problem(f"{where}.{file_key}", f"{_plain(path)} is not UTF-8 text") from None
     return out
 
 

@@ -10,6 +10,10 @@ from datetime import UTC, datetime
 # Milliseconds only make sense for timeouts; the config rejects them wherever buckets are concerned.
 _DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
 _UNITS_MS = (7 * 86400_000, 86400_000, 3600_000, 60_000, 1000, 1)
+# The most digits one number of a duration may have. Ten keep every duration the syntax can then write
+# (up to 9999999999w) within 64 bits of milliseconds, and refuse `100000000000000000000d` as text, before
+# it turns into big-int arithmetic that no timer, date or scheduler downstream can take.
+MAX_DURATION_DIGITS = 10
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -30,11 +34,14 @@ class Duration:
 
     @classmethod
     def parse(cls, text: str) -> Duration:
-        m = _DURATION_RE.match(text.strip())
-        if not text.strip() or m is None:
-            raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h, 1d)")
+        text = text.strip()
+        m = _DURATION_RE.match(text)
+        if not text or m is None:
+            raise ValueError(f"{_quoted(text)} is not a duration (use e.g. 30s, 5m, 1h, 1d)")
+        if any(g is not None and len(g) > MAX_DURATION_DIGITS for g in m.groups()):
+            raise ValueError(f"{_quoted(text)} has a number of more than {MAX_DURATION_DIGITS} digits")
         millis = sum(int(g) * unit for g, unit in zip(m.groups(), _UNITS_MS, strict=True) if g)
-        return cls(millis, text.strip())
+        return cls(millis, text)
 
     @classmethod
     def of(cls, seconds: int) -> Duration:
@@ -42,6 +49,11 @@ class Duration:
 
     def __str__(self) -> str:
         return self.text
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    """`text` as an error message shows it: quoted, and cut short (a config value may be a megabyte)."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def format_duration(seconds: int) -> str:

@@ -70,7 +70,7 @@ async def test_a_hanging_provider_cannot_stall_shutdown(tmp_path: Path) -> None:
     port = server.sockets[0].getsockname()[1]
     config = tmp_path / "config.yaml"
     config.write_text(
-        "sources:\n  - {name: hang, provider: genesys, client_id: a, client_secret: b, timeout: 1h,"
+        "sources:\n  - {name: hang, provider: genesys, client_id: a, client_secret: b, timeout: 4m,"
         f" base_url: 'http://127.0.0.1:{port}', login_url: 'http://127.0.0.1:{port}'}}\n"
     )
     proc = await start(f"--config.file={config}")

@@ -24,6 +24,24 @@ def source(extra: str = "", base: str = GENESYS) -> str:
     return "sources:\n" + base + extra
 
 
+def alias_bomb(indent: str) -> str:
+    """A billion laughs: nine lines of ten aliases each, 10^9 values once expanded, in 600 bytes."""
+    lines = [f"{indent}l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"]
+    lines += [f"{indent}l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9)]
+    return "".join(lines)
+
+
+def nested(depth: int, open_: str = "{a: ", close: str = "}") -> str:
+    return open_ * depth + "1" + close * depth
+
+
+def block_nested(depth: int, indent: int = 6) -> str:
+    return "".join(" " * (indent + i) + "a:\n" for i in range(depth))
+
+
+URLS = "    base_url: {}\n    login_url: https://login.example.com\n"
+
+
 CASES: list[tuple[str, str, str]] = [
     # (case id, config text, expected stderr after "<file>: ")
     ("yaml-syntax", "sources: [\n", "line 2: YAML syntax error"),
@@ -153,6 +171,106 @@ CASES: list[tuple[str, str, str]] = [
         f"sources:\n  - {{{KORE}, group_by: [agent]}}\n",
         "sources[0].group_by[0]: Input should be 'media_type' or 'queue'",
     ),
+    # Issue 12, hostile configs: each crashed, hung or was accepted before.
+    ("alias-bomb-in-a-source", source("    x:\n" + alias_bomb("      ")), "line 12: more than 100000 values once its"),
+    ("alias-bomb-in-defaults", "defaults:\n" + alias_bomb("  ") + source(), "line 6: more than 100000 values once its"),
+    ("recursive-alias", source("    x: &r [1, *r]\n"), "line 7: alias *r is inside the node it names"),
+    ("deep-flow-mappings", source(f"    x: {nested(1000)}\n"), "line 7: mappings and lists are nested more than 32"),
+    (
+        "deep-flow-lists",
+        source(f"    x: {nested(500, '[', ']')}\n"),
+        "line 7: mappings and lists are nested more than",
+    ),
+    (
+        "deep-block-mappings",
+        source("    x:\n" + block_nested(1000)),
+        "line 37: mappings and lists are nested more than",
+    ),
+    ("list-as-key", "? [a, b]\n: 1\n" + source(), "line 1: a key must be a plain value, not a list or a mapping"),
+    ("mapping-as-key", source("    ? {a: 1}\n    : 1\n"), "line 7: a key must be a plain value, not a list or a"),
+    ("provider-a-list", "sources:\n  - {name: g, provider: [genesys]}\n", "sources[0].provider: ['genesys'] is not a"),
+    ("impossible-date", source("    every: 2026-02-30\n"), "line 7: cannot read this value: day is out of range"),
+    ("int-tag-on-text", source("    stale_after: !!int three\n"), "line 7: cannot read this value: invalid literal"),
+    ("key-with-a-newline", source() + '"bad\\nkey": 1\n', "'bad\\nkey': unknown key"),
+    ("every-absurd", source("    every: 100000000000000000000d\n"), "sources[0].every: '100000000000000000000d' has a"),
+    ("every-beyond-a-day", source("    every: 2d\n"), "sources[0].every: 2d is longer than 1d, the longest cadence"),
+    (
+        "window-absurd",
+        source("    windows: [99999999999999999999999h]\n"),
+        "sources[0].windows[0]: '99999999999999999999999h' has a number of more than 10 digits",
+    ),
+    (
+        "window-beyond-a-week",
+        source("    windows: [30m, 30d]\n"),
+        "sources[0].windows[1]: 30d is longer than 7d, the longest window a genesys source can serve",
+    ),
+    (
+        "defaults-window-beyond-a-week",
+        "defaults: {windows: [8d]}\n" + source(),
+        "defaults.windows[0]: 8d is longer than 7d, the longest window a genesys source can serve (in sources[0]",
+    ),
+    (
+        "too-many-windows",
+        source(f"    windows: [{', '.join(f'{30 * (i + 1)}m' for i in range(17))}]\n"),
+        "sources[0].windows: List should have at most 16 items",
+    ),
+    ("timeout-an-hour", source("    timeout: 1h\n"), "sources[0].timeout: 1h is longer than 5m, the longest request"),
+    ("timeout-not-below-every", source("    timeout: 5m\n"), "sources[0].timeout: 5m is not shorter than every (5m)"),
+    ("refresh-a-month", source("    refresh: 30d\n"), "sources[0].refresh: 30d is longer than 7d, the longest window"),
+    ("query-span-beyond-a-week", source("    max_query_span: 8d\n"), "sources[0].max_query_span: 8d is longer than 7d"),
+    (
+        "liveperson-every-a-day",
+        f"sources:\n  - {{{LIVEPERSON}, every: 1d, windows: [30m]}}\n",
+        "sources[0].windows[0]: 30m does not fit LivePerson's 1440-minute timeframe, which counts back from now: "
+        "with every 1d and delay 1m no window fits",
+    ),
+    (
+        "liveperson-refresh-beyond-its-day",
+        f"sources:\n  - {{{LIVEPERSON}, refresh: 2d}}\n",
+        "sources[0].refresh: 2d is longer than 1d, the longest window a liveperson source can serve",
+    ),
+    (
+        "koreai-rate-limit-absurd",
+        f"sources:\n  - {{{KORE}, rate_limit: 10000000}}\n",
+        "sources[0].rate_limit: 10000000 is",
+    ),
+    (
+        "ozonetel-rate-limit-absurd",
+        f"sources:\n  - {{{OZONETEL}, agents: [a], rate_limit: {10**30}}}\n",
+        "sources[0].rate_limit: 1000000000000000000000000000000 is more than 60000 requests a minute",
+    ),
+    (
+        "base-url-with-password",
+        source().replace("    region: mypurecloud.ie\n", URLS.format("https://user:hunter2@proxy.example/api")),
+        "sources[0].base_url: must not contain `@`: a user name or password in a URL is refused (the URL is not shown",
+    ),
+    (
+        "login-url-with-password-not-a-url",
+        source()
+        .replace("    region: mypurecloud.ie\n", URLS.format("https://api.example"))
+        .replace("https://login.example.com", "ftp://user:hunter2@login.example"),
+        "sources[0].login_url: must not contain `@`",
+    ),
+    (
+        "base-url-port-out-of-range",
+        source().replace("    region: mypurecloud.ie\n", URLS.format("https://api.example.com:99999")),
+        "sources[0].base_url: 'https://api.example.com:99999' is not a valid URL (Port out of range",
+    ),
+    (
+        "base-url-broken-ipv6",
+        source().replace("    region: mypurecloud.ie\n", URLS.format("https://[::1/api")),
+        "sources[0].base_url: 'https://[::1/api' is not a valid URL (Invalid IPv6 URL)",
+    ),
+    (
+        "liveperson-domain-with-password",
+        f"sources:\n  - {{{LIVEPERSON}, domain: 'user:hunter2@va.data.liveperson.net'}}\n",
+        "sources[0].domain: '***@va.data.liveperson.net' is not a host name",
+    ),
+    (
+        "secret-file-dev-zero",
+        source().replace("client_secret: s3", "client_secret_file: /dev/zero"),
+        "sources[0].client_secret_file: /dev/zero is a character device, not a regular file",
+    ),
     (
         "second-source-broken",
         "sources:\n" + GENESYS + GENESYS.replace("name: g", "name: h") + "    every: 1m\n",
@@ -175,6 +293,7 @@ def test_a_broken_config_exits_2_with_one_line(
     assert err.count("\n") == 1, err
     assert err.startswith(f"{path}: {expected}"), err
     assert "Traceback" not in err
+    assert "hunter2" not in err  # the password of the URL rows
 
 
 def test_the_table_has_at_least_thirty_cases() -> None:

@@ -1,6 +1,7 @@
 import pytest
 
 from aht_exporter.timebuckets import (
+    MAX_DURATION_DIGITS,
     Duration,
     chunks,
     closed_until,
@@ -99,3 +100,25 @@ def test_milliseconds_are_for_timeouts() -> None:
     assert (d.millis, d.seconds, d.total_seconds) == (1500, 1, 1.5)
     assert Duration.parse("1m30s").millis == 90_000
     assert Duration.parse("2s500ms").total_seconds == 2.5
+
+
+def test_duration_refuses_a_number_of_more_than_ten_digits() -> None:
+    # Issue 12: `every: 100000000000000000000d` parsed into a big int that overflowed the scheduler.
+    assert MAX_DURATION_DIGITS == 10
+    with pytest.raises(ValueError, match=r"^'100000000000000000000d' has a number of more than 10 digits$"):
+        Duration.parse("100000000000000000000d")
+    with pytest.raises(ValueError, match="more than 10 digits"):
+        Duration.parse("1h99999999999999999999999m")
+    assert Duration.parse("9999999999ms").millis == 9_999_999_999
+
+
+def test_the_longest_duration_the_syntax_takes_fits_64_bits() -> None:
+    longest = Duration.parse("9999999999w9999999999d9999999999h9999999999m9999999999s9999999999ms")
+    assert longest.millis < 2**63
+
+
+def test_a_long_text_is_quoted_short_in_the_error() -> None:
+    with pytest.raises(ValueError) as info:
+        Duration.parse("5" * 1_000_000)
+    assert len(str(info.value)) < 120
+    assert str(info.value).startswith("'5555")
