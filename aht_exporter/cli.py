@@ -150,8 +150,11 @@ async def run_once(config: Config) -> int:
         rendered = await exporter.rendered_now()
     finally:
         await exporter.aclose()
-    sys.stdout.write(rendered.text.decode())
+    # The exposition's own bytes (UTF-8): a vendor's name in a script the terminal's encoding lacks must not
+    # turn into a traceback.
     sys.stdout.flush()
+    sys.stdout.buffer.write(rendered.text)
+    sys.stdout.buffer.flush()
     return EXIT_OK if ok else EXIT_FAILURE
 
 

@@ -10,7 +10,9 @@ few health series go through prometheus_client itself. docs/performance.md has t
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,8 +29,10 @@ from prometheus_client.utils import floatToGoString
 
 from aht_exporter import __version__
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import Field, Labels
+from aht_exporter.model import REPLACEMENT, Field, Labels, clean_text
 from aht_exporter.store import Snapshot
+
+log = logging.getLogger(__name__)
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -116,6 +120,20 @@ def _escape_label_value(value: str) -> str:
     return value
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encode(text: str) -> bytes:
+    """UTF-8, never an error: a lone surrogate (which UTF-8 cannot hold) becomes U+FFFD.
+
+    The store cleans every label value as it enters (model.clean_text); this is the last line of defence,
+    so that no value that slipped past it can fail a render."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(REPLACEMENT, text).encode()
+
+
 def _family_header(name: str, help_text: str) -> bytes:
     """HELP and TYPE lines of a data family, the same in both formats.
 
@@ -162,7 +180,7 @@ def source_samples(view: SourceView) -> dict[str, bytes]:
 
     def emit(family: str, lines: list[str]) -> None:
         if lines:
-            out[family] = "".join(lines).encode()
+            out[family] = encode("".join(lines))
 
     emit(
         AHT_FAMILY,
@@ -269,17 +287,21 @@ class Renderer:
         # (id(snapshot), source, provider) -> (snapshot, its samples). Holding the snapshot keeps its id
         # from being reused while the entry lives.
         self._samples: dict[tuple[int, str, str], tuple[Snapshot, dict[str, bytes]]] = {}
+        # The sources whose data failed to render in the last render, and why: new failures only (a
+        # snapshot that failed once is not tried again, and not reported again).
+        self.failures: dict[str, str] = {}
 
     def render(self, views: Sequence[SourceView]) -> Rendered:
         """CPU-bound: call it off the event loop."""
         samples: dict[tuple[int, str, str], tuple[Snapshot, dict[str, bytes]]] = {}
+        self.failures = {}
         for view in views:
             snap = view.snapshot
             if snap is None or view.health.stale:
                 continue
             # A snapshot is immutable and each poll makes a new one: same object, same lines.
             key = (id(snap), view.health.source, view.health.provider)
-            samples[key] = self._samples.get(key) or (snap, source_samples(view))
+            samples[key] = self._samples.get(key) or (snap, self._source_samples(view))
         self._samples = samples  # snapshots no longer shown drop out
         data: list[bytes] = []
         for name, _ in DATA_FAMILIES:
@@ -289,6 +311,17 @@ class Renderer:
         health = _Health([v.health for v in views])
         # OpenMetrics ends with its own "# EOF" line, here in the health part.
         return bodies(data, generate_text(health), generate_openmetrics(health))  # type: ignore[no-untyped-call]
+
+    def _source_samples(self, view: SourceView) -> dict[str, bytes]:
+        """One source's samples; a source whose data cannot be rendered shows none, and the others still do."""
+        try:
+            return source_samples(view)
+        except Exception as exc:  # a bug, or a value nothing upstream caught: never the whole exposition
+            source = view.health.source
+            error = clean_text(f"its data could not be rendered ({type(exc).__name__}: {exc}): data omitted")
+            log.error("render failed", extra={"source": source, "error": error})
+            self.failures[source] = error
+            return {}
 
 
 # Level 6 is zlib's default trade-off; zlib releases the GIL while it compresses.

@@ -5,12 +5,96 @@ A provider knows nothing of Prometheus: it turns a vendor API into `Bucket` reco
 
 from __future__ import annotations
 
+import hashlib
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 Labels = tuple[tuple[str, str], ...]
 """The grouping labels of a series, sorted by name: (("media_type", "voice"), ("queue", "q1"))."""
+
+# --- vendor text: what may become a label value ---------------------------------------------------------
+
+MAX_LABEL_VALUE = 1024
+"""Characters in a label value (an id, a name, a media type) or an error text; a longer one is cut (see
+`clean_text`). A real queue or agent id or name is far shorter; a longer one would only swell /metrics."""
+
+# What no label value may hold: control characters (C0, DEL, C1) and lone UTF-16 surrogates, which JSON's
+# `\ud800` escapes can produce but UTF-8 cannot encode (one such name made every render fail).
+_NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_WHITESPACE = frozenset("\t\n\r\x0b\x0c")
+REPLACEMENT = "\ufffd"
+_DIGEST = 8  # bytes of the hash that keeps two long values distinct once cut
+
+
+def clean_text(text: str, limit: int = MAX_LABEL_VALUE) -> str:
+    """`text` made fit for a label value: every control character a space (tab, newline...) or U+FFFD (the
+    rest), every lone surrogate U+FFFD, and at most `limit` characters. A longer value is cut and ends in
+    `…` and a hash of the whole value, so that two long ids that share their start stay two series."""
+    if len(text) <= limit and text.isprintable():  # the common case: one pass in C, nothing to change
+        return text
+    cleaned = _NOT_TEXT.sub(lambda m: " " if m.group() in _WHITESPACE else REPLACEMENT, text)
+    if len(cleaned) <= limit:
+        return cleaned
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=_DIGEST).hexdigest()
+    return f"{cleaned[: limit - 1 - 2 * _DIGEST]}…{digest}"
+
+
+def clean_labels(labels: Labels) -> Labels:
+    """Every value of a label set through `clean_text` (the same object back when nothing changes)."""
+    if all(len(v) <= MAX_LABEL_VALUE and v.isprintable() for _, v in labels):
+        return labels
+    return tuple((k, clean_text(v)) for k, v in labels)
+
+
+def _clean_names(names: Mapping[str, str]) -> Mapping[str, str]:
+    if all(
+        len(k) <= MAX_LABEL_VALUE and k.isprintable() and len(v) <= MAX_LABEL_VALUE and v.isprintable()
+        for k, v in names.items()
+    ):
+        return names
+    return {clean_text(k): clean_text(v) for k, v in names.items()}
+
+
+# --- vendor numbers: what may become a bucket's value -----------------------------------------------------
+
+MAX_SECONDS = 1e12
+"""The most seconds one vendor figure (a bucket's handle, talk, hold or ACW time) may hold: 31,700 years.
+More is a vendor's bug; the bound also keeps the store's whole millionths (at most 10^18 a figure) finite."""
+MAX_COUNT = 1e12
+"""The most contacts one vendor figure (a bucket's handled, offered... count) may hold."""
+
+MAX_NAMES = 100_000
+"""Queue or agent names one source keeps from its name lookups (those in the data are shown)."""
+
+
+def figure(value: object) -> str:
+    """A vendor's value for an error line: short, whatever its size (`-5`, `1.7e+308`, `about 10^400`);
+    repr() of a JSON integer thousands of digits long would be a line that long, or a ValueError."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(10**20) < value < 10**20:
+        return f"about {'-' if value < 0 else ''}10^{int(abs(value).bit_length() * math.log10(2))}"
+    text = repr(value)
+    if isinstance(value, float) and text.endswith(".0"):
+        text = text[:-2]
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def out_of_range(value: object, limit: float, unit: str) -> str | None:
+    """Why a vendor's figure cannot be one, as the end of an error line (`is negative`), or None if it can.
+
+    `value` is the JSON number as decoded and `limit` is in its `unit` (`ms`, `s`, `contacts`). A JSON
+    integer of any size is judged without converting it: float(10**400) raises OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "is not a number"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number"
+    if value < 0:
+        return "is negative"
+    if value > limit:
+        return f"is above the limit of {limit:.0e} {unit}"
+    return None
 
 
 class Field(StrEnum):
@@ -60,10 +144,18 @@ class AverageUpdate:
 
 @dataclass(frozen=True, slots=True)
 class Names:
-    """Display names of queues and agents, for the `_info` metrics."""
+    """Display names of queues and agents, for the `_info` metrics.
+
+    Ids and names are vendor text: they are made fit for label values here, where they enter (`clean_text`),
+    the ids as the store makes the same ids in the data's labels, so that the two still match.
+    """
 
     queues: Mapping[str, str] = field(default_factory=dict)
     agents: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "queues", _clean_names(self.queues))
+        object.__setattr__(self, "agents", _clean_names(self.agents))
 
 
 class ConfigError(Exception):

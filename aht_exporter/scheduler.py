@@ -29,7 +29,7 @@ from aht_exporter.exposition import Rendered, Renderer, SourceView
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
 from aht_exporter.memory import release_free_memory
-from aht_exporter.model import AverageUpdate, Names, ProviderError
+from aht_exporter.model import AverageUpdate, Names, ProviderError, clean_text
 from aht_exporter.providers import PROVIDERS, Provider
 from aht_exporter.providers.base import AverageProvider
 from aht_exporter.redact import Redactor
@@ -155,7 +155,9 @@ class SourceRunner:
         )
 
     def _fail(self, now: float, started: float, error: str) -> None:
-        error = self.redactor(error)
+        # Vendor words, shown on / and in the log: secrets masked first (a cut could split one), then made
+        # printable and cut to a line's length (a vendor's message in a 200 can be megabytes).
+        error = clean_text(self.redactor(error))
         self.health.record_failure(now, time.monotonic() - started, error)
         stale = " (data withdrawn)" if self.health.stale else ""
         log.warning(
@@ -170,11 +172,17 @@ class SourceRunner:
         try:
             async with asyncio.timeout(max(0.0, seconds_left)):
                 self._names = await self.provider.names()
-        except (ProviderError, TimeoutError) as exc:
-            # Names are decoration: their failure never fails a poll, and the old names stay.
-            timed_out = isinstance(exc, TimeoutError)
-            error = f"not finished within the poll's time ({seconds_left:.0f}s left)" if timed_out else str(exc)
-            log.warning("name lookup failed", extra={"source": self.name, "error": self.redactor(error)})
+        except Exception as exc:
+            # Names are decoration: whatever goes wrong with them (a vendor error, a timeout, a reply that
+            # breaks the parser: nested 100,000 deep, say) never fails a poll, and the old names stay.
+            # Cancellation is not an Exception: it still ends the poll.
+            if isinstance(exc, TimeoutError):
+                error = f"not finished within the poll's time ({seconds_left:.0f}s left)"
+            elif isinstance(exc, ProviderError):
+                error = str(exc)
+            else:
+                error = f"{type(exc).__name__}: {exc}"
+            log.warning("name lookup failed", extra={"source": self.name, "error": clean_text(self.redactor(error))})
 
     def view(self) -> SourceView:
         """An immutable copy for rendering in another thread."""
@@ -241,6 +249,7 @@ class Exporter:
         self.rendered: Rendered = self._renderer.render(self.views())
         self._render_task: asyncio.Task[None] | None = None
         self._render_dirty = False
+        self._render_error: str | None = None  # the last failed render's, logged once
         self._polls: set[asyncio.Task[bool]] = set()
         self.scheduler: AsyncIOScheduler | None = None
 
@@ -265,14 +274,35 @@ class Exporter:
             self._render_task = asyncio.get_running_loop().create_task(self._render_loop())
 
     async def _render_loop(self) -> None:
+        """Render until no poll is waiting for one. Supervised: a render that fails keeps the last bodies,
+        logs once, and the loop goes on (a dead render task would freeze /metrics for every source)."""
         while self._render_dirty:
             self._render_dirty = False
-            views = self.views()
-            started = time.monotonic()
-            self.rendered = await asyncio.to_thread(self._renderer.render, views)
-            self.render_seconds = time.monotonic() - started
-            # The old bodies are free now (unless a scrape is still writing them): hand their memory back.
-            await asyncio.to_thread(release_free_memory)
+            try:
+                views = self.views()
+                started = time.monotonic()
+                self.rendered = await asyncio.to_thread(self._renderer.render, views)
+                self.render_seconds = time.monotonic() - started
+                self._render_error = None
+                self._record_render_failures(self._renderer.failures)
+                # The old bodies are free now (unless a scrape is still writing them): hand their memory back.
+                await asyncio.to_thread(release_free_memory)
+            except Exception as exc:
+                error = clean_text(self.redactor(f"{type(exc).__name__}: {exc}"))
+                if error != self._render_error:  # once, not once per poll of every source
+                    log.error("render failed: /metrics keeps its last body", extra={"error": error})
+                self._render_error = error
+
+    def _record_render_failures(self, failures: dict[str, str]) -> None:
+        """A source whose data could not be rendered is down until a poll brings data that can be: its
+        data is left out, `source_up` says 0 and the status page says why. The others are untouched."""
+        for runner in self.runners:
+            error = failures.get(runner.name)
+            if error is not None:
+                runner.health.up = False
+                runner.health.last_error = self.redactor(error)
+                runner.health.last_error_at = self.clock.now()
+                self._render_dirty = True  # show it: the bodies just rendered still say up
 
     async def rendered_now(self) -> Rendered:
         """Wait for any pending render (used by --once and tests)."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from aht_exporter.model import AverageUpdate, Bucket, Field, Labels, Names, ProviderError
+from aht_exporter.model import AverageUpdate, Bucket, Field, Labels, Names, ProviderError, clean_labels
 from aht_exporter.timebuckets import Duration, isoformat_z
 
 Totals = Mapping[Field, float]
@@ -28,6 +29,25 @@ class Snapshot:
     def series(self) -> int:
         sums = sum(series_per_labelset(t, self.fields) for w in self.windows.values() for t in w.values())
         return sums + sum(len(a) for a in self.averages.values())
+
+
+def _unstorable(bucket: Bucket) -> ProviderError:
+    """A bucket with a value the store cannot hold in whole millionths (NaN, infinity, beyond 10^302). The
+    parsers bound every figure (model.MAX_SECONDS, MAX_COUNT) far below that; a provider that let one through
+    fails its poll, not the exporter with an OverflowError."""
+    bad = ((f, v) for f, v in bucket.values.items() if not abs(v * MICRO) < math.inf)
+    field, value = next(bad, next(iter(bucket.values.items())))
+    return ProviderError(
+        f"the provider returned {value!r} as {field.value} of the bucket {_span(bucket.start, bucket.end)}"
+    )
+
+
+def _span(start: int, end: int) -> str:
+    """An interval as ISO text, or as numbers when a timestamp is beyond what a date can show."""
+    try:
+        return f"{isoformat_z(start)}/{isoformat_z(end)}"
+    except (OverflowError, ValueError, OSError):
+        return f"{start}/{end}"
 
 
 def series_per_labelset(totals: Totals, fields: frozenset[Field]) -> int:
@@ -53,19 +73,27 @@ class SourceStore:
         """The provider's answer for [start, end) is authoritative: it replaces whatever we held there.
 
         A bucket that was there before and is absent now has become empty (vendors omit empty buckets).
-        Two records for the same bucket and labels are summed.
+        Two records for the same bucket and labels are summed. Label values are vendor text: here, where
+        every provider's labels enter, they are made fit for /metrics (`clean_labels`).
         """
         fresh: dict[int, dict[Labels, dict[Field, int]]] = {}
+        cleaned: dict[Labels, Labels] = {}  # a label set recurs in every bucket: clean each one once
         for b in buckets:
             if b.start % self.bucket or b.end - b.start != self.bucket or not start <= b.start < end:
                 raise ProviderError(
-                    f"the provider returned a bucket {isoformat_z(b.start)}/{isoformat_z(b.end)} that is not "
+                    f"the provider returned a bucket {_span(b.start, b.end)} that is not "
                     f"one of the {self.bucket // 60}-minute buckets asked for "
                     f"({isoformat_z(start)}/{isoformat_z(end)})"
                 )
-            totals = fresh.setdefault(b.start, {}).setdefault(b.labels, {})
-            for f, v in b.values.items():
-                totals[f] = totals.get(f, 0) + round(v * MICRO)
+            labels = cleaned.get(b.labels)
+            if labels is None:
+                labels = cleaned[b.labels] = clean_labels(b.labels)
+            totals = fresh.setdefault(b.start, {}).setdefault(labels, {})
+            try:
+                for f, v in b.values.items():
+                    totals[f] = totals.get(f, 0) + round(v * MICRO)
+            except (OverflowError, ValueError):
+                raise _unstorable(b) from None
         for t in range(start, end, self.bucket):
             self._buckets.pop(t, None)
         self._buckets.update(fresh)
@@ -152,9 +180,10 @@ class AverageStore:
         self._averages: dict[Labels, float | None] = {}
 
     def apply(self, update: AverageUpdate) -> None:
-        self._averages.update(update.averages)
+        """Label values are vendor text, made fit for /metrics here as in `SourceStore.replace`."""
+        self._averages.update((clean_labels(labels), v) for labels, v in update.averages.items())
         for labels in update.removed:
-            self._averages.pop(labels, None)
+            self._averages.pop(clean_labels(labels), None)
 
     def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot:
         present = {labels: v for labels, v in sorted(self._averages.items()) if v is not None}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -30,7 +29,18 @@ from pydantic import SecretStr
 from aht_exporter.config import DurationField, SourceConfig
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import ApiClient, Sleep, json_body, not_json
-from aht_exporter.model import Bucket, Field, Labels, Names, ProviderError
+from aht_exporter.model import (
+    MAX_COUNT,
+    MAX_NAMES,
+    MAX_SECONDS,
+    Bucket,
+    Field,
+    Labels,
+    Names,
+    ProviderError,
+    figure,
+    out_of_range,
+)
 from aht_exporter.oauth import ClientCredentialsAuth
 from aht_exporter.providers.base import Provider
 from aht_exporter.timebuckets import Duration, chunks, floor_to, isoformat_z, parse_iso
@@ -40,7 +50,7 @@ log = logging.getLogger(__name__)
 AGGREGATES_PATH = "/api/v2/analytics/conversations/aggregates/query"
 # groupBy dimension for each of our labels.
 DIMENSIONS = {"media_type": "mediaType", "queue": "queueId", "agent": "userId"}
-MAX_NAME_PAGES = 1000  # 100,000 queues or users: a hard bound on the paging loop
+MAX_NAME_PAGES = MAX_NAMES // 100  # pages of 100: a hard bound on the paging loop
 _TOO_LARGE = re.compile(r"too (large|long|big|many)|exceed|maximum", re.IGNORECASE)
 
 
@@ -92,6 +102,8 @@ class GenesysConfig(SourceConfig):
         span = self.max_query_span.seconds
         if span <= 0 or span % self.bucket.seconds:
             yield "max_query_span", f"{self.max_query_span} is not a multiple of the {self.bucket} bucket"
+        elif span > self.max_window.seconds:  # no fetch spans more than the longest window
+            yield "max_query_span", f"{self.max_query_span} is longer than {self.max_window}, the longest window"
 
 
 def metric_names(group_by: Sequence[str]) -> list[str]:
@@ -117,6 +129,8 @@ _STATS: Mapping[str, tuple[tuple[str, Field, float], ...]] = {
     "tAbandon": (("count", Field.CONTACTS_ABANDONED, 1.0),),
     "nOffered": (("count", Field.CONTACTS_OFFERED, 1.0),),
 }
+# The largest stat the vendor may send, in its unit: a `t*` sum in ms, a count in contacts (model.py).
+_LIMITS: Mapping[str, tuple[float, str]] = {"sum": (MAX_SECONDS * 1000, "ms"), "count": (MAX_COUNT, "contacts")}
 
 
 def fields_for(group_by: Sequence[str]) -> frozenset[Field]:
@@ -187,6 +201,8 @@ def parse_aggregates(payload: object, group_by: Sequence[str]) -> list[Bucket]:
         reply = msgspec.convert(payload, _Reply)
     except msgspec.ValidationError as exc:
         raise ProviderError(f"aggregates response: {exc}") from None
+    except RecursionError:
+        raise ProviderError(f"aggregates response: {_TOO_DEEP}") from None
     return _buckets(reply, group_by)
 
 
@@ -198,16 +214,22 @@ def parse_aggregates_json(raw: bytes, group_by: Sequence[str], *, status: int = 
         raise ProviderError(f"aggregates response: {exc}") from None
     except msgspec.DecodeError:
         raise not_json(raw, status, "aggregates query") from None
+    except RecursionError:  # msgspec's own depth limit, for a value of a key we keep as Any
+        raise ProviderError(f"aggregates response: {_TOO_DEEP}") from None
     return _buckets(reply, group_by)
+
+
+_TOO_DEEP = "nested too deeply to be an aggregates reply"
 
 
 def _buckets(reply: _Reply, group_by: Sequence[str]) -> list[Bucket]:
     if reply.results is UNSET:
         if reply.code is not UNSET or reply.message is not UNSET:
             # An error body with HTTP 200 (a gateway, a partial outage): never mistake it for "no data".
-            code = "?" if reply.code is UNSET else reply.code
-            message = "" if reply.message is UNSET else reply.message
-            context = f" ({reply.contextId})" if reply.contextId not in (UNSET, None, "") else ""
+            # Vendor text of any type and size: one line's worth of it (the poll's error cuts it again).
+            code = "?" if reply.code is UNSET else str(reply.code)[:100]
+            message = "" if reply.message is UNSET else str(reply.message)[:300]
+            context = f" ({str(reply.contextId)[:100]})" if reply.contextId not in (UNSET, None, "") else ""
             raise ProviderError(
                 f"aggregates response: the vendor answered 200 with an error: {code}: {message}{context}"
             )
@@ -224,10 +246,14 @@ def _buckets(reply: _Reply, group_by: Sequence[str]) -> list[Bucket]:
             for k, metric in enumerate(entry.metrics):
                 for stat, field, divisor in _STATS.get(metric.metric, ()):  # a metric we did not ask for: ignored
                     value = metric.stats.sum if stat == "sum" else metric.stats.count
-                    if value is UNSET or not math.isfinite(value):
+                    if value is UNSET:
                         where = f"results[{i}].data[{j}].metrics[{k}].stats.{stat}"
-                        problem = "is missing" if value is UNSET else "is not a finite number"
-                        raise ProviderError(f"aggregates response: {where} {problem}")
+                        raise ProviderError(f"aggregates response: {where} is missing")
+                    # Negative, infinite or absurd: a vendor's bug, never an AHT (nor the store's overflow).
+                    problem = out_of_range(value, *_LIMITS[stat])
+                    if problem is not None:
+                        where = f"results[{i}].data[{j}].metrics[{k}].stats.{stat}"
+                        raise ProviderError(f"aggregates response: {where}: {figure(value)} {problem}")
                     values[field] = values.get(field, 0.0) + value / divisor
             buckets.append(Bucket(start=span[0], end=span[1], labels=labels, values=values))
     return buckets
@@ -356,8 +382,19 @@ class GenesysProvider(Provider):
             if not isinstance(entities, list):
                 raise ProviderError(f"{path}: `entities` is missing")
             for entity in entities:
-                if isinstance(entity, dict) and isinstance(entity.get("id"), str):
-                    names[entity["id"]] = str(entity.get("name", ""))
+                # An entity without a string id or name names nothing; the text itself is cleaned by Names.
+                if not isinstance(entity, dict) or not isinstance(entity.get("id"), str):
+                    continue
+                name = entity.get("name", "")
+                if not isinstance(name, str):
+                    continue
+                if len(names) >= MAX_NAMES and entity["id"] not in names:  # pages may hold more than asked for
+                    log.warning(
+                        "name lookup: too many names, the rest are not shown",
+                        extra={"source": self.config.name, "path": path, "max": MAX_NAMES},
+                    )
+                    return names
+                names[entity["id"]] = name
             page_count = body.get("pageCount")
             if not isinstance(page_count, int) or page >= page_count or not entities:
                 break

@@ -24,6 +24,7 @@ Vendor facts (providers.md, seed 003; Kore.ai docs):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -41,7 +42,19 @@ from aht_exporter.clock import Clock
 from aht_exporter.config import DurationField, SourceConfig
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import ApiClient, Sleep, generic_error_text, json_body
-from aht_exporter.model import Bucket, Field, Labels, Names, ProviderError
+from aht_exporter.model import (
+    MAX_COUNT,
+    MAX_NAMES,
+    MAX_SECONDS,
+    Bucket,
+    Field,
+    Labels,
+    Names,
+    ProviderError,
+    clean_labels,
+    figure,
+    out_of_range,
+)
 from aht_exporter.pacing import shared_pacer
 from aht_exporter.providers.base import Provider
 from aht_exporter.timebuckets import Duration, floor_to, isoformat_z, parse_iso
@@ -204,9 +217,10 @@ def parse_record(raw: object, index: int, rules: Rules) -> Record:
     name = raw.get("queueName")
     # Kore stores durations in ms [sample]; dividing (not multiplying by 1e-3) keeps n/1000 exact.
     divisor = 1000 if rules.time_unit == "ms" else 1
-    values = {field: _number(raw, key, where) / divisor for key, field in _DURATIONS}
-    values.update({field: _number(raw, key, where) for key, field in _COUNTS})
-    values[Field.CONTACTS_HANDLED] = _number(raw, rules.handled_field, where)
+    most = MAX_SECONDS * divisor  # in the vendor's unit
+    values = {field: _number(raw, key, where, most, rules.time_unit) / divisor for key, field in _DURATIONS}
+    values.update({field: _number(raw, key, where, MAX_COUNT, "contacts") for key, field in _COUNTS})
+    values[Field.CONTACTS_HANDLED] = _number(raw, rules.handled_field, where, MAX_COUNT, "contacts")
     record_id = raw.get("_id")
     if record_id is not None and not isinstance(record_id, str):
         raise ProviderError(f"{where}._id is not a string")
@@ -233,12 +247,16 @@ def _string(raw: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _number(raw: dict[str, Any], key: str, where: str) -> float:
+def _number(raw: dict[str, Any], key: str, where: str, limit: float, unit: str) -> float:
+    """A figure no larger than `limit` (in the vendor's `unit`): anything larger is a vendor's bug."""
     value = raw.get(key)
     if value is None:
         raise ProviderError(f"{where}.{key} is missing")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ProviderError(f"{where}.{key} is not a non-negative number: {value!r}")
+    if out_of_range(value, math.inf, unit) is not None:  # mistyped, negative, NaN or infinite
+        raise ProviderError(f"{where}.{key} is not a non-negative number: {figure(value)}")
+    problem = out_of_range(value, limit, unit)
+    if problem is not None:
+        raise ProviderError(f"{where}.{key}: {figure(value)} {problem}")
     return float(value)
 
 
@@ -454,7 +472,11 @@ class KoreAIProvider(Provider):
         records = await self._records(start, end)
         for r in records:
             if r.queue_id is not None and r.queue_name is not None:
-                self._queue_names[r.queue_id] = r.queue_name  # the latest name wins
+                # The latest name wins, and moves to the end: beyond MAX_NAMES the longest unseen go first.
+                self._queue_names.pop(r.queue_id, None)
+                self._queue_names[r.queue_id] = r.queue_name
+        for stale in list(itertools.islice(self._queue_names, max(0, len(self._queue_names) - MAX_NAMES))):
+            del self._queue_names[stale]
         buckets = to_buckets(latest_revisions(records), start, end, self.rules.bucket)
         self._warn_if_implausible(buckets)
         return buckets
@@ -509,7 +531,7 @@ class KoreAIProvider(Provider):
                 "source": self.config.name,
                 "aht_seconds": round(aht, 3),
                 "bucket": isoformat_z(bucket.start),
-                "labels": ",".join(f"{k}={v}" for k, v in bucket.labels),
+                "labels": ",".join(f"{k}={v}" for k, v in clean_labels(bucket.labels)),  # vendor text: made printable
                 "time_unit": unit,
                 "hint": hint,
             },

@@ -45,7 +45,7 @@ from pydantic import Field as PydanticField
 from aht_exporter.config import SourceConfig, is_loopback
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import ApiClient, Sleep, json_body
-from aht_exporter.model import Bucket, Field, Labels, ProviderError
+from aht_exporter.model import MAX_COUNT, MAX_SECONDS, Bucket, Field, Labels, ProviderError, figure, out_of_range
 from aht_exporter.oauth import ClientCredentialsAuth
 from aht_exporter.providers.base import Provider
 from aht_exporter.providers.liveperson_auth import TOKEN_LIFETIME, OAuth1Auth, sentinel_token_request
@@ -118,13 +118,16 @@ class LivePersonConfig(SourceConfig):
     skills: IdFilter = "all"
     agents: IdFilter = "all"
     group_by: list[GroupLabel] = PydanticField(default_factory=lambda: list(DEFAULT_GROUP_BY))
+    max_window: ClassVar[Duration] = Duration.of(MAX_TIMEFRAME * 60)  # [doc] timeframe: at most 1440 minutes
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        from aht_exporter.config import shown  # quoted short, and without a `user:password@`
+
         yield from super().problems()
         if self.domain is not None and self.base_url is not None:
             yield "domain", "set either domain or base_url, not both"
         if self.domain is not None and not _HOST_RE.match(self.domain):
-            yield "domain", f"{self.domain!r} is not a host name (e.g. va.data.liveperson.net, no https://)"
+            yield "domain", f"{shown(self.domain)} is not a host name (e.g. va.data.liveperson.net, no https://)"
         yield from self._auth_problems()
         if len(set(self.group_by)) != len(self.group_by):
             yield "group_by", "lists a label twice"
@@ -132,11 +135,12 @@ class LivePersonConfig(SourceConfig):
             longest = max(range(len(self.windows)), key=lambda i: self.windows[i].seconds)
             need = timeframe_needed(self.windows[longest].seconds, self.every.seconds, self.delay.seconds)
             if need > MAX_TIMEFRAME:
-                most = Duration.of((MAX_TIMEFRAME - (need - self.windows[longest].seconds // 60)) * 60)
+                most = (MAX_TIMEFRAME - (need - self.windows[longest].seconds // 60)) * 60
+                fits = f"the longest window is {Duration.of(most)}" if most >= BUCKET else "no window fits"
                 yield (
                     f"windows[{longest}]",
                     f"{self.windows[longest]} does not fit LivePerson's 1440-minute timeframe, which counts back "
-                    f"from now: with every {self.every} and delay {self.delay} the longest window is {most}",
+                    f"from now: with every {self.every} and delay {self.delay} {fits}",
                 )
 
     def _auth_problems(self) -> Iterator[tuple[str, str]]:
@@ -249,6 +253,8 @@ def parse_engactivity(payload: object, selection: Selection, start: int, end: in
             stamp = int(stamp)
         if not isinstance(stamp, int) or isinstance(stamp, bool):
             raise ProviderError(f"engactivity response: {where}.timestamp is missing or not an integer (UTC ms)")
+        if not 0 <= stamp <= _LAST_STAMP:  # beyond what a date can show, and so what an error line can
+            raise ProviderError(f"engactivity response: {where}.timestamp {figure(stamp)} is not a time (UTC ms)")
         if stamp % (BUCKET * 1000):
             raise ProviderError(f"engactivity response: {where}.timestamp {stamp} is not on a 5-minute boundary")
         if stamp in seen:
@@ -315,20 +321,25 @@ def read_metrics(data: object, selection: Selection, where: str) -> dict[Labels,
     return out
 
 
-# Our field for each vendor metric [doc].
-_METRICS: Mapping[str, Field] = {
-    "totalHandlingTime": Field.HANDLE_TIME,
-    "totalInteractiveChats": Field.CONTACTS_HANDLED,
+# Our field for each vendor metric [doc], and the largest value it may take (model.py) in its unit.
+_METRICS: Mapping[str, tuple[Field, float, str]] = {
+    "totalHandlingTime": (Field.HANDLE_TIME, MAX_SECONDS, "s"),
+    "totalInteractiveChats": (Field.CONTACTS_HANDLED, MAX_COUNT, "contacts"),
 }
+_LAST_STAMP = 253402300799999  # 9999-12-31T23:59:59.999Z in ms: the last instant a date can show
 
 
 def _add(out: dict[Labels, dict[Field, float]], labels: Labels, metrics: object, where: str) -> None:
     cell = _object(metrics, where)
     values: dict[Field, float] = {}
-    for name, field in _METRICS.items():
+    for name, (field, limit, unit) in _METRICS.items():
         value = cell.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        if out_of_range(value, math.inf, unit) is not None:  # missing, mistyped, negative, NaN or infinite
             raise ProviderError(f"engactivity response: {where}.{name} is missing or not a non-negative number")
+        problem = out_of_range(value, limit, unit)
+        if problem is not None:
+            raise ProviderError(f"engactivity response: {where}.{name}: {figure(value)} {problem}")
+        assert isinstance(value, int | float)  # out_of_range said so
         values[field] = float(value)
     if not any(values.values()) and not any(
         isinstance(v, int | float) and not isinstance(v, bool) and v for v in cell.values()
@@ -349,7 +360,11 @@ def _object(value: object, where: str) -> dict[str, Any]:
 def _map(value: object, where: str) -> dict[str, Any]:
     """An id-keyed map; `{}` when there is no data [doc]. A key that is not an id (ids are longs [doc])
     cannot be a skill or an agent: it is a field LivePerson added, and is left alone."""
-    return {key: entry for key, entry in _object(value, where).items() if _ID_RE.match(key)}
+    return {key: entry for key, entry in _object(value, where).items() if _WIRE_ID.fullmatch(key)}
+
+
+# An id as the reply writes it: a long [doc], so at most 19 ASCII digits; "12\n" or "١٢" is no id.
+_WIRE_ID = re.compile(r"-?[0-9]{1,19}")
 
 
 def vendor_message(body: Mapping[str, Any]) -> str | None:

@@ -9,12 +9,17 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
-from aht_exporter.model import AverageUpdate, Bucket, ProviderError
+from aht_exporter.exposition import SourceView, render
+from aht_exporter.health import SourceHealth
+from aht_exporter.model import AverageUpdate, Bucket, Field, Names, ProviderError
 from aht_exporter.providers.genesys import parse_aggregates
 from aht_exporter.providers.koreai import Rules, parse_callvolume
 from aht_exporter.providers.liveperson import Selection, parse_engactivity
 from aht_exporter.providers.ozonetel import Reading, Target, parse_aht_reply
+from aht_exporter.store import Snapshot, SourceStore
+from aht_exporter.timebuckets import Duration, isoformat_z
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -23,8 +28,21 @@ JSON = st.recursive(
 )
 
 
+# Numbers a hostile vendor sends: past any float, negative, at and past the bounds (model.MAX_SECONDS, MAX_COUNT).
+HOSTILE_NUMBERS = st.sampled_from([10**400, -(10**400), 1.7e308, -1.7e308, -5, -0.0, 1e12, 1e15, 1e16, 2**63])
+
+
 def scalar() -> st.SearchStrategy[Any]:
-    return st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30) | st.just([]) | st.just({})
+    return (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | HOSTILE_NUMBERS
+        | st.text(max_size=30)
+        | st.just([])
+        | st.just({})
+    )
 
 
 def near_genesys() -> st.SearchStrategy[Any]:
@@ -56,7 +74,8 @@ def assert_sane(result: object) -> None:
     items = result if isinstance(result, list) else [result]
     for item in items:
         if isinstance(item, Bucket):
-            assert all(math.isfinite(v) for v in item.values.values()), item
+            # Finite and never negative: a negative AHT is no AHT (issue 12, section 6).
+            assert all(math.isfinite(v) and v >= 0 for v in item.values.values()), item
         elif isinstance(item, AverageUpdate):
             assert all(v is None or math.isfinite(v) for v in item.averages.values()), item
         elif isinstance(item, Reading):
@@ -179,3 +198,121 @@ def test_only_provider_errors_escape_the_parser(
         assert_sane(result)
 
     check()
+
+
+# --- from the vendor's JSON to the scraper's bytes -------------------------------------------------------------
+# Replies of the right shape, so that most get through the parser, with hostile leaves: any text (lone surrogates,
+# control characters, quotes, backslashes, thousands of characters) where ids and media types go, and any number.
+
+TEXT = st.text(
+    st.characters(exclude_categories=())
+    | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+    | st.characters(max_codepoint=0x9F)
+    | st.sampled_from('"\\\n'),
+    max_size=12,
+) | st.sampled_from(["bad\ud800name", "x" * 1500])
+NUMBER = st.integers(min_value=0, max_value=10**6) | st.floats(min_value=0, max_value=1e15) | HOSTILE_NUMBERS
+
+
+def genesys_reply() -> st.SearchStrategy[Any]:
+    def interval(t: int) -> str:
+        return f"{isoformat_z(t)}/{isoformat_z(t + 1800)}"
+
+    stats = st.fixed_dictionaries({"sum": NUMBER, "count": NUMBER})
+    metric = st.fixed_dictionaries({"metric": st.sampled_from(["tHandle", "tAcw", "nOffered"]), "stats": stats})
+    entry = st.fixed_dictionaries(
+        {"interval": st.sampled_from([START - 1800, START]).map(interval), "metrics": st.lists(metric, max_size=3)}
+    )
+    group = st.fixed_dictionaries({"mediaType": TEXT, "queueId": TEXT, "userId": TEXT})
+    result = st.fixed_dictionaries({"group": group, "data": st.lists(entry, max_size=2)})
+    return st.fixed_dictionaries({"results": st.lists(result, max_size=3)})
+
+
+def liveperson_reply() -> st.SearchStrategy[Any]:
+    def data(number: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        metrics = st.fixed_dictionaries({"totalHandlingTime": number, "totalInteractiveChats": number})
+        ids = st.sampled_from(["3", "-1", "8\n", "9" * 30]) | st.integers(-(10**18), 10**18).map(str) | TEXT
+        agents = st.dictionaries(ids, metrics, max_size=2)
+        skills = st.dictionaries(ids, st.fixed_dictionaries({"metricsPerAgent": agents}), max_size=2)
+        return st.fixed_dictionaries({"skillsMetricsPerAgent": st.fixed_dictionaries({"metricsPerSkill": skills})})
+
+    # Every interval of the span, and the newest one still filling: a reply the parser takes as whole. Hostile
+    # numbers in the last closed interval only: one bad figure anywhere fails the whole reply.
+    ends = range(START + 300, END + 301, 300)
+    cells = [data(NUMBER if t == END else st.integers(0, 10**6)) for t in ends]
+    return st.tuples(*cells).map(
+        lambda cells: {
+            "metricsByIntervals": [{"timestamp": t * 1000, "metricsData": c} for t, c in zip(ends, cells, strict=True)]
+        }
+    )
+
+
+def koreai_reply() -> st.SearchStrategy[Any]:
+    start = st.sampled_from(range(START, END, 900))
+    record = start.flatmap(
+        lambda t: st.fixed_dictionaries(
+            {
+                "intervalStartTimeStamp": st.just(isoformat_z(t)),
+                "intervalEndTimeStamp": st.just(isoformat_z(t + 900)),
+                "queueId": TEXT,
+                "queueName": TEXT,
+                "source": TEXT,
+                # Hostile numbers in two figures, plain ones in the rest: a record with one bad figure fails whole.
+                **{key: st.integers(0, 10**6) for key in KOREAI_FIGURES},
+                "conversationHandleTime": NUMBER,
+                "completedContacts": NUMBER,
+            }
+        )
+    )
+    return st.fixed_dictionaries({"hasMore": st.just(False), "CallVolumeUpdate": st.lists(record, max_size=4)})
+
+
+KOREAI_FIGURES = [
+    "conversationHandleTime",
+    "conversationTalkTime",
+    "holdDuration",
+    "acwDuration",
+    "offeredContacts",
+    "answeredContacts",
+    "abandonedContacts",
+    "completedContacts",
+]
+
+# Each bucket parser: its bucket, and replies of its shape.
+PIPELINES: list[tuple[str, Callable[[Any], object], int, st.SearchStrategy[Any]]] = [
+    ("genesys", PARSERS[0][1], 1800, genesys_reply()),
+    ("liveperson", PARSERS[1][1], 300, liveperson_reply()),
+    ("koreai", PARSERS[2][1], 900, koreai_reply()),
+]
+
+
+@pytest.mark.parametrize(("name", "parse", "bucket", "strategy"), PIPELINES, ids=[p[0] for p in PIPELINES])
+def test_whatever_a_parser_lets_through_the_store_keeps_and_the_exposition_renders(
+    name: str, parse: Callable[[Any], object], bucket: int, strategy: st.SearchStrategy[Any]
+) -> None:
+    """Only a ProviderError (one line, the poll fails) may stop a reply on its way to /metrics: never an
+    OverflowError in the store's conversion or an encoding error in the render. And what comes out is a valid
+    exposition, with a healthy source beside it, and no negative or non-finite figure."""
+    rendered = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(strategy)
+    def check(payload: Any) -> None:
+        store = SourceStore(bucket=bucket, windows=[Duration.parse("1h")], fields=frozenset(Field))
+        try:
+            buckets = parse(payload)
+            assert isinstance(buckets, list)
+            store.replace(START - 3600, END, buckets)
+        except ProviderError:
+            return
+        hostile = SourceView(SourceHealth(name, "genesys", 3, up=True, polled=True), store.snapshot(END, Names()))
+        healthy = SourceView(SourceHealth("fine", "genesys", 3, up=True, polled=True), Snapshot(END, frozenset(), {}))
+        text = render([hostile, healthy]).text.decode("utf-8")  # strict UTF-8
+        for family in text_string_to_metric_families(text):
+            if family.name.startswith("aht_") and not family.name.startswith("aht_exporter"):
+                assert all(math.isfinite(s.value) and s.value >= 0 for s in family.samples), family
+        assert 'aht_exporter_source_up{provider="genesys",source="fine"} 1.0' in text
+        rendered.append(bool(buckets))
+
+    check()
+    assert sum(rendered) >= 5, "the replies are shaped to get through: many should"

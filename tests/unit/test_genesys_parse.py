@@ -1,10 +1,22 @@
-import pytest
+import logging
 
-from aht_exporter.model import Field, ProviderError, make_labels
-from aht_exporter.providers.genesys import fields_for, metric_names, parse_aggregates, query_body
-from aht_exporter.timebuckets import parse_iso
+import pytest
+import respx
+
+from aht_exporter.health import SourceHealth
+from aht_exporter.model import Field, Names, ProviderError, make_labels
+from aht_exporter.providers.genesys import (
+    GenesysProvider,
+    fields_for,
+    metric_names,
+    parse_aggregates,
+    parse_aggregates_json,
+    query_body,
+)
+from aht_exporter.store import SourceStore
+from aht_exporter.timebuckets import Duration, parse_iso
 from tests.helpers import fixture
-from tests.unit.genesys_config import genesys_config
+from tests.unit.genesys_config import API, LOGIN, genesys_config
 
 Q1 = "1a2b3c4d-0000-4000-8000-000000000001"
 Q2 = "1a2b3c4d-0000-4000-8000-000000000002"
@@ -210,3 +222,90 @@ def test_an_error_body_with_http_200_is_an_error_with_code_message_and_context()
         "aggregates response: the vendor answered 200 with an error: "
         "service.unavailable: Analytics is unavailable (c-42)"
     )
+
+
+# --- hostile numbers (issue 12, section 6) -------------------------------------------------------------------
+
+
+def _reply(stats: str) -> bytes:
+    """The vendor's bytes: three queues, the last one's fourth metric a tHandle with `stats`, raw JSON text, so
+    that -5 and 1.7e308 reach the parser exactly as sent."""
+    acw = '{"metric": "tAcw", "stats": {"sum": 1000}}'
+    handle = f'{{"metric": "tHandle", "stats": {stats}}}'
+
+    def result(queue: str, metrics: list[str]) -> str:
+        data = f'[{{"interval": "{NINE_TO_HALF}", "metrics": [{", ".join(metrics)}]}}]'
+        return f'{{"group": {{"queueId": "{queue}"}}, "data": {data}}}'
+
+    results = [result("q1", [acw]), result("q2", [acw]), result("q9", [acw, acw, acw, handle])]
+    return f'{{"results": [{", ".join(results)}]}}'.encode()
+
+
+NINE_TO_HALF = "2026-03-02T09:00:00.000Z/2026-03-02T09:30:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("stats", "message"),
+    [
+        ('{"sum": -5, "count": 1}', "results[2].data[0].metrics[3].stats.sum: -5 is negative"),
+        (
+            '{"sum": 1.7e308, "count": 1}',
+            "results[2].data[0].metrics[3].stats.sum: 1.7e+308 is above the limit of 1e+15 ms",
+        ),
+        ('{"sum": 1e15, "count": -0.5}', "results[2].data[0].metrics[3].stats.count: -0.5 is negative"),
+        (
+            '{"sum": 1, "count": 2e12}',
+            "results[2].data[0].metrics[3].stats.count: 2000000000000 is above the limit of 1e+12 contacts",
+        ),
+    ],
+)
+def test_a_figure_out_of_range_fails_the_poll_with_one_line_naming_its_path(stats: str, message: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        parse_aggregates_json(_reply(stats), ["queue"])
+    assert str(caught.value) == f"aggregates response: {message}"
+
+
+def test_the_largest_figures_allowed_pass_and_the_store_keeps_them_exactly() -> None:
+    buckets = parse_aggregates_json(_reply('{"sum": 1e15, "count": 1e12}'), ["queue"])
+    assert buckets[2].values[Field.HANDLE_TIME] == 1e12
+    store = SourceStore(bucket=1800, windows=[Duration.parse("30m")], fields=fields_for(["queue"]))
+    store.replace(NINE, NINE + 1800, buckets)
+    totals = store.snapshot(NINE + 1800).windows["30m"][make_labels(queue="q9")]
+    assert totals[Field.HANDLE_TIME] == 1e12 and totals[Field.CONTACTS_HANDLED] == 1e12
+
+
+def test_a_reply_nested_too_deeply_is_a_provider_error_not_a_recursion_error() -> None:
+    deep = '{"code": ' + "[" * 100_000 + "]" * 100_000 + ', "message": "x"}'
+    with pytest.raises(ProviderError, match=r"^aggregates response: nested too deeply"):
+        parse_aggregates_json(deep.encode(), ["queue"])
+
+
+def test_an_error_in_a_200_is_cut_to_one_line() -> None:
+    raw = ('{"code": "x", "message": "%s"}' % ("m" * 1_000_000)).encode()
+    with pytest.raises(ProviderError) as caught:
+        parse_aggregates_json(raw, ["queue"])
+    assert len(str(caught.value)) < 500
+
+
+# --- hostile name replies (issue 12, section 7) ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_names_page_bigger_than_asked_keeps_at_most_max_names_and_skips_names_that_are_not_text(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("aht_exporter.providers.genesys.MAX_NAMES", 3)
+    entities = [{"id": "q0", "name": {"not": "text"}}, {"id": 7, "name": "no id"}]
+    entities += [{"id": f"q{i}", "name": f"Queue {i}"} for i in range(1, 6)]  # 5, though 100 a page was asked
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(f"{LOGIN}/oauth/token").respond(200, json={"access_token": "tok", "expires_in": 86400})
+        queues = mock.get(f"{API}/api/v2/routing/queues").respond(200, json={"entities": entities, "pageCount": 9})
+        provider = GenesysProvider(genesys_config(group_by=["queue"]), SourceHealth("genesys-eu", "genesys", 3))
+        with caplog.at_level(logging.WARNING):
+            names = await provider.names()
+        await provider.aclose()
+    assert names == Names(queues={"q1": "Queue 1", "q2": "Queue 2", "q3": "Queue 3"})
+    (request,) = [call.request for call in queues.calls]  # the bound ends the paging too
+    assert request.headers["Authorization"] == "Bearer tok"
+    assert dict(request.url.params) == {"pageSize": "100", "pageNumber": "1"}
+    assert [r.getMessage() for r in caplog.records] == ["name lookup: too many names, the rest are not shown"]

@@ -2,16 +2,21 @@
 
 import copy
 import json
+import logging
 import time
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+import respx
 
-from aht_exporter.model import Field, ProviderError, make_labels
+from aht_exporter.clock import FakeClock
+from aht_exporter.health import SourceHealth
+from aht_exporter.model import Field, Names, ProviderError, make_labels
 from aht_exporter.providers.koreai import (
     FIELDS,
+    KoreAIProvider,
     Rules,
     implausible_aht,
     latest_revisions,
@@ -26,7 +31,7 @@ from aht_exporter.providers.koreai import (
 from aht_exporter.providers.koreai import error_text as kore_error_text
 from aht_exporter.timebuckets import parse_iso
 from tests.helpers import fixture
-from tests.unit.test_koreai_config import CLIENT, SECRET, koreai_config
+from tests.unit.test_koreai_config import CALLVOLUME, CLIENT, SECRET, koreai_config
 
 NINE45 = int(parse_iso("2023-06-01T09:45:00Z"))
 TEN = NINE45 + 900
@@ -368,3 +373,90 @@ def test_each_jwt_is_hs256_with_app_id_sub_a_short_exp_and_a_unique_jti() -> Non
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(tokens[0], SECRET + "x", algorithms=["HS256"])
     assert SECRET not in json.dumps(claims)
+
+
+# --- hostile numbers (issue 12, section 6) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rules", "message"),
+    [
+        # A JSON integer past any float: float() of it raised OverflowError, an "internal error".
+        (
+            "conversationHandleTime",
+            10**400,
+            RULES,
+            "conversationHandleTime: about 10^400 is above the limit of 1e+15 ms",
+        ),
+        (
+            "conversationHandleTime",
+            -(10**400),
+            RULES,
+            "conversationHandleTime is not a non-negative number: about -10^400",
+        ),
+        ("acwDuration", 1.7e308, RULES, "acwDuration: 1.7e+308 is above the limit of 1e+15 ms"),
+        (
+            "holdDuration",
+            2e12,
+            Rules(bucket=900, time_unit="s"),
+            "holdDuration: 2000000000000 is above the limit of 1e+12 s",
+        ),
+        ("completedContacts", 10**13, RULES, "completedContacts: 10000000000000 is above the limit of 1e+12 contacts"),
+    ],
+)
+def test_a_figure_out_of_range_fails_the_poll_with_one_line_naming_its_path(
+    field: str, value: object, rules: Rules, message: str
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        parse_callvolume([page(seed_record(_id="a"), seed_record(**{field: value}))], NINE45, TEN, rules)
+    assert str(caught.value) == f"callvolume response: CallVolumeUpdate[1].{message}"
+
+
+def test_the_largest_figures_allowed_pass() -> None:
+    record = seed_record(conversationHandleTime=10**15, completedContacts=10**12)
+    (bucket,) = parse_callvolume([page(record)], NINE45, TEN, RULES)
+    assert bucket.values[Field.HANDLE_TIME] == 1e12 and bucket.values[Field.CONTACTS_HANDLED] == 1e12
+
+
+# --- names learned from the data are bounded (issue 12, section 7) --------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_queue_names_learned_from_records_keep_the_latest_max_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aht_exporter.providers.koreai.MAX_NAMES", 3)
+    replies = [
+        [seed_record(_id=f"a{i}", queueId=f"q{i}", queueName=f"Queue {i}") for i in range(1, 5)],
+        [
+            seed_record(_id="b2", queueId="q2", queueName="Queue 2b"),
+            seed_record(_id="b5", queueId="q5", queueName="Q5"),
+        ],
+    ]
+    provider = KoreAIProvider(koreai_config(), SourceHealth("kore-us", "koreai", 3), clock=FakeClock(TEN + 420))
+    with respx.mock(assert_all_mocked=True) as mock:
+        route = mock.post(CALLVOLUME).mock(side_effect=[httpx.Response(200, json=page(*r)) for r in replies])
+        for _ in replies:
+            await provider.fetch(NINE45, TEN)
+    await provider.aclose()
+    # Four names, one too many: the oldest goes. Then q2 is renamed (and so newest) and q5 arrives: q3 goes.
+    assert await provider.names() == Names(queues={"q4": "Queue 4", "q2": "Queue 2b", "q5": "Q5"})
+    assert [json.loads(call.request.content) for call in route.calls] == [
+        query_body(koreai_config(), NINE45, TEN, 0)
+    ] * 2
+    assert all(call.request.headers["auth"] for call in route.calls)
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_the_implausible_aht_warning_shows_vendor_ids_made_printable(caplog: pytest.LogCaptureFixture) -> None:
+    record = seed_record(queueId="q\ud800\n1", conversationHandleTime=5 * 3600 * 1000)  # 5 h: above 4 h
+    provider = KoreAIProvider(koreai_config(), SourceHealth("kore-us", "koreai", 3), clock=FakeClock(TEN + 420))
+    with respx.mock(assert_all_mocked=True) as mock, caplog.at_level(logging.WARNING):
+        # json.dumps writes the surrogate as JSON's own \ud800 escape, as a vendor would send it.
+        route = mock.post(CALLVOLUME).respond(200, content=json.dumps(page(record)).encode())
+        await provider.fetch(NINE45, TEN)
+    await provider.aclose()
+    assert json.loads(route.calls[0].request.content) == query_body(koreai_config(), NINE45, TEN, 0)
+    (warning,) = caplog.records
+    assert warning.getMessage() == "implausible AHT: check time_unit"
+    assert warning.__dict__["labels"] == "media_type=chat,queue=q\ufffd 1"

@@ -357,3 +357,54 @@ def test_seed_fixtures_are_the_seed_json() -> None:
             },
         }
     }
+
+
+# --- hostile numbers and keys (issue 12, sections 1 and 6) ----------------------------------------------------
+
+
+def _agent_8(payload: dict[str, Any]) -> dict[str, Any]:
+    cells = payload["metricsByIntervals"][1]["metricsData"]["skillsMetricsPerAgent"]["metricsPerSkill"]["12"]
+    agents: dict[str, Any] = cells["metricsPerAgent"]
+    return agents
+
+
+AGENT_8 = 'metricsByIntervals[1].metricsData.skillsMetricsPerAgent.metricsPerSkill["12"].metricsPerAgent["8"]'
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        # A JSON integer past any float: math.isfinite() of it raised OverflowError, an "internal error".
+        ("totalHandlingTime", 10**400, "totalHandlingTime: about 10^400 is above the limit of 1e+12 s"),
+        ("totalHandlingTime", 1.7e308, "totalHandlingTime: 1.7e+308 is above the limit of 1e+12 s"),
+        ("totalInteractiveChats", 10**13, "totalInteractiveChats: 10000000000000 is above the limit of 1e+12 contacts"),
+        ("totalInteractiveChats", -(10**400), "totalInteractiveChats is missing or not a non-negative number"),
+    ],
+)
+def test_a_figure_out_of_range_fails_the_poll_with_one_line_naming_its_path(
+    name: str, value: object, message: str
+) -> None:
+    payload = copy.deepcopy(fixture("liveperson_intervals_skills.json"))
+    _agent_8(payload)["8"][name] = value
+    with pytest.raises(ProviderError) as caught:
+        parse_engactivity(payload, BY_SKILL_AGENT, TEN - 900, TEN + 300)
+    assert str(caught.value) == f"engactivity response: {AGENT_8}.{message}"
+
+
+@pytest.mark.parametrize("stamp", [-(10**20) * 300_000, 10**20 * 300_000, 1e300])
+def test_a_timestamp_beyond_any_date_fails_the_poll_naming_it(stamp: float) -> None:
+    payload = copy.deepcopy(fixture("liveperson_intervals_skills.json"))
+    payload["metricsByIntervals"][0]["timestamp"] = stamp
+    with pytest.raises(
+        ProviderError, match=r"^engactivity response: metricsByIntervals\[0\]\.timestamp .* is not a time"
+    ):
+        parse_engactivity(payload, BY_SKILL_AGENT, TEN - 900, TEN + 300)
+
+
+@pytest.mark.parametrize("key", ["8\n", "٨", "8" * 40])
+def test_a_key_that_is_no_long_is_no_agent(key: str) -> None:
+    payload = copy.deepcopy(fixture("liveperson_intervals_skills.json"))
+    agents = _agent_8(payload)
+    agents[key] = agents.pop("8")
+    labels = {b.labels for b in parse_engactivity(payload, BY_SKILL_AGENT, TEN - 900, TEN + 300)}
+    assert all(dict(lab)["agent"] in {"3", "7", "8"} for lab in labels)

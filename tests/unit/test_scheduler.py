@@ -1,6 +1,7 @@
 """Polling with a controllable clock and a scripted provider: no wall-clock waits."""
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -278,3 +279,48 @@ def test_polls_fire_at_utc_multiples_of_every_plus_delay(
 ) -> None:
     assert _fires(every, delay, after) == expected
     assert datetime.fromisoformat(after).tzinfo == UTC
+
+
+DEEP = '{"a":' * 100_000 + "1" + "}" * 100_000  # built by repetition: no recursion in the test itself
+
+
+class DeepNames(ScriptedProvider):
+    """Names once, then a reply nested 100,000 deep, as a hostile directory might send."""
+
+    async def names(self) -> Names:
+        self.names_calls += 1
+        if self.names_calls == 1:
+            return Names(queues={"q": "Sales"})
+        return Names(queues=json.loads(DEEP))  # RecursionError, whatever json_body makes of it
+
+
+@pytest.mark.asyncio
+async def test_a_name_lookup_that_breaks_its_parser_never_fails_the_poll_and_keeps_the_old_names(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock(TEN + 6 * 60)
+    provider = DeepNames(SourceHealth("s", "genesys", 2), steady())
+    runner = SourceRunner(provider.config, provider, clock=clock, redactor=Redactor([]))
+    assert await runner.poll()
+    clock.advance(3600)  # names are due again
+    with caplog.at_level(logging.WARNING):
+        assert await runner.poll()
+    assert provider.names_calls == 2
+    assert runner.health.up and runner.health.polls == {"success": 2}
+    assert runner._names == Names(queues={"q": "Sales"})
+    (record,) = caplog.records
+    assert record.getMessage() == "name lookup failed" and record.__dict__["error"].startswith("RecursionError: ")
+    await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_vendor_error_text_is_cut_and_made_printable_before_it_is_shown() -> None:
+    def hostile(start: int, end: int) -> list[Bucket]:
+        raise ProviderError("bad\ud800text " + "x" * 100_000)
+
+    runner, provider = runner_for(hostile, FakeClock(TEN + 6 * 60))
+    assert not await runner.poll()
+    error = runner.health.last_error
+    assert error is not None and error.startswith("bad\ufffdtext x") and len(error) <= 1024
+    error.encode()  # the status page encodes it: a surrogate there answered 500
+    await provider.aclose()

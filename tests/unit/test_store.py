@@ -1,9 +1,22 @@
+import math
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from aht_exporter.model import Bucket, Field, Names, ProviderError, make_labels
-from aht_exporter.store import SourceStore
+from aht_exporter.model import (
+    MAX_COUNT,
+    MAX_LABEL_VALUE,
+    MAX_SECONDS,
+    AverageUpdate,
+    Bucket,
+    Field,
+    Names,
+    ProviderError,
+    make_labels,
+)
+from aht_exporter.store import AverageStore, SourceStore
 from aht_exporter.timebuckets import Duration
 
 TEN = 1772445600  # 2026-03-02T10:00:00Z
@@ -127,3 +140,55 @@ def test_window_sums_of_milliseconds_are_exact() -> None:
     ms = [rng.randrange(1, 3_600_000) for _ in range(96)]
     day.replace(TEN - 86400, TEN, [bucket(TEN - 86400 + i * B, handle=v / 1000, handled=1) for i, v in enumerate(ms)])
     assert day.snapshot(TEN).windows["1d"][VOICE][Field.HANDLE_TIME] == sum(ms) / 1000  # to the last bit
+
+
+# --- hostile vendor values (issue 12, sections 1 and 6) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1.7e308, -1.7e308])
+def test_a_value_beyond_the_stores_unit_fails_the_poll_not_the_exporter(value: float) -> None:
+    # Parsers refuse these (model.MAX_SECONDS); a provider that let one through fails its poll, with no
+    # OverflowError ("cannot convert float infinity to integer") to crash it as an internal error.
+    s = store("30m")
+    with pytest.raises(ProviderError, match=r"as handle_time_seconds of the bucket 2026-03-02T09:45:00.000Z/"):
+        s.replace(TEN - 1800, TEN, [bucket(TEN - B, handle=value)])
+
+
+@given(st.floats(min_value=0, max_value=MAX_SECONDS) | st.integers(min_value=0, max_value=int(MAX_SECONDS)))
+def test_every_value_a_parser_lets_through_is_stored_and_summed_without_overflow(value: float) -> None:
+    s = store("1d")
+    s.replace(TEN - 86400, TEN, [bucket(TEN - 86400 + i * B, handle=value, handled=MAX_COUNT) for i in range(96)])
+    totals = s.snapshot(TEN).windows["1d"][VOICE]
+    assert math.isfinite(totals[Field.HANDLE_TIME]) and totals[Field.CONTACTS_HANDLED] == 96 * MAX_COUNT
+
+
+def test_label_values_are_made_fit_for_metrics_as_they_enter() -> None:
+    s = store("30m")
+    hostile = make_labels(media_type='vo"ice\\', queue="bad\ud800name\n\x00")
+    s.replace(TEN - 1800, TEN, [bucket(TEN - B, labels=hostile), bucket(TEN - 1800, labels=hostile)])
+    (labels,) = s.snapshot(TEN).windows["30m"]
+    # Quotes and backslashes are text (the exposition escapes them); a surrogate or a NUL is not.
+    assert labels == make_labels(media_type='vo"ice\\', queue="bad\ufffdname \ufffd")
+
+
+def test_a_label_value_too_long_is_cut_and_two_such_stay_two() -> None:
+    s = store("30m")
+    long_a, long_b = "q" * 5000 + "a", "q" * 5000 + "b"
+    s.replace(TEN - 1800, TEN, [bucket(TEN - B, labels=make_labels(queue=q)) for q in (long_a, long_b)])
+    queues = [dict(labels)["queue"] for labels in s.snapshot(TEN).windows["30m"]]
+    assert len(queues) == 2 and queues[0] != queues[1]
+    assert all(len(q) == MAX_LABEL_VALUE and q.startswith("q" * 1000) for q in queues)
+
+
+def test_names_match_the_data_whatever_the_ids_hold() -> None:
+    s = store("30m")
+    s.replace(TEN - 1800, TEN, [bucket(TEN - B, labels=make_labels(queue="q\ud8001"))])
+    snap = s.snapshot(TEN, Names(queues={"q\ud8001": "Sales\ud800"}))
+    assert snap.names.queues == {"q\ufffd1": "Sales\ufffd"}
+
+
+def test_ready_made_averages_have_their_labels_cleaned_too() -> None:
+    averages = AverageStore(Duration.parse("2h"))
+    averages.apply(AverageUpdate({make_labels(queue="c\ud8001"): 60.0, make_labels(queue="c2"): 30.0}))
+    averages.apply(AverageUpdate({}, removed=frozenset({make_labels(queue="c2")})))
+    assert averages.snapshot(TEN).averages == {"2h": {make_labels(queue="c\ufffd1"): 60.0}}
