@@ -8,7 +8,9 @@ which fields its parser needs) and installs `injector.middleware`. A test, or `-
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +36,13 @@ class Fault(StrEnum):
     EXTRA_FIELDS = "extra-fields"  # schema change: new fields nobody asked for (must be survived)
     ERROR_IN_200 = "error-in-200"  # the vendor's own error body with HTTP 200
     SLOW = "slow"  # answer, but only after `seconds`
+    # Hostile vendors (issue 12): each of these once froze, crashed or exhausted the exporter.
+    ENDLESS_BODY = "endless-body"  # a 200 whose body never ends (the simulator stops at 1 GiB)
+    GZIP_BOMB = "gzip-bomb"  # 256 KiB of gzip inflating to 256 MiB
+    DEEP_JSON = "deep-json"  # JSON nested 100,000 levels deep
+    HOSTILE_TEXT = "hostile-text"  # a 400 whose text holds a lone surrogate, control characters and markup
+    HUGE_NUMBER = "huge-number"  # the numeric field becomes 1.7e308
+    NEGATIVE_NUMBER = "negative-number"  # the numeric field becomes -5
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,20 @@ class FaultInjector:
                 await request.read()  # aiohttp keeps it: the handler still has it if the client gave up
                 await asyncio.sleep(self.seconds)
                 return await handler(request)
+            case Fault.ENDLESS_BODY:
+                return await _endless(request)
+            case Fault.GZIP_BOMB:
+                return web.Response(
+                    body=_gzip_bomb(), headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+                )
+            case Fault.DEEP_JSON:
+                depth = 100_000
+                return web.Response(body=b"[" * depth + b"]" * depth, content_type="application/json")
+            case Fault.HOSTILE_TEXT:
+                # Raw bytes, as a broken vendor would send them: invalid UTF-8 (a surrogate encoded), a
+                # JSON-escaped lone surrogate, control characters and markup for the status page.
+                hostile = b"bad \\ud800 \x1b[31m \xed\xa0\x80 <script>alert('x')</script> \x00 end"
+                return web.Response(status=400, body=hostile, content_type="text/plain")
         # The rest rewrite a real answer.
         response = await handler(request)
         body = getattr(response, "body", None)
@@ -137,23 +160,58 @@ class FaultInjector:
             data = _rewrite(data, forms.numeric_field, drop=False)
         elif fault is Fault.EXTRA_FIELDS:
             data = _add_fields(data)
+        elif fault in (Fault.HUGE_NUMBER, Fault.NEGATIVE_NUMBER):
+            data = _rewrite(data, forms.numeric_field, drop=False, to=1.7e308 if fault is Fault.HUGE_NUMBER else -5)
         return web.json_response(data, status=response.status)
 
 
-def _rewrite(value: Any, key: str, *, drop: bool) -> Any:
-    """Delete `key` everywhere (drop), or turn its values into strings."""
+_NO_VALUE = object()
+
+
+def _rewrite(value: Any, key: str, *, drop: bool, to: Any = _NO_VALUE) -> Any:
+    """Delete `key` everywhere (drop), or set its values to `to` (by default: their text)."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if k == key:
                 if not drop:
-                    out[k] = str(v)
+                    out[k] = str(v) if to is _NO_VALUE else to
                 continue
-            out[k] = _rewrite(v, key, drop=drop)
+            out[k] = _rewrite(v, key, drop=drop, to=to)
         return out
     if isinstance(value, list):
-        return [_rewrite(v, key, drop=drop) for v in value]
+        return [_rewrite(v, key, drop=drop, to=to) for v in value]
     return value
+
+
+ENDLESS_LIMIT = 1 << 30  # an "endless" body still ends somewhere: a simulator's loops are bounded
+
+
+async def _endless(request: web.Request) -> web.StreamResponse:
+    """A 200 JSON body that goes on until the client hangs up (or ENDLESS_LIMIT bytes)."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    chunk = b'{"pad":"' + b"x" * 65536 + b'"},'
+    await response.write(b"[")
+    sent = 0
+    try:
+        while sent < ENDLESS_LIMIT:
+            await response.write(chunk)
+            sent += len(chunk)
+    except (ConnectionError, RuntimeError):  # the client stopped reading: what a capped client does
+        pass
+    return response
+
+
+@functools.cache
+def _gzip_bomb() -> bytes:
+    """256 MiB of one repeated JSON string, gzipped (about 256 KiB): made once, kept."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
+    parts = [compressor.compress(b'{"pad":"')]
+    block = b"x" * (1 << 20)
+    parts.extend(compressor.compress(block) for _ in range(256))
+    parts.append(compressor.compress(b'"}') + compressor.flush())
+    return b"".join(parts)
 
 
 def _add_fields(value: Any) -> Any:

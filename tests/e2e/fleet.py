@@ -12,21 +12,34 @@ SCHEMA_ERRORS: dict[str, dict[Fault, str]] = {
         Fault.MISSING_FIELD: "stats.count is missing",
         Fault.WRONG_TYPE: "Expected `float`, got `str`",
         Fault.ERROR_IN_200: "answered 200 with an error: service.unavailable",
+        Fault.DEEP_JSON: "Expected `object`, got `array`",
+        Fault.HUGE_NUMBER: "stats.sum: 1.7e+308 is above the limit of 1e+15 ms",
+        Fault.NEGATIVE_NUMBER: "stats.sum: -5 is negative",
     },
     "koreai": {
         Fault.MISSING_FIELD: "conversationHandleTime is missing",
         Fault.WRONG_TYPE: "conversationHandleTime is not a non-negative number",
         Fault.ERROR_IN_200: "answered 200 with an error",
+        Fault.DEEP_JSON: "nested too deeply",
+        Fault.HUGE_NUMBER: "conversationHandleTime: 1.7e+308 is above the limit of 1e+15 ms",
+        Fault.NEGATIVE_NUMBER: "conversationHandleTime is not a non-negative number: -5",
     },
     "liveperson": {
         Fault.MISSING_FIELD: "totalHandlingTime is missing",
         Fault.WRONG_TYPE: "totalInteractiveChats is missing or not a non-negative number",
         Fault.ERROR_IN_200: "answered 200 with an error: Engagement Activity is temporarily unavailable",
+        Fault.DEEP_JSON: "nested too deeply",
+        Fault.HUGE_NUMBER: "totalInteractiveChats: 1.7e+308 is above the limit of 1e+12 contacts",
+        Fault.NEGATIVE_NUMBER: "totalInteractiveChats is missing or not a non-negative number",
     },
     "ozonetel": {
         Fault.MISSING_FIELD: "message.AHT is missing",
         Fault.WRONG_TYPE: "`message` is not an object with AHT",
         Fault.ERROR_IN_200: "Service temporarily unavailable",
+        Fault.DEEP_JSON: "nested too deeply",
+        # Ozonetel's numeric field is the `message` object itself (its AHT is text): a number in its place.
+        Fault.HUGE_NUMBER: "`message` is not an object with AHT",
+        Fault.NEGATIVE_NUMBER: "`message` is not an object with AHT",
     },
 }
 PROVIDERS = list(DEMO_PROVIDERS)

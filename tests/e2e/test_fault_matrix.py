@@ -45,7 +45,15 @@ EXPECTED: dict[Fault, str | None] = {
     Fault.EXTRA_FIELDS: None,  # new fields must not break anything
     Fault.ERROR_IN_200: "",
     Fault.SLOW: "poll did not finish",
+    # Hostile vendors (issue 12): the matrix caps responses at 1 MiB (MATRIX_RESPONSE_CAP).
+    Fault.ENDLESS_BODY: "response larger than max_response_size 1MiB (on the wire)",
+    Fault.GZIP_BOMB: "response larger than max_response_size 1MiB (decompressed)",
+    Fault.DEEP_JSON: "",
+    Fault.HOSTILE_TEXT: "HTTP 400",
+    Fault.HUGE_NUMBER: "",
+    Fault.NEGATIVE_NUMBER: "",
 }
+MATRIX_RESPONSE_CAP = "1MiB"
 
 
 @dataclass
@@ -71,7 +79,8 @@ async def stack(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
     monkeypatch.setattr("aht_exporter.scheduler.poll_deadline", lambda config: 2.0)
     clock = FakeClock(T0)
     fleet = await start_fleet(clock)
-    raw: dict[str, Any] = {"defaults": {"timeout": "300ms", "stale_after": 3}, "sources": fleet.sources}
+    defaults = {"timeout": "300ms", "stale_after": 3, "max_response_size": MATRIX_RESPONSE_CAP}
+    raw: dict[str, Any] = {"defaults": defaults, "sources": fleet.sources}
     sleep = RecordingSleep()  # retries back off on a recorded clock, not the wall
     exporter = Exporter(build_config(raw, "<matrix>", {}), clock=clock, sleep=sleep)
     runner, bound = await start_server(exporter, "127.0.0.1:0")
@@ -165,6 +174,7 @@ async def test_a_fault_downs_only_its_provider_and_clears(
         assert all(r.exc_info is None for r in caplog.records), "no traceback for an expected fault"
         page = (await stack.client.get("/")).text
         assert "down (1 failed polls, keeping last data)" in page
+        assert "<script>" not in page, "a vendor's markup is escaped on the status page"
 
     await assert_no_secret_leaks(stack, caplog.text)
 
