@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import bcrypt
-import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from aht_exporter.config import parse_yaml, read_config_text
 from aht_exporter.model import ConfigError
 
 OPEN_PATHS = frozenset({"/-/healthy"})
@@ -115,12 +115,8 @@ class WebConfig:
 
 def load_web_config(path: str) -> WebConfig:
     """Parse and check the file; raise ConfigError with one line naming the file and key."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML syntax error: {getattr(exc, 'problem', None) or exc}") from None
+    # The main config's bounded reader and YAML limits: a web config can be as hostile as any other file.
+    raw = parse_yaml(read_config_text(path, "a web config file"), path) or {}
     try:
         parsed = WebConfigFile.model_validate(raw)
     except ValidationError as exc:
