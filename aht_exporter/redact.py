@@ -193,6 +193,7 @@ class Redactor:
         basic: Iterable[tuple[str, str]] = (),
         runtime: RuntimeSecrets | None = RUNTIME,
         min_length: int = MIN_LENGTH,
+        public: Iterable[str] = (),
     ) -> None:
         kept = {s for s in secrets if len(s) >= min_length}
         every: set[str] = set()
@@ -203,19 +204,24 @@ class Redactor:
                 every |= basic_forms(user, secret)
         # Longest first, so a secret that contains another is masked whole.
         self._literals = _longest_first(every)
-        self._pieces = frozenset(p for form in every for p in _pieces(form))
+        # A piece that the config's own public text holds (a source name, a user name, a URL) tells nothing
+        # of the secret, and masking it would garble every log line that names that source.
+        shown = tuple(public)
+        self._pieces = frozenset(p for form in every for p in _pieces(form) if not any(p in t for t in shown))
         self._runtime = runtime
 
     @classmethod
     def for_config(cls, config: Config, *, runtime: RuntimeSecrets | None = RUNTIME) -> Redactor:
         values: list[str] = []
         basic: list[tuple[str, str]] = []
+        public: list[str] = []
         for source in config.sources:
             secrets = _secrets_of(source)
             values += secrets
             users = [*_basic_users(source), *secrets]  # OAuth 1.0a pairs one secret with another
             basic += [(user, secret) for user in users for secret in secrets if user != secret]
-        return cls(values, basic=basic, runtime=runtime)
+            public += _public_text(source)
+        return cls(values, basic=basic, runtime=runtime, public=public)
 
     def __call__(self, text: str) -> str:
         runtime = self._runtime
@@ -232,6 +238,18 @@ def _secrets_of(source: SourceConfig) -> list[str]:
         if isinstance(value, SecretStr):
             values.append(value.get_secret_value())
     return values
+
+
+def _public_text(source: SourceConfig) -> list[str]:
+    """The source's values that are no secret (its name, ids, URLs), as they are shown."""
+    out = []
+    for name in type(source).model_fields:
+        value = getattr(source, name)
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, list | tuple):
+            out += [v for v in value if isinstance(v, str)]
+    return out
 
 
 def _basic_users(source: SourceConfig) -> list[str]:
