@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from aht_exporter import __version__
 from aht_exporter.clock import SystemClock
@@ -57,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the config, print it with secrets redacted, and exit",
     )
     mode.add_argument("--once", action="store_true", help="poll every source once, print the exposition, exit")
+    mode.add_argument(
+        "--probe",
+        action="store_true",
+        help="poll every source once and report what the vendor sent and what would be exported; "
+        "exit 0 when every source looks sane, 1 otherwise",
+    )
+    p.add_argument(
+        "--record",
+        metavar="DIR",
+        help="with --probe: also write each vendor reply, redacted, under DIR/<source>/ (for test fixtures)",
+    )
     p.add_argument("--demo", action="store_true", help="run against the built-in provider simulators")
     p.add_argument(
         "--demo.fault",
@@ -87,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.demo_fault and not args.demo:
         print("aht-exporter: --demo.fault needs --demo", file=sys.stderr)
         return EXIT_USAGE
+    if args.record and not args.probe:
+        print("aht-exporter: --record needs --probe", file=sys.stderr)
+        return EXIT_USAGE
     if args.demo:
         if args.config_file:
             print(
@@ -110,6 +125,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.once:
         return asyncio.run(run_once(config))
+    if args.probe:
+        return asyncio.run(run_probe(config, args.record))
     return asyncio.run(serve(config, args.listen, args.web))
 
 
@@ -135,6 +152,8 @@ async def _run_demo(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.once:
             return await run_once(config)
+        if args.probe:
+            return await run_probe(config, args.record)
         log.info("demo: simulators running", extra={n: s.base_url for n, s in demo.simulators.items()})
         # The simulators stop inside serve's shutdown budget, not after it: a simulator still holding a
         # request the exporter gave up on must not push the exit past the SPEC's 10 s.
@@ -156,6 +175,12 @@ async def run_once(config: Config) -> int:
     sys.stdout.buffer.write(rendered.text)
     sys.stdout.buffer.flush()
     return EXIT_OK if ok else EXIT_FAILURE
+
+
+async def run_probe(config: Config, record: str | None) -> int:
+    from aht_exporter import probe
+
+    return await probe.run_probe(config, sys.stdout, record=Path(record) if record else None)
 
 
 async def serve(

@@ -111,8 +111,9 @@ def _longest_first(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(values), key=len, reverse=True))
 
 
-def mask(text: str, literals: Iterable[str], pieces: Collection[Collection[str]]) -> str:
-    """`text` with each literal replaced, then every run covered by a known FRAGMENT-long piece."""
+def mask(text: str, literals: Iterable[str], pieces: Collection[Collection[str]], public: Collection[str] = ()) -> str:
+    """`text` with each literal replaced, then every run covered by a known FRAGMENT-long piece that is not
+    also a piece of the config's `public` text."""
     for literal in literals:
         if literal in text:
             text = text.replace(literal, MASK)
@@ -121,7 +122,7 @@ def mask(text: str, literals: Iterable[str], pieces: Collection[Collection[str]]
     spans: list[list[int]] = []
     for i in range(len(text) - FRAGMENT + 1):
         piece = text[i : i + FRAGMENT]
-        if any(piece in known for known in pieces):
+        if any(piece in known for known in pieces) and piece not in public:
             if spans and i <= spans[-1][1]:
                 spans[-1][1] = i + FRAGMENT
             else:
@@ -205,9 +206,10 @@ class Redactor:
         # Longest first, so a secret that contains another is masked whole.
         self._literals = _longest_first(every)
         # A piece that the config's own public text holds (a source name, a user name, a URL) tells nothing
-        # of the secret, and masking it would garble every log line that names that source.
-        shown = tuple(public)
-        self._pieces = frozenset(p for form in every for p in _pieces(form) if not any(p in t for t in shown))
+        # of a secret, configured or sent at run time (Ozonetel's apiKey header), and masking it would garble
+        # every log line that names that source.
+        self._public = frozenset(t[i : i + FRAGMENT] for t in public for i in range(len(t) - FRAGMENT + 1))
+        self._pieces = frozenset(p for form in every for p in _pieces(form) if p not in self._public)
         self._runtime = runtime
 
     @classmethod
@@ -228,7 +230,7 @@ class Redactor:
         if runtime is None:
             return mask(text, self._literals, (self._pieces,))
         text = mask(text, self._literals, ())
-        return mask(text, runtime.literals, (self._pieces, runtime.pieces))
+        return mask(text, runtime.literals, (self._pieces, runtime.pieces), self._public)
 
 
 def _secrets_of(source: SourceConfig) -> list[str]:

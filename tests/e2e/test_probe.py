@@ -22,6 +22,7 @@ from aht_exporter.clock import SystemClock
 from aht_exporter.config import Config, build_config
 from aht_exporter.demo import Demo
 from aht_exporter.probe import run_probe
+from tests.e2e.test_cli import run
 
 
 @pytest_asyncio.fixture
@@ -289,3 +290,27 @@ def _days_later(value: Any, days: int) -> Any:
 
     moved = datetime.fromisoformat(str(value).replace("Z", "+00:00")) + timedelta(days=days)
     return moved.isoformat().replace("+00:00", "Z")
+
+
+def test_the_cli_probes_the_demo_records_and_exits_0(tmp_path: Path) -> None:
+    done = run("--demo", "--probe", f"--record={tmp_path}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    names = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("source ")]
+    assert names == ["demo-genesys", "demo-genesys-agents", "demo-koreai", "demo-liveperson", "demo-ozonetel"]
+    assert done.stdout.rstrip().endswith("probe: 5 of 5 sources look sane")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert "<redacted>" not in done.stderr, "no public name is masked in the logs"
+
+
+def test_the_cli_refuses_record_without_probe() -> None:
+    done = run("--demo", "--record=/tmp/x")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "aht-exporter: --record needs --probe"
+
+
+def test_the_cli_probe_exits_1_when_a_source_fails(tmp_path: Path) -> None:
+    done = run("--demo", "--probe", "--demo.fault=koreai:503")
+    assert done.returncode == 1
+    assert "look at demo-koreai" in done.stdout
+    assert "warning: the poll failed: POST /agentassist/" in done.stdout
