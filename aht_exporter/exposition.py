@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from prometheus_client.utils import floatToGoString
 
 from aht_exporter import __version__
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import REPLACEMENT, Field, Labels, clean_text
+from aht_exporter.model import Field, Labels, clean_text, utf8
 from aht_exporter.store import Snapshot
 
 log = logging.getLogger(__name__)
@@ -120,18 +119,9 @@ def _escape_label_value(value: str) -> str:
     return value
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def encode(text: str) -> bytes:
-    """UTF-8, never an error: a lone surrogate (which UTF-8 cannot hold) becomes U+FFFD.
-
-    The store cleans every label value as it enters (model.clean_text); this is the last line of defence,
-    so that no value that slipped past it can fail a render."""
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        return _SURROGATE.sub(REPLACEMENT, text).encode()
+# UTF-8, never an error. The store cleans every label value as it enters (model.clean_text); this is the last
+# line of defence, so that no value that slipped past it can fail a render.
+encode = utf8
 
 
 def _family_header(name: str, help_text: str) -> bytes:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from aht_exporter.model import well_formed
+
 Redact = Callable[[str], str]
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
@@ -36,16 +38,6 @@ def _text(value: object) -> str:
         return str(value)
     except Exception:  # an object whose __str__ fails still leaves a trace on the line
         return f"<unprintable {type(value).__name__}>"
-
-
-def _well_formed(text: str) -> str:
-    """`text` as UTF-8 can hold it: each lone UTF-16 surrogate (JSON's `\\ud800` escapes make them) becomes
-    U+FFFD; a high and low surrogate side by side become the character they encode."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
 
 
 def _message(record: logging.LogRecord) -> str:
@@ -77,7 +69,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 def _clean(value: object, redact: Redact) -> object:
     """Redact before encoding: logfmt and JSON escape quotes and backslashes, which would hide a secret
     containing one from a pass over the encoded line. Anything not a number goes through its text, well
-    formed (`_well_formed`); a float JSON cannot hold (NaN, infinities) too."""
+    formed (`well_formed`); a float JSON cannot hold (NaN, infinities) too."""
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float) and math.isfinite(value):
@@ -85,8 +77,8 @@ def _clean(value: object, redact: Redact) -> object:
     if isinstance(value, list | tuple):
         return [_clean(v, redact) for v in value]
     if isinstance(value, dict):
-        return {_well_formed(redact(_text(k))): _clean(v, redact) for k, v in value.items()}
-    return _well_formed(redact(_text(value)))
+        return {well_formed(redact(_text(k))): _clean(v, redact) for k, v in value.items()}
+    return well_formed(redact(_text(value)))
 
 
 class _LineFormatter(logging.Formatter):
@@ -104,7 +96,7 @@ class _LineFormatter(logging.Formatter):
                     "level": "error",
                     "logger": __name__,
                     "msg": "a log line could not be written",
-                    "of_logger": _well_formed(record.name),
+                    "of_logger": well_formed(record.name),
                     "error": type(exc).__name__,
                 }
             )
@@ -128,7 +120,7 @@ def _logfmt_escape(match: re.Match[str]) -> str:
 
 
 def _logfmt_value(value: object) -> str:
-    text = _well_formed(_text(value))
+    text = well_formed(_text(value))
     if text and not _LOGFMT_QUOTED.search(text):
         return text
     return '"' + _LOGFMT_ESCAPED.sub(_logfmt_escape, text) + '"'

@@ -42,6 +42,25 @@ def clean_text(text: str, limit: int = MAX_LABEL_VALUE) -> str:
     return f"{cleaned[: limit - 1 - 2 * _DIGEST]}…{digest}"
 
 
+def well_formed(text: str) -> str:
+    """`text` as UTF-8 can hold it: each lone UTF-16 surrogate (JSON's `\\ud800` escapes make them) becomes
+    U+FFFD; a high and low surrogate side by side become the character they encode. For every text that
+    leaves the process (label values, pages, log lines), so that none can fail to encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def utf8(text: str) -> bytes:
+    """`text` in UTF-8, never an error (see `well_formed`)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return well_formed(text).encode("utf-8")
+
+
 def clean_labels(labels: Labels) -> Labels:
     """Every value of a label set through `clean_text` (the same object back when nothing changes)."""
     if all(len(v) <= MAX_LABEL_VALUE and v.isprintable() for _, v in labels):

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from aht_exporter import __version__
 from aht_exporter.logs import NOISY_INTERVAL
+from aht_exporter.model import utf8
 from aht_exporter.scheduler import Exporter
 from aht_exporter.webconfig import BasicAuth, Handler, WebConfig, auth_middleware, response_headers
 
@@ -45,18 +46,9 @@ limit; under a limit below twice this, half the limit is kept instead (see `conn
 BACKLOG = 128  # connections the kernel queues before accept, and the most accepted at one wake-up
 
 
-def _utf8(text: str) -> bytes:
-    """UTF-8, never an error: a lone UTF-16 surrogate (a vendor's error text can hold one, from a JSON
-    `\\ud800` escape) becomes U+FFFD."""
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
-
-
 def text_response(text: str, *, status: int = 200, content_type: str = "text/plain") -> web.Response:
     """A text response that cannot fail to encode (aiohttp's `text=` raises on a lone surrogate)."""
-    return web.Response(status=status, body=_utf8(text), content_type=content_type, charset="utf-8")
+    return web.Response(status=status, body=utf8(text), content_type=content_type, charset="utf-8")
 
 
 def wants_openmetrics(accept: str) -> bool:
