@@ -233,6 +233,11 @@ def health_families(healths: Sequence[SourceHealth]) -> Iterator[Metric]:
         'Provider responses that said "slow down" (429 or the provider\'s own form).',
         labels=names,
     )
+    tokens = CounterMetricFamily(
+        "aht_exporter_tokens_issued",
+        "Access tokens the provider's token endpoint issued to this source (Ozonetel allows 10 an hour per account).",
+        labels=names,
+    )
     dropped = CounterMetricFamily(
         "aht_exporter_series_dropped", "Data series dropped by the source's max_series limit.", labels=names
     )
@@ -249,8 +254,9 @@ def health_families(healths: Sequence[SourceHealth]) -> Iterator[Metric]:
         for status in sorted(h.api_requests):
             requests.add_metric([*key, status], float(h.api_requests[status]))
         limited.add_metric(key, float(h.rate_limited))
+        tokens.add_metric(key, float(h.tokens_issued))
         dropped.add_metric(key, float(h.series_dropped))
-    yield from (up, last, data_end, duration, polls, requests, limited, dropped)
+    yield from (up, last, data_end, duration, polls, requests, limited, tokens, dropped)
     info = GaugeMetricFamily("aht_exporter_build_info", "Build information; value 1.", labels=["version"])
     info.add_metric([__version__], 1.0)
     yield info

@@ -26,6 +26,7 @@ class SourceHealth:
     polls: Counter[str] = field(default_factory=Counter)
     api_requests: Counter[str] = field(default_factory=Counter)
     rate_limited: int = 0
+    tokens_issued: int = 0  # tokens the vendor issued to this source (Ozonetel caps them at 10 an hour)
     series_dropped: int = 0
     series: int = 0
     duration_buckets: list[int] = field(default_factory=lambda: [0] * len(POLL_DURATION_BUCKETS))
@@ -38,6 +39,10 @@ class SourceHealth:
 
     def count_rate_limited(self) -> None:
         self.rate_limited += 1
+
+    def count_token_issued(self) -> None:
+        """One access token the provider's token endpoint issued (ClientCredentialsAuth's `on_token`)."""
+        self.tokens_issued += 1
 
     @property
     def stale(self) -> bool:

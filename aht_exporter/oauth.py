@@ -7,6 +7,9 @@ sure two polls never refresh at once.
 A token endpoint's reply is made to carry a credential: its error texts are scrubbed of what the request
 sent (the Basic header, the form body's secret) and of anything that looks like a token, and a token,
 once issued, is known to the runtime-secrets registry before it is first sent.
+
+Each token issued is reported to `on_token` (the source's `SourceHealth.count_token_issued`), so that
+`aht_exporter_tokens_issued_total` shows how often a source asks for a new one.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ class ClientCredentialsAuth(httpx.Auth):
         default_lifetime: float = 3600.0,
         monotonic: Callable[[], float] = time.monotonic,
         runtime_secrets: RuntimeSecrets = RUNTIME,
+        on_token: Callable[[], None] | None = None,
     ) -> None:
         self._token_request = token_request
+        self._on_token = on_token
         self._runtime_secrets = runtime_secrets
         self._error_text = error_text
         self._default_lifetime = default_lifetime
@@ -94,6 +99,8 @@ class ClientCredentialsAuth(httpx.Auth):
         self._runtime_secrets.add(token)
         self._token = token
         self.generations += 1
+        if self._on_token is not None:  # once per token issued: a refused or unusable reply issued none
+            self._on_token()
         # Refresh a little before expiry: a tenth of the lifetime, at most five minutes.
         self._refresh_at = self._monotonic() + lifetime - min(300.0, lifetime / 10)
 

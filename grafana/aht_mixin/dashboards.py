@@ -12,7 +12,13 @@ from typing import Any
 
 from . import grafana as g
 from .promql import aht, averages_only, grouped_by, indent, selector, summed, with_name
-from .rules import DASHBOARD_HEALTH, DASHBOARD_OVERVIEW, DATA_AGE_DEFAULTS
+from .rules import (
+    DASHBOARD_HEALTH,
+    DASHBOARD_OVERVIEW,
+    DATA_AGE_DEFAULTS,
+    OZONETEL_TOKENS_PER_HOUR,
+    TOKEN_BUDGET_WARN,
+)
 
 # --- AHT overview ----------------------------------------------------------------------------------
 
@@ -266,6 +272,8 @@ def health_panels() -> list[g.Panel]:
     # `or ... * 0`: a source whose every request succeeded has no non-2xx series; show it as 0, not as nothing.
     not_2xx = f"(\n  {failed}\n  or {all_requests} * 0\n)\n/ ({all_requests} > 0)"
     duration = "aht_exporter_poll_duration_seconds"
+    # Not filtered by source: the sources of one Ozonetel account share its token budget.
+    ozonetel_tokens = selector("aht_exporter_tokens_issued_total", [H[0], 'provider="ozonetel"'])
 
     def quantile(q: str) -> str:
         return f"histogram_quantile({q}, sum by (source, le) (rate({selector(f'{duration}_bucket', H)}[1h])))"
@@ -388,6 +396,24 @@ def health_panels() -> list[g.Panel]:
             "(AhtExporterSeriesDropped). Any value above 0 means that source's sums are incomplete.",
             g.targets((_increase("aht_exporter_series_dropped_total", ["source"], "1h"), "{{source}}")),
             unit="short",
+        ),
+        g.timeseries(
+            "Tokens issued in the last hour",
+            "Access tokens the providers' token endpoints issued in the last hour. Per exporter, all its Ozonetel "
+            "sources together, whatever the Source picker says: sources of one Ozonetel account share one token, "
+            f"and Ozonetel issues {OZONETEL_TOKENS_PER_HOUR} an hour per account (dashed: AhtExporterTokenBudget "
+            f"fires at {TOKEN_BUDGET_WARN}). Per source, every provider: a source that keeps getting new tokens "
+            "has them refused or expiring early.",
+            g.targets(
+                (
+                    f"sum without (source) (\n  increase({ozonetel_tokens}[1h])\n)",
+                    "{{instance}}: Ozonetel, all sources",
+                ),
+                (_increase("aht_exporter_tokens_issued_total", ["source"], "1h"), "{{source}}"),
+            ),
+            unit="short",
+            width=24,
+            threshold_line=TOKEN_BUDGET_WARN,
         ),
         g.row("Scrape"),
         g.timeseries(

@@ -67,7 +67,9 @@ def timeseries(
     bars: bool = False,
     overrides: list[dict[str, Any]] | None = None,
     min_zero: bool = True,
+    threshold_line: float | None = None,
 ) -> Panel:
+    """`threshold_line`: a dashed red line at that value (an alert's threshold that is a number, not a series)."""
     p = _panel("timeseries", title, description, tgts, width, height)
     custom: dict[str, Any] = {
         "drawStyle": "bars" if bars else "line",
@@ -82,12 +84,16 @@ def timeseries(
     }
     if min_zero:
         custom["axisSoftMin"] = 0
+    steps: tuple[tuple[float | None, str], ...] = GREEN
+    if threshold_line is not None:
+        custom["thresholdsStyle"] = {"mode": "dashed"}
+        steps = (*GREEN, (threshold_line, "red"))
     p["fieldConfig"] = {
         "defaults": {
             "unit": unit,
             "color": {"mode": "palette-classic"},
             "custom": custom,
-            "thresholds": _thresholds(*GREEN),
+            "thresholds": _thresholds(*steps),
         },
         "overrides": overrides or [],
     }

@@ -76,6 +76,19 @@ RATE_LIMIT_FOR = "1h"
 """Longer than RATE_LIMIT_RANGE, so one burst (true for one range after it) never fires: the provider
 must have rate-limited the source again within every 45 minutes, for an hour."""
 
+OZONETEL_TOKENS_PER_HOUR = 10
+"""Ozonetel issues at most this many tokens an hour per account, and each new one cancels the account's
+previous token (docs/providers/ozonetel.md); the exporter itself refuses to generate one more."""
+
+TOKEN_BUDGET_WARN = 8
+"""AhtExporterTokenBudget fires at this many tokens in an hour: two before the cap. A healthy account needs
+one or two an hour (a token serves 55 minutes)."""
+
+TOKEN_BUDGET_THRESHOLD = TOKEN_BUDGET_WARN - 0.5
+"""`increase()` extrapolates to the ends of its range: 7 tokens read up to 7 * 60 / (60 - scrape interval in
+minutes), 7.06 at a 30s scrape, and 8 tokens read 8 or a little more. Halfway between tells the two apart at
+any scrape interval under 4 minutes."""
+
 DATA_AGE_FOR = "2m"
 """How long data must stay past its threshold before AhtExporterDataStale fires. Data that is exactly one
 bucket late (one failed poll of a 5-minute-bucket source; every poll of a source whose `every` is longer
@@ -305,6 +318,27 @@ ALERTS: tuple[Alert, ...] = (
             "because it has more label sets than its max_series. Its sums and AHT are incomplete."
         ),
         panel="Series dropped by max_series",
+    ),
+    Alert(
+        name="AhtExporterTokenBudget",
+        # Summed over the sources of each exporter, not per source: sources of one Ozonetel account (api_url,
+        # user_name) share one token, counted on whichever source's poll generated it, so per source an
+        # account's spend is split and 8 could hide as 4 + 4. The series carry no account: the exporter is
+        # the smallest group that holds every source of an account (docs/alerts.md says why, and the limit).
+        query='sum without (source) (\n  increase(aht_exporter_tokens_issued_total{provider="ozonetel"}[1h])\n)',
+        op=">",
+        threshold=TOKEN_BUDGET_THRESHOLD,
+        severity="warning",
+        summary="Ozonetel tokens near the hourly cap: job {{ $labels.job }}, instance {{ $labels.instance }}",
+        description=(
+            f'The Ozonetel sources of this exporter generated {{{{ printf "%.0f" {VALUE} }}}} access tokens in the '
+            f"last hour. Ozonetel issues at most {OZONETEL_TOKENS_PER_HOUR} an hour per account and each new one "
+            f"cancels the account's previous token; at {OZONETEL_TOKENS_PER_HOUR} the exporter generates no more, "
+            "and its Ozonetel polls fail until the oldest is an hour old. Sources of one account share one token, "
+            "counted on whichever source generated it, so every Ozonetel source of the exporter is summed (with "
+            "several accounts, their total). A healthy account needs one or two an hour."
+        ),
+        panel="Tokens issued in the last hour",
     ),
     Alert(
         name="AhtAboveThreshold",

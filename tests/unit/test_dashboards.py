@@ -191,9 +191,20 @@ def test_health_dashboard_covers_every_health_metric() -> None:
         "sum by (source, status) (increase(aht_exporter_api_requests_total",
         "aht_exporter_rate_limited_total",
         "aht_exporter_series_dropped_total",
+        'sum without (source) (\n  increase(aht_exporter_tokens_issued_total{job=~"$job", provider="ozonetel"}[1h])',
+        "sum by (source) (increase(aht_exporter_tokens_issued_total",
         "aht_exporter_build_info",
     ):
         assert name in text, name
+
+
+def test_the_tokens_panel_draws_the_token_budget_alert_at_8() -> None:
+    tokens = panel(HEALTH, "Tokens issued in the last hour")
+    defaults = tokens["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"] == {"mode": "dashed"}
+    assert [s["value"] for s in defaults["thresholds"]["steps"]] == [None, rules.TOKEN_BUDGET_WARN]
+    # The per-exporter line is the alert's sum: not narrowed to the picked sources.
+    assert "$source" not in tokens["targets"][0]["expr"]
 
 
 def test_every_metric_queried_is_in_the_readme_metric_table_or_a_rule() -> None:

@@ -90,6 +90,7 @@ def test_health_metrics_are_all_present() -> None:
     assert series[("aht_exporter_api_requests_total", key(status="200"))] == 1
     assert series[("aht_exporter_api_requests_total", key(status="error"))] == 1
     assert series[("aht_exporter_rate_limited_total", key())] == 1
+    assert series[("aht_exporter_tokens_issued_total", key())] == 0
     assert series[("aht_exporter_series_dropped_total", key())] == 0
     assert series[("aht_exporter_poll_duration_seconds_count", key())] == 2
     assert series[("aht_exporter_poll_duration_seconds_sum", key())] == 12.3
@@ -115,3 +116,28 @@ def test_openmetrics_and_gzip_bodies_say_the_same() -> None:
     assert families["aht_seconds"].type == "gauge"
     assert rendered.body(openmetrics=True, gzipped=False) == (rendered.openmetrics_parts, OPENMETRICS_CONTENT_TYPE)
     assert rendered.body(openmetrics=False, gzipped=True) == (rendered.text_gzip_parts, TEXT_CONTENT_TYPE)
+
+
+TOKENS_HELP = (
+    "Access tokens the provider's token endpoint issued to this source (Ozonetel allows 10 an hour per account)."
+)
+
+
+def test_tokens_issued_are_a_counter_per_source_in_both_formats() -> None:
+    ozonetel, genesys = SourceHealth("oz-in", "ozonetel", 3), SourceHealth("g1", "genesys", 3)
+    for _ in range(2):
+        ozonetel.count_token_issued()
+    rendered = render([SourceView(ozonetel, None), SourceView(genesys, None)])
+    samples_lines = (
+        'aht_exporter_tokens_issued_total{provider="ozonetel",source="oz-in"} 2.0\n'
+        'aht_exporter_tokens_issued_total{provider="genesys",source="g1"} 0.0\n'
+    )
+    text = (
+        f"# HELP aht_exporter_tokens_issued_total {TOKENS_HELP}\n"
+        "# TYPE aht_exporter_tokens_issued_total counter\n" + samples_lines
+    )
+    openmetrics = (
+        f"# HELP aht_exporter_tokens_issued {TOKENS_HELP}\n# TYPE aht_exporter_tokens_issued counter\n" + samples_lines
+    )
+    assert text in rendered.text.decode()
+    assert openmetrics in rendered.openmetrics.decode()

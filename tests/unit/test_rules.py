@@ -142,6 +142,18 @@ def test_aht_is_recorded_as_a_ratio_of_sums_keeping_source_provider_and_window()
         assert expr.startswith(f"{level}:aht_handle_time_seconds:sum\n  / ({level}:aht_contacts_handled:sum > 0)")
 
 
+def test_the_token_budget_sums_every_ozonetel_source_of_an_exporter_and_fires_at_8() -> None:
+    """Sources of one Ozonetel account share one token, counted on whichever source generated it: per source,
+    an account's 8 could read 4 and 4. The sum keeps job, instance and every other target label."""
+    rule = alert_rules()["AhtExporterTokenBudget"]
+    assert rule["expr"] == (
+        'sum without (source) (\n  increase(aht_exporter_tokens_issued_total{provider="ozonetel"}[1h])\n) > 7.5'
+    )
+    assert rules.TOKEN_BUDGET_WARN == 8 < rules.OZONETEL_TOKENS_PER_HOUR == 10
+    assert rules.TOKEN_BUDGET_WARN - 1 < rules.TOKEN_BUDGET_THRESHOLD < rules.TOKEN_BUDGET_WARN
+    assert "for" not in rule and rule["labels"] == {"severity": "warning"}
+
+
 @pytest.mark.parametrize("name", ["aht-thresholds.rules.yml", "demo-thresholds.rules.yml"])
 def test_thresholds_files_hold_only_constant_thresholds(name: str) -> None:
     for rule in load(PROM / name)["groups"][0]["rules"]:
