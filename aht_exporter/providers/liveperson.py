@@ -1,6 +1,7 @@
 """LivePerson: the Engagement Activity API (`engactivity`), in seconds, per 5-minute interval.
 
-Vendor facts (providers.md, seed 002; developers.liveperson.com):
+Vendor facts, with their tags and sources, are in docs/providers/liveperson.md; the Engagement Activity page is
+https://developers.liveperson.com/data-operational-realtime-engagement-activity.html ("the page" below).
 - [doc] `GET https://{domain}/operations/api/account/{account}/engactivity?timeframe=&v=1&interval=&skillIds=&agentIds=`.
   `timeframe` is minutes back from the vendor's now, at most 1440; `interval` (minutes, at least 5) must
   divide the timeframe, else 400.
@@ -8,14 +9,14 @@ Vendor facts (providers.md, seed 002; developers.liveperson.com):
   interval's `timestamp` is its END, UTC ms. The newest interval is rounded up past now and still filling.
   Intervals are counted back from that rounded-up end, so only `interval=5` gives the UTC-aligned 5-minute
   buckets the store keeps: it is our bucket, and every request asks for it.
-- [doc, seed 002] Blocks by request: no ids -> `metricsTotals`; `skillIds` ->
+- [doc] Blocks by request (the page's examples): no ids -> `metricsTotals`; `skillIds` ->
   `skillsMetricsPerAgent.metricsPerSkill[skill].{metricsPerAgent[agent], metricsTotals}` + `metricsTotals`;
   `agentIds` -> `agentsMetrics.{metricsPerAgent[agent], metricsTotals}`; with `interval`, the same per
-  `metricsByIntervals[].metricsData`. Ids are string keys; skills and agents without data are left out;
-  `-1` is the unassigned skill.
-- [sample] Intervals without data are still listed, with zero totals (seed 002): an interval missing from
-  the reply means the timeframe fell short, not that it was empty.
-- [sample] With both `skillIds` and `agentIds`, the skills block holds only the requested agents (seed 002,
+  `metricsByIntervals[].metricsData`. Ids are string keys; skills and agents without data are left out.
+- [unverified] `-1` as the "no skill" id: the page never mentions it; it is read like any other id.
+- [sample] Intervals without data are still listed, with zero totals (the page's interval examples): an
+  interval missing from the reply means the timeframe fell short, not that it was empty.
+- [sample] With both `skillIds` and `agentIds`, the skills block holds only the requested agents (the page's
   second example); we still filter by both lists ourselves rather than rely on it.
 - [doc] `totalHandlingTime`: seconds spent handling the interactive chats; `totalInteractiveChats`: interactive
   chats closed. Non-interactive chats (`totalNonInteractiveChats`, `nonInteractiveTotalHandlingTime`) are
@@ -23,7 +24,8 @@ Vendor facts (providers.md, seed 002; developers.liveperson.com):
 - [doc] The domain comes from the Domain API (CSDS), service `leDataReporting` (and `sentinel` for OAuth 2.0).
 - [doc] Over the concurrency limit the API answers 429 with no `Retry-After`; LivePerson's retry policy asks
   for at least 1 s before a retry, which the shared RetryPolicy's first wait (1 s plus up to 1 s of jitter) meets.
-- [unverified] Whether engactivity accepts the OAuth 2.0 sentinel token: hence `auth: oauth1` as well.
+- [unverified] Whether engactivity accepts the OAuth 2.0 sentinel token: a refusal (401 after the one refresh,
+  or 403) fails the poll saying which `token_version` or `auth` to try next (`refused_token_advice`).
 - [unverified] The error body format: `error_text` reads the common shapes and falls back to the raw text.
 """
 
@@ -48,7 +50,14 @@ from aht_exporter.httpclient import ApiClient, Sleep, json_body
 from aht_exporter.model import MAX_COUNT, MAX_SECONDS, Bucket, Field, Labels, ProviderError, figure, out_of_range
 from aht_exporter.oauth import ClientCredentialsAuth
 from aht_exporter.providers.base import Provider
-from aht_exporter.providers.liveperson_auth import TOKEN_LIFETIME, OAuth1Auth, sentinel_token_request
+from aht_exporter.providers.liveperson_auth import (
+    DEFAULT_TOKEN_VERSION,
+    TOKEN_LIFETIME,
+    OAuth1Auth,
+    TokenVersion,
+    refused_token_advice,
+    sentinel_token_request,
+)
 from aht_exporter.timebuckets import Duration, isoformat_z
 
 log = logging.getLogger(__name__)
@@ -68,7 +77,7 @@ MEDIA_TYPE = "chat"
 FIELDS = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED})
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
-_ID_RE = re.compile(r"^-?\d+$")  # [doc] skill and agent ids are longs; -1 is the unassigned skill
+_ID_RE = re.compile(r"^-?\d+$")  # [doc] skill and agent ids are longs; -1 ("no skill") [unverified] is one too
 
 GroupLabel = Literal["queue", "agent"]
 DEFAULT_GROUP_BY: tuple[GroupLabel, ...] = ("queue",)
@@ -109,6 +118,8 @@ class LivePersonConfig(SourceConfig):
     csds_url: str = "https://api.liveperson.net"
     sentinel_url: str | None = None
     auth: Literal["oauth2", "oauth1"] = "oauth2"
+    # Which sentinel token request to make (liveperson_auth.TOKEN_REQUESTS); V2 unless told otherwise.
+    token_version: TokenVersion = DEFAULT_TOKEN_VERSION
     client_id: str | None = None
     client_secret: SecretStr | None = None
     consumer_key: SecretStr | None = None
@@ -153,6 +164,8 @@ class LivePersonConfig(SourceConfig):
         for key in unwanted:
             if getattr(self, key) is not None:
                 yield key, f"does not apply to auth: {self.auth}"
+        if self.auth == "oauth1" and "token_version" in self.model_fields_set:
+            yield "token_version", "does not apply to auth: oauth1"
 
 
 def timeframe_needed(span: int, every: int, delay: int) -> int:
@@ -387,7 +400,7 @@ def error_text(response: httpx.Response) -> str:
     if isinstance(body, dict):
         message = vendor_message(body)
         if message:
-            return message[:300]
+            return " ".join(message.split())[:300]  # one line, whatever the vendor's JSON string held
     text = response.text.strip().replace("\n", " ")[:300]
     return text or response.reason_phrase
 
@@ -421,8 +434,12 @@ class LivePersonProvider(Provider):
             assert config.consumer_key and config.consumer_secret and config.token and config.token_secret
             auth = OAuth1Auth(config.consumer_key, config.consumer_secret, config.token, config.token_secret)
         else:
+            # Each token counted (aht_exporter_tokens_issued_total): a refusing engactivity shows as one a poll.
             auth = self.token_auth = ClientCredentialsAuth(
-                self._token_request, error_text=error_text, default_lifetime=TOKEN_LIFETIME
+                self._token_request,
+                error_text=error_text,
+                default_lifetime=TOKEN_LIFETIME,
+                on_token=health.count_token_issued,
             )
         return ApiClient(
             counter=health,
@@ -438,7 +455,7 @@ class LivePersonProvider(Provider):
         sentinel = cfg.sentinel_url or self._cached(SENTINEL_SERVICE)
         if sentinel is None or cfg.client_id is None or cfg.client_secret is None:
             raise ProviderError("sentinel token: the sentinel domain is not known yet")  # fetch resolves it first
-        return sentinel_token_request(sentinel, cfg.account_id, cfg.client_id, cfg.client_secret)
+        return sentinel_token_request(sentinel, cfg.account_id, cfg.client_id, cfg.client_secret, cfg.token_version)
 
     @property
     def fields(self) -> frozenset[Field]:
@@ -456,8 +473,17 @@ class LivePersonProvider(Provider):
         except ProviderError as exc:
             if exc.status in (None, 404) and self._domains:
                 self._domains.clear()  # maybe the account moved: look the domains up again next poll
+            if cfg.auth == "oauth2" and self._refused_by_engactivity(exc, url):
+                # Sentinel issued the token (its own refusals read "token request failed"), the auth flow has
+                # already fetched a new one once on a 401, and engactivity still says no: no token will do.
+                raise ProviderError(f"{exc}: {refused_token_advice(cfg.token_version)}", status=exc.status) from None
             raise
         return parse_engactivity(json_body(response, "engactivity"), self.selection, start, end)
+
+    @staticmethod
+    def _refused_by_engactivity(exc: ProviderError, url: str) -> bool:
+        """A 401 or 403 answered by engactivity itself, not by sentinel to a token request made on its way."""
+        return exc.status in (401, 403) and str(exc).startswith(f"GET {httpx.URL(url).path}: HTTP {exc.status}: ")
 
     async def _api_url(self) -> str:
         cfg = self.lconfig

@@ -1,22 +1,41 @@
 """A loopback LivePerson: the Domain API (CSDS), the sentinel token endpoint, and engactivity.
 
-It serves a `Workload`'s chats the way LivePerson documents engactivity (providers.md, seed 002), so the
-LivePerson provider and the whole exporter run end to end with no credentials and no internet, and a test
-can check the exported figures against `truth()`. One server answers every path; the Domain API points
-both services (`leDataReporting`, `sentinel`) back at it. Time is the injected `Clock`'s.
+It serves a `Workload`'s chats the way LivePerson documents engactivity, so the LivePerson provider and the
+whole exporter run end to end with no credentials and no internet, and a test can check the exported figures
+against `truth()`. One server answers every path; the Domain API points both services (`leDataReporting`,
+`sentinel`) back at it. Time is the injected `Clock`'s. Each fact's tag and source is in
+docs/providers/liveperson.md; each shape served comes from the page named here:
 
-What it models, and how:
-- Chats are the workload's contacts of `chat_media_types`; an answered one is an interactive chat closed
+- Domain API, `{service, account, baseURI}`:
+  https://developers.liveperson.com/essential-resources-getting-started-with-authentication.html [doc]
+- Sentinel token, both versions (https://developers.liveperson.com/oauth-2-0-client-credentials.html) [doc]:
+  V2 at `/sentinel/api/v2/account/{account}/app/token` (that page's API V2 example) or at
+  `/sentinel/api/account/{account}/app/token?v=2.0` (LivePerson's Functions client, faas-client-node
+  appJwtAuthentication.ts); V1 at the latter with `v=1.0` (and `grant_type` in the query, as
+  https://developers.liveperson.com/connector-api-authorization-and-authentication-get-appjwt.html writes it).
+  Reply `{access_token, token_type: "Bearer", expires_in}`: `expires_in` as the V2 delegated token page has it
+  (https://developers.liveperson.com/authorizing-conversational-cloud-applications-methods-delegated-token-request.html).
+  Errors in the RFC 6749 section 5.2 shape (`error`, `error_description`): the OAuth 2.0 page says sentinel
+  answers "in accordance with OAuth 2.0"; no LivePerson sample of one [unverified]. A `v` other than 1.0 or
+  2.0 on the unversioned path is a 400 [unverified].
+- engactivity (https://developers.liveperson.com/data-operational-realtime-engagement-activity.html) [doc]:
+  chats are the workload's contacts of `chat_media_types`; an answered one is an interactive chat closed
   when its after-contact work ended, handled for its handle time in whole seconds; an abandoned one is a
-  non-interactive chat of its skill, with no agent. Skills are the workload's queues and agents its
-  agents, under numeric ids (LivePerson's ids are longs [doc]) derived from theirs: see `lp_id`; one
-  answered chat in 16 has skill -1, LivePerson's "no skill" [seed 002].
+  non-interactive chat of its skill, with no agent. Skills are the workload's queues and agents its agents,
+  under numeric ids (the page: ids are longs) derived from theirs, see `lp_id`. A skill or agent without
+  data is left out of its map; with no data at all the map is `{}` and the totals still list every metric
+  as 0. One answered chat in 16 has skill -1, as a "no skill" id: [unverified] for this API (the page never
+  mentions -1; LivePerson's Connector API uses -1 as a default skill).
 - 5-minute buckets: the data starts at the bucket holding `now - timeframe` and ends at the newest
   interval, rounded up past now and still filling. Intervals are counted back from that end, the earliest
-  one holding only the remainder; every interval is listed, empty ones with zero totals. [doc, seed 002]
-- 400 for a timeframe outside 1..1440, an interval under 5 or not dividing the timeframe, a missing `v`;
-  401 for a missing, unknown or expired token or a bad OAuth 1.0a signature; 429 past `max_concurrent`
-  requests in flight (LivePerson's limit is on concurrency [doc]; its number is not published).
+  one holding only the remainder [doc]; every interval is listed, empty ones with zero totals [sample: the
+  page's interval examples].
+- 400 for a timeframe outside 1..1440, an interval under 5 or not dividing the timeframe [doc], a missing `v`
+  [doc: required]; 429 past `max_concurrent` requests in flight (the page: a concurrency limit answered with
+  429; its number is not published) [doc]; 401 for a missing, unknown or expired token, a bad OAuth 1.0a
+  signature, or a token whose sentinel version `accepted_token_versions` leaves out (whether engactivity
+  takes a V1 or a V2 token at all is [unverified]: the flag lets a test play either tenant). The bodies of
+  these errors are not documented [unverified]: `{"message", "status"}`.
 """
 
 from __future__ import annotations
@@ -28,7 +47,7 @@ import hashlib
 import math
 import secrets
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,7 +64,8 @@ from aht_exporter.simulator.faults import FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Totals, Workload, total_by_group
 
 CSDS_PATH = "/api/account/{account}/service/{service}/baseURI.json"
-TOKEN_PATH = "/sentinel/api/account/{account}/app/token"
+TOKEN_PATH = "/sentinel/api/account/{account}/app/token"  # V1 (v=1.0), or V2 with v=2.0
+TOKEN_PATH_V2 = "/sentinel/api/v2/account/{account}/app/token"
 ENGACTIVITY_PATH = "/operations/api/account/{account}/engactivity"
 SERVICES = ("leDataReporting", "sentinel")
 
@@ -61,7 +81,7 @@ DEMO_TOKEN_SECRET = "demo-token-secret"
 # documented [unverified]: a plain message, as this simulator's own errors.
 FORMS = VendorForms(
     data_paths=("/operations/api/account/",),
-    token_paths=("/sentinel/api/account/",),
+    token_paths=("/sentinel/api/",),  # both token paths
     essential_field="totalHandlingTime",
     numeric_field="totalInteractiveChats",
     error_in_200={"message": "Engagement Activity is temporarily unavailable", "status": 503},
@@ -193,7 +213,7 @@ def lp_id(workload_id: str) -> str:
     return str(int(hashlib.sha256(workload_id.encode()).hexdigest()[:12], 16))
 
 
-UNASSIGNED_SKILL = "-1"  # [doc, seed 002] chats that reached an agent without a skill
+UNASSIGNED_SKILL = "-1"  # [unverified] as engactivity's "no skill" id: the Engagement Activity page never shows it
 UNASSIGNED_SHARE = 16  # one answered chat in this many has no skill
 
 
@@ -209,7 +229,7 @@ def _skill_of(contact: Contact) -> str:
 def as_chat(contact: Contact) -> Contact:
     """A workload contact as LivePerson reports it: a `chat` with numeric skill and agent ids and a handle
     time in whole seconds. LivePerson gives no handle-time components: all of it is kept as talk time.
-    A few answered chats carry skill -1, LivePerson's "no skill", as real accounts' replies do."""
+    A few answered chats carry skill -1, as a "no skill" id [unverified for engactivity]."""
     seconds = (contact.handle_ms + 500) // 1000
     return dataclasses.replace(
         contact,
@@ -240,10 +260,15 @@ class LivePersonSimulator:
         token_lifetime: int = 3600,
         max_concurrent: int = 4,
         chat_media_types: Sequence[str] = ("chat", "message"),
+        accepted_token_versions: Collection[str] = ("1.0", "2.0"),
     ) -> None:
-        """`consumer_key=None` refuses OAuth 1.0a altogether (an account whose app keys have ended)."""
+        """`consumer_key=None` refuses OAuth 1.0a altogether (an account whose app keys have ended).
+        `accepted_token_versions`: the sentinel API versions ("1.0", "2.0") whose tokens engactivity takes;
+        sentinel issues both either way, as it would for an account whose data APIs want the other one."""
         if token_lifetime < 1 or max_concurrent < 1:
             raise ValueError("token_lifetime and max_concurrent must be positive")
+        if not set(accepted_token_versions) <= {"1.0", "2.0"}:
+            raise ValueError("accepted_token_versions holds sentinel API versions: 1.0, 2.0")
         self._workload = workload
         self._clock = clock
         self.account_id = account_id
@@ -252,11 +277,14 @@ class LivePersonSimulator:
         self._token_lifetime = token_lifetime
         self._max_concurrent = max_concurrent
         self._chat_types = frozenset(m.lower() for m in chat_media_types)
+        self._accepted_versions = frozenset(accepted_token_versions)
         self.faults = FaultInjector(FORMS)
         self.requests: Counter[str] = Counter()
         self.rate_limited = 0
         self.tokens_issued = 0
-        self._tokens: dict[str, float] = {}  # access token -> expiry (clock seconds)
+        self.tokens_by_version: Counter[str] = Counter()  # sentinel API version -> tokens issued
+        self.refused_tokens = 0  # engactivity requests refused for their token's sentinel version
+        self._tokens: dict[str, tuple[float, str]] = {}  # access token -> (expiry in clock seconds, version)
         self._nonces: deque[tuple[str, str]] = deque(maxlen=_SEEN_NONCES)
         self._in_flight = 0
         self._gate: asyncio.Event | None = None
@@ -275,7 +303,13 @@ class LivePersonSimulator:
 
     @property
     def token_path(self) -> str:
-        return TOKEN_PATH.format(account=self.account_id)
+        """Where the provider asks for a token by default (`token_version: v2`)."""
+        return self.token_path_for("v2")
+
+    def token_path_for(self, token_version: str) -> str:
+        """The token path the provider's `token_version` uses."""
+        path = TOKEN_PATH_V2 if token_version == "v2" else TOKEN_PATH
+        return path.format(account=self.account_id)
 
     def csds_path(self, service: str) -> str:
         return CSDS_PATH.format(account=self.account_id, service=service)
@@ -284,6 +318,7 @@ class LivePersonSimulator:
         app = web.Application(middlewares=[self._middleware, self.faults.middleware])
         app.router.add_get(CSDS_PATH.format(account="{account}", service="{service}"), self._csds)
         app.router.add_post(TOKEN_PATH.format(account="{account}"), self._token)
+        app.router.add_post(TOKEN_PATH_V2.format(account="{account}"), self._token)
         app.router.add_get(ENGACTIVITY_PATH.format(account="{account}"), self._engactivity)
         self._runner, self._base_url = await serve_app(app, host, port)
         return self._base_url
@@ -360,8 +395,15 @@ class LivePersonSimulator:
         return web.json_response({"service": service, "account": self.account_id, "baseURI": host})
 
     async def _token(self, request: web.Request) -> web.Response:
-        """[doc] Sentinel client credentials: grant_type in the query (or form), client id and secret in the form."""
+        """[doc] Sentinel client credentials: grant_type in the query (or form), client id and secret in the form;
+        V2 by its path, or either version by `v` on the unversioned path."""
         self._check_account(request)
+        if "/api/v2/" in request.path:
+            version = "2.0"
+        else:
+            version = request.query.get("v", "")
+            if version not in ("1.0", "2.0"):
+                raise _Reply(400, {"error": "invalid_request", "error_description": "unsupported API version"})
         form = await request.post()
         grant = request.query.get("grant_type") or form.get("grant_type")
         if grant != "client_credentials":
@@ -375,8 +417,9 @@ class LivePersonSimulator:
         ):
             raise _Reply(401, {"error": "invalid_client", "error_description": "client authentication failed"})
         token = secrets.token_urlsafe(32)
-        self._tokens[token] = self._clock.now() + self._token_lifetime
+        self._tokens[token] = (self._clock.now() + self._token_lifetime, version)
         self.tokens_issued += 1
+        self.tokens_by_version[version] += 1
         return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": self._token_lifetime})
 
     async def _engactivity(self, request: web.Request) -> web.Response:
@@ -417,10 +460,13 @@ class LivePersonSimulator:
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() == "bearer":
-            expiry = self._tokens.get(credentials.strip())
-            if expiry is not None and self._clock.now() < expiry:
-                return
-            raise _error(401, "Unauthorized: the token is invalid or expired")
+            issued = self._tokens.get(credentials.strip())
+            if issued is None or self._clock.now() >= issued[0]:
+                raise _error(401, "Unauthorized: the token is invalid or expired")
+            if issued[1] not in self._accepted_versions:
+                self.refused_tokens += 1
+                raise _error(401, f"Unauthorized: this API does not accept tokens of sentinel API {issued[1]}")
+            return
         if scheme.lower() == "oauth":
             if self._oauth1_ok(request, header):
                 return

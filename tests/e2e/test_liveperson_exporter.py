@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +13,11 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from aht_exporter.clock import FakeClock
+from aht_exporter.clock import FakeClock, SystemClock
 from aht_exporter.config import Config, build_config
 from aht_exporter.demo import demo_workload
 from aht_exporter.model import Labels
+from aht_exporter.probe import run_probe
 from aht_exporter.providers.liveperson import LivePersonConfig
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
@@ -112,7 +114,9 @@ class Stack:
         return parse_exposition(r.text)
 
 
-async def stack_for(raw_sources: Callable[[str], list[dict[str, Any]]], **sim_options: Any) -> AsyncIterator[Stack]:
+async def stack_for(
+    raw_sources: Callable[[str, LivePersonSimulator], list[dict[str, Any]]], **sim_options: Any
+) -> AsyncIterator[Stack]:
     clock = FakeClock(T0)
     sim = LivePersonSimulator(demo_workload(), clock, **sim_options)
     url = await sim.start()
@@ -394,3 +398,92 @@ async def test_faults_fail_the_poll_with_a_clear_error_and_recover(demo: Stack, 
     assert await stack.exporter.poll_all()
     if fault is Fault.RATE_LIMITED_BARE:
         assert stack.waits and min(stack.waits) >= 1.0
+
+
+# --- OAuth 2.0: which sentinel token engactivity takes (issue 13) ---------------------------------------------
+
+UP = (("provider", "liveperson"), ("source", "demo-liveperson"))
+REFUSED_V2 = (
+    "GET /operations/api/account/12345678/engactivity: HTTP 401: Unauthorized: this API does not accept tokens of "
+    "sentinel API 2.0: engactivity refused the OAuth 2.0 token from sentinel (token_version v2): try "
+    "token_version: v2-query or v1, or OAuth 1.0 keys (auth: oauth1) if your account still has them; see "
+    "docs/providers/liveperson.md"
+)
+
+
+@pytest.mark.asyncio
+async def test_the_v2_default_asks_sentinel_api_v2_on_its_path_and_a_v2_only_engactivity_takes_it() -> None:
+    async for stack in stack_for(lambda url, _: [demo_source(url)], accepted_token_versions=("2.0",)):
+        sim = stack.sim
+        assert await stack.exporter.poll_all()
+        assert sim.requests[sim.token_path_for("v2")] == 1
+        assert sim.requests[sim.token_path_for("v1")] == 0
+        assert sim.tokens_by_version == {"2.0": 1} and sim.refused_tokens == 0
+        series = await stack.scrape()
+        assert series[("aht_exporter_source_up", UP)] == 1
+        assert_matches_truth(stack, series, lp_sources(stack)[0], stack.clock.now())
+
+
+@pytest.mark.asyncio
+async def test_engactivity_refusing_the_v2_token_fails_the_poll_in_one_line_saying_what_to_try() -> None:
+    async for stack in stack_for(lambda url, _: [demo_source(url)], accepted_token_versions=("1.0",)):
+        sim = stack.sim
+        (runner,) = stack.exporter.runners
+        assert not await stack.exporter.poll_all()
+        assert runner.health.last_error == REFUSED_V2
+        assert sim.tokens_by_version == {"2.0": 2}  # the token, and the one new token the 401 earns
+        stack.clock.advance(300)
+        assert not await stack.exporter.poll_all()
+        assert sim.tokens_by_version == {"2.0": 3}  # one more a poll, never a loop
+        assert sim.refused_tokens == 4
+        series = await stack.scrape()
+        assert series[("aht_exporter_source_up", UP)] == 0
+        assert series[("aht_exporter_tokens_issued_total", UP)] == 3  # what an operator sees of it
+
+
+@pytest.mark.parametrize("token_version", ["v1", "v2-query"])
+@pytest.mark.asyncio
+async def test_each_selectable_token_version_reaches_engactivity(token_version: str) -> None:
+    version = {"v1": "1.0", "v2-query": "2.0"}[token_version]
+
+    def sources(url: str, _: LivePersonSimulator) -> list[dict[str, Any]]:
+        return [{**demo_source(url), "token_version": token_version}]
+
+    async for stack in stack_for(sources, accepted_token_versions=(version,)):
+        sim = stack.sim
+        assert await stack.exporter.poll_all()
+        assert sim.requests[sim.token_path_for(token_version)] == 1
+        assert sim.tokens_by_version == {version: 1}
+        assert_matches_truth(stack, await stack.scrape(), lp_sources(stack)[0], stack.clock.now())
+
+
+@pytest.mark.asyncio
+async def test_the_probe_reports_the_refusal_and_its_hint_leads_to_a_working_token_version() -> None:
+    """The probe's hint (`token_version` or `auth: oauth1`) must stay true: following it, the source is sane."""
+    clock = SystemClock()  # as a vendor's: the probe compares our clock with the `Date` header
+    sim = LivePersonSimulator(demo_workload(), clock, accepted_token_versions=("1.0",))
+    url = await sim.start()
+    try:
+        reports = {}
+        for token_version in ("v2", "v1"):
+            source = {**demo_source(url), "token_version": token_version}
+            out = io.StringIO()
+            rc = await run_probe(build_config({"sources": [source]}, "<probe>", {}), out, clock=clock)
+            reports[token_version] = (rc, out.getvalue())
+    finally:
+        await sim.stop()
+    rc, report = reports["v2"]
+    assert rc == 1
+    assert "auth: REFUSED (GET /operations/api/account/12345678/engactivity 401)" in report
+    assert "engactivity refused the OAuth 2.0 token from sentinel (token_version v2): try token_version: v2-query" in (
+        report
+    )
+    assert (
+        "warning: sentinel issued an OAuth 2.0 token but engactivity refused it: try the other token version "
+        "(`token_version`) or OAuth 1.0 keys (`auth: oauth1`)"
+    ) in report
+    assert "request: POST /sentinel/api/v2/account/12345678/app/token -> 200" in report
+    rc, report = reports["v1"]
+    assert rc == 0, report
+    assert "request: POST /sentinel/api/account/12345678/app/token -> 200" in report
+    assert "verdict: looks sane" in report

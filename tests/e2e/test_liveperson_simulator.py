@@ -86,6 +86,82 @@ async def test_tokens_need_the_right_client(sim: LivePersonSimulator, client: ht
     assert sim.tokens_issued == 0
 
 
+CLIENT = {"client_id": "demo-client", "client_secret": "demo-secret"}
+GRANT = {"grant_type": "client_credentials"}
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "form", "version"),
+    [
+        # [doc] API V2, the OAuth 2.0 client-credentials page's example: everything in the form body.
+        (f"/sentinel/api/v2/account/{DEMO_ACCOUNT}/app/token", {}, {**CLIENT, **GRANT}, "2.0"),
+        # [doc] API V2 as LivePerson's Functions client asks for it.
+        (f"/sentinel/api/account/{DEMO_ACCOUNT}/app/token", {"v": "2.0"}, {**CLIENT, **GRANT}, "2.0"),
+        # [doc] API V1 as the Connector API's "Get AppJWT" writes it, and as the OAuth 2.0 page does.
+        (f"/sentinel/api/account/{DEMO_ACCOUNT}/app/token", {"v": "1.0", **GRANT}, CLIENT, "1.0"),
+        (f"/sentinel/api/account/{DEMO_ACCOUNT}/app/token", {"v": "1.0"}, {**CLIENT, **GRANT}, "1.0"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_sentinel_issues_tokens_on_every_documented_request(
+    sim: LivePersonSimulator,
+    client: httpx.AsyncClient,
+    path: str,
+    query: dict[str, str],
+    form: dict[str, str],
+    version: str,
+) -> None:
+    r = await client.post(path, params=query, data=form)
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"access_token", "token_type", "expires_in"}
+    assert r.json()["token_type"] == "Bearer" and r.json()["expires_in"] == 3600
+    assert sim.tokens_by_version == {version: 1}
+    headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    assert (await engactivity(client, "timeframe=5&v=1", headers)).status_code == 200
+
+
+@pytest.mark.parametrize("query", [{}, {"v": "3.0"}, {"v": "2"}])
+@pytest.mark.asyncio
+async def test_the_unversioned_token_path_needs_a_known_version(
+    sim: LivePersonSimulator, client: httpx.AsyncClient, query: dict[str, str]
+) -> None:
+    r = await client.post(f"/sentinel/api/account/{DEMO_ACCOUNT}/app/token", params=query, data={**CLIENT, **GRANT})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    assert sim.tokens_issued == 0
+
+
+@pytest.mark.parametrize(("accepted", "refused"), [(("1.0",), "2.0"), (("2.0",), "1.0")])
+@pytest.mark.asyncio
+async def test_engactivity_refuses_tokens_of_a_sentinel_version_it_does_not_accept(
+    workload: Workload, clock: FakeClock, accepted: tuple[str, ...], refused: str
+) -> None:
+    """Sentinel issues both versions; engactivity, on such a tenant, takes only one."""
+    sim = LivePersonSimulator(workload, clock, accepted_token_versions=accepted)
+    await sim.start()
+    try:
+        async with httpx.AsyncClient(base_url=sim.base_url) as c:
+            tokens = {}
+            for version in ("1.0", "2.0"):
+                r = await c.post(sim.token_path_for("v1"), params={"v": version}, data={**CLIENT, **GRANT})
+                tokens[version] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+            no = await engactivity(c, "timeframe=5&v=1", tokens[refused])
+            assert no.status_code == 401
+            assert no.json() == {
+                "message": f"Unauthorized: this API does not accept tokens of sentinel API {refused}",
+                "status": 401,
+            }
+            assert (await engactivity(c, "timeframe=5&v=1", tokens[accepted[0]])).status_code == 200
+        assert sim.tokens_by_version == {"1.0": 1, "2.0": 1}
+        assert sim.refused_tokens == 1
+    finally:
+        await sim.stop()
+
+
+def test_only_sentinel_versions_can_be_accepted(workload: Workload, clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="sentinel API versions"):
+        LivePersonSimulator(workload, clock, accepted_token_versions=("v2",))
+
+
 @pytest.mark.asyncio
 async def test_engactivity_needs_credentials(sim: LivePersonSimulator, client: httpx.AsyncClient) -> None:
     assert (await engactivity(client, "timeframe=60&v=1", headers={})).status_code == 401
@@ -276,7 +352,7 @@ async def test_oauth1_can_be_switched_off(workload: Workload, clock: FakeClock) 
 async def test_skill_and_agent_ids_are_longs(sim: LivePersonSimulator, client: httpx.AsyncClient) -> None:
     body = (await engactivity(client, "timeframe=120&v=1&skillIds=all")).json()
     per_skill = body["skillsMetricsPerAgent"]["metricsPerSkill"]
-    assert "-1" in per_skill  # [seed 002] chats without a skill, under LivePerson's "-1"
+    assert "-1" in per_skill  # [unverified] chats without a skill, under "-1": the page never shows it
     assert set(per_skill) - {"-1"} <= {skill for skill, _ in sim.skills}
     agents = {a for entry in per_skill.values() for a in entry["metricsPerAgent"]}
     assert agents and agents <= {agent for agent, _ in sim.agents}

@@ -30,7 +30,7 @@ def liveperson_config(**overrides: Any) -> LivePersonConfig:
     return source
 
 
-OAUTH1 = {
+OAUTH1: dict[str, Any] = {
     "auth": "oauth1",
     "client_id": None,
     "client_secret": None,
@@ -50,6 +50,7 @@ def error_of(**overrides: Any) -> str:
 def test_defaults_are_oauth2_domain_lookup_all_skills_grouped_by_skill() -> None:
     source = liveperson_config()
     assert source.auth == "oauth2"
+    assert source.token_version == "v2"  # the sentinel token API the OAuth 2.0 page does not keep for connectors
     assert source.csds_url == "https://api.liveperson.net"
     assert (source.domain, source.base_url, source.sentinel_url) == (None, None, None)
     assert (source.skills, source.agents) == ("all", "all")
@@ -63,6 +64,11 @@ def test_oauth1_takes_the_four_app_keys() -> None:
     assert source.auth == "oauth1"
     assert source.consumer_secret is not None
     assert source.consumer_secret.get_secret_value() == CONSUMER_SECRET
+
+
+@pytest.mark.parametrize("version", ["v2", "v2-query", "v1"])
+def test_token_version_takes_each_documented_sentinel_request(version: str) -> None:
+    assert liveperson_config(token_version=version).token_version == version
 
 
 def test_numeric_ids_from_yaml_become_strings() -> None:
@@ -81,6 +87,9 @@ def test_numeric_ids_from_yaml_become_strings() -> None:
         ({**OAUTH1, "client_id": "x"}, "sources[0].client_id: does not apply to auth: oauth1"),
         ({**OAUTH1, "sentinel_url": "https://lo.sentinel.liveperson.net"}, "sentinel_url: does not apply"),
         ({"consumer_key": "ck"}, "sources[0].consumer_key: does not apply to auth: oauth2"),
+        ({"token_version": "2.0"}, "sources[0].token_version: Input should be 'v2', 'v2-query' or 'v1'"),
+        ({"token_version": "V2"}, "sources[0].token_version: Input should be 'v2', 'v2-query' or 'v1'"),
+        ({**OAUTH1, "token_version": "v1"}, "sources[0].token_version: does not apply to auth: oauth1"),
         ({"auth": "basic"}, "sources[0].auth:"),
         ({"domain": "va.data.liveperson.net", "base_url": "https://proxy.example"}, "set either domain or base_url"),
         ({"domain": "https://va.data.liveperson.net"}, "sources[0].domain: 'https://va.data.liveperson.net' is not a"),

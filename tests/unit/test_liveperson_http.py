@@ -29,7 +29,10 @@ CSDS = "https://api.liveperson.net"
 API = "https://va.data.liveperson.net"
 SENTINEL = "https://va.sentinel.liveperson.net"
 LOOKUP = CSDS + "/api/account/12345678/service/{service}/baseURI.json"
-TOKEN = SENTINEL + "/sentinel/api/account/12345678/app/token"
+# [doc] API V2 as the OAuth 2.0 client-credentials page writes it: the default `token_version`.
+TOKEN = SENTINEL + "/sentinel/api/v2/account/12345678/app/token"
+# [doc] The unversioned path: V1 with `v=1.0`, or V2 with `v=2.0` as LivePerson's Functions client asks.
+TOKEN_UNVERSIONED = SENTINEL + "/sentinel/api/account/12345678/app/token"
 ENGACTIVITY = API + "/operations/api/account/12345678/engactivity"
 # 17 minutes back from 10:07 to 09:50 -> 20 whole minutes of intervals, + one spare interval
 QUERY = "timeframe=25&v=1&interval=5&skillIds=all"
@@ -90,9 +93,14 @@ async def test_fetch_looks_up_domains_gets_a_token_and_asks_engactivity_exactly(
         assert lreq.url.params["version"] == "1.0"
         assert "Authorization" not in lreq.headers  # the Domain API is public: no credential leaves for it
     treq = token.calls[0].request
-    assert str(treq.url) == TOKEN + "?v=1.0&grant_type=client_credentials"
+    assert (treq.method, str(treq.url)) == ("POST", TOKEN)  # V2 by its path, no query at all
     assert treq.headers["Content-Type"] == "application/x-www-form-urlencoded"
-    assert dict(parse_qsl(treq.content.decode())) == {"client_id": "client-lp", "client_secret": SECRET}
+    assert "Authorization" not in treq.headers
+    assert parse_qsl(treq.content.decode()) == [
+        ("client_id", "client-lp"),
+        ("client_secret", SECRET),
+        ("grant_type", "client_credentials"),
+    ]
     ereq = engactivity.calls[0].request
     assert str(ereq.url) == f"{ENGACTIVITY}?{QUERY}"
     assert ereq.method == "GET"
@@ -133,7 +141,7 @@ async def test_domains_and_the_token_are_cached_and_domains_refreshed_daily(
 
 @pytest.mark.asyncio
 async def test_domain_and_urls_in_the_config_skip_the_lookups(mock: respx.MockRouter) -> None:
-    mock.post("https://lo.sentinel.liveperson.net/sentinel/api/account/12345678/app/token").mock(
+    mock.post("https://lo.sentinel.liveperson.net/sentinel/api/v2/account/12345678/app/token").mock(
         return_value=token_reply()
     )
     engactivity = mock.get("https://lo.data.liveperson.net/operations/api/account/12345678/engactivity").mock(
@@ -278,17 +286,158 @@ async def test_a_401_refreshes_the_oauth2_token_once_and_replays(
     await provider.aclose()
 
 
+REFUSALS = fixture("liveperson_engactivity_errors.json")
+
+
+# The token request each `token_version` makes, query included.
+TOKEN_URLS = {
+    "v2": TOKEN,
+    "v2-query": TOKEN_UNVERSIONED + "?v=2.0",
+    "v1": TOKEN_UNVERSIONED + "?v=1.0&grant_type=client_credentials",
+}
+
+
+def refusal(name: str) -> httpx.Response:
+    return httpx.Response(REFUSALS[name]["status"], json=REFUSALS[name]["body"])
+
+
+@pytest.mark.parametrize(
+    ("token_version", "token_url", "form", "reply"),
+    [
+        (None, TOKEN_URLS["v2"], [("grant_type", "client_credentials")], "v2"),
+        ("v2", TOKEN_URLS["v2"], [("grant_type", "client_credentials")], "v2"),
+        ("v2-query", TOKEN_URLS["v2-query"], [("grant_type", "client_credentials")], "v2"),
+        ("v1", TOKEN_URLS["v1"], [], "v1"),
+    ],
+)
 @pytest.mark.asyncio
-async def test_a_second_401_fails_with_the_vendor_message(
+async def test_token_version_picks_the_documented_sentinel_request(
+    mock: respx.MockRouter,
+    lookups: dict[str, respx.Route],
+    token_version: str | None,
+    token_url: str,
+    form: list[tuple[str, str]],
+    reply: str,
+) -> None:
+    """v2 (the default): the OAuth 2.0 page's API V2 request; v2-query: LivePerson's Functions client's;
+    v1: the Connector API's, which the OAuth 2.0 page keeps for the Connector API only."""
+    replies = fixture("liveperson_sentinel_token_replies.json")
+    token = mock.post(url__startswith=SENTINEL).mock(return_value=httpx.Response(200, json=replies[reply]))
+    engactivity = mock.get(ENGACTIVITY).mock(return_value=engactivity_reply())
+    provider, health, _, _ = make(token_version=token_version)
+
+    assert len(await provider.fetch(START, END)) == 4
+
+    (call,) = token.calls
+    treq = call.request
+    assert (treq.method, str(treq.url)) == ("POST", token_url)
+    assert treq.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert "Authorization" not in treq.headers
+    assert parse_qsl(treq.content.decode()) == [("client_id", "client-lp"), ("client_secret", SECRET), *form]
+    assert SECRET not in str(treq.url)
+    assert engactivity.calls[0].request.headers["Authorization"] == f"Bearer {replies[reply]['access_token']}"
+    assert health.api_requests == {"200": 4}
+    await provider.aclose()
+
+
+@pytest.mark.parametrize(
+    ("token_version", "others"),
+    [(None, "v2-query or v1"), ("v2-query", "v2 or v1"), ("v1", "v2 or v2-query")],
+)
+@pytest.mark.parametrize(
+    ("name", "words", "tokens_after", "bearers"),
+    [
+        # 401: the auth flow fetches one new token and replays, once, as for an expired token; then gives up.
+        # The next poll starts with that new token: refused again, one more new token, and that is all.
+        ("401 refused token", "Unauthorized", (2, 3), (["tok-1", "tok-2"], ["tok-2", "tok-3"])),
+        # 403: not an expired token, so no new one; the one in hand is kept for its lifetime.
+        ("403 refused token", "Access denied", (1, 1), (["tok-1"], ["tok-1"])),
+    ],
+)
+@pytest.mark.asyncio
+async def test_engactivity_refusing_the_sentinel_token_fails_in_one_line_saying_what_to_try(
+    mock: respx.MockRouter,
+    lookups: dict[str, respx.Route],
+    token_version: str | None,
+    others: str,
+    name: str,
+    words: str,
+    tokens_after: tuple[int, int],
+    bearers: tuple[list[str], list[str]],
+) -> None:
+    token = mock.post(url__startswith=SENTINEL).mock(side_effect=[token_reply(f"tok-{i}") for i in range(1, 4)])
+    engactivity = mock.get(ENGACTIVITY).mock(return_value=refusal(name))
+    provider, health, sleep, _ = make(token_version=token_version)
+    status = REFUSALS[name]["status"]
+    version = token_version or "v2"
+    for tokens, asked_with in zip(tokens_after, bearers, strict=True):
+        engactivity.calls.clear()
+        with pytest.raises(ProviderError) as info:
+            await provider.fetch(START, END)
+        assert str(info.value) == (
+            f"GET /operations/api/account/12345678/engactivity: HTTP {status}: {words}: engactivity refused the "
+            f"OAuth 2.0 token from sentinel (token_version {version}): try token_version: {others}, or OAuth 1.0 "
+            "keys (auth: oauth1) if your account still has them; see docs/providers/liveperson.md"
+        )
+        assert info.value.status == status
+        # Never more than one new token per poll for a refusal, and never a retry of the refused request.
+        assert token.call_count == health.tokens_issued == tokens  # counted: aht_exporter_tokens_issued_total
+        assert [c.request.headers["Authorization"] for c in engactivity.calls] == [f"Bearer {t}" for t in asked_with]
+        assert [str(c.request.url) for c in engactivity.calls] == [f"{ENGACTIVITY}?{QUERY}"] * len(asked_with)
+    assert [(c.request.method, str(c.request.url)) for c in token.calls] == [("POST", TOKEN_URLS[version])] * tokens
+    assert sleep.waits == []
+    await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_is_one_line_whatever_the_vendor_wrote(
     mock: respx.MockRouter, lookups: dict[str, respx.Route]
 ) -> None:
-    token = mock.post(TOKEN).mock(return_value=token_reply())
-    mock.get(ENGACTIVITY).mock(return_value=httpx.Response(401, json={"message": "Token not accepted"}))
+    mock.post(TOKEN).mock(return_value=token_reply())
+    mock.get(ENGACTIVITY).mock(return_value=httpx.Response(403, json={"message": "Token\r\nnot  accepted\n"}))
     provider, _, _, _ = make()
-    with pytest.raises(ProviderError, match=r"HTTP 401: Token not accepted$") as info:
+    with pytest.raises(ProviderError) as info:
         await provider.fetch(START, END)
-    assert info.value.status == 401
-    assert token.call_count == 2  # refreshed once, not in a loop
+    assert str(info.value).startswith(
+        "GET /operations/api/account/12345678/engactivity: HTTP 403: Token not accepted: engactivity refused the "
+        "OAuth 2.0 token from sentinel (token_version v2): try token_version: v2-query or v1"
+    )
+    assert "\n" not in str(info.value) and "\r" not in str(info.value)
+    await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_sentinel_refusing_the_refresh_is_not_blamed_on_engactivity(
+    mock: respx.MockRouter, lookups: dict[str, respx.Route]
+) -> None:
+    replies = fixture("liveperson_sentinel_token_replies.json")
+    token = mock.post(TOKEN).mock(side_effect=[token_reply("old"), httpx.Response(401, json=replies["invalid_client"])])
+    mock.get(ENGACTIVITY).mock(return_value=refusal("401 refused token"))
+    provider, _, _, _ = make()
+    with pytest.raises(ProviderError) as info:
+        await provider.fetch(START, END)
+    assert str(info.value) == (
+        "POST /sentinel/api/v2/account/12345678/app/token: token request failed: HTTP 401: "
+        "invalid_client: client authentication failed"
+    )
+    assert token.call_count == 2
+    await provider.aclose()
+
+
+@pytest.mark.parametrize(
+    ("name", "words"), [("401 refused token", "Unauthorized"), ("403 refused token", "Access denied")]
+)
+@pytest.mark.asyncio
+async def test_an_oauth1_refusal_says_nothing_of_sentinel(
+    mock: respx.MockRouter, lookups: dict[str, respx.Route], name: str, words: str
+) -> None:
+    engactivity = mock.get(ENGACTIVITY).mock(return_value=refusal(name))
+    provider, _, _, _ = make(**OAUTH1)
+    with pytest.raises(ProviderError) as info:
+        await provider.fetch(START, END)
+    status = REFUSALS[name]["status"]
+    assert str(info.value) == f"GET /operations/api/account/12345678/engactivity: HTTP {status}: {words}"
+    assert engactivity.call_count == 1
     await provider.aclose()
 
 
@@ -465,9 +614,11 @@ async def test_bad_client_credentials_fail_without_revealing_the_secret(
     provider, _, _, _ = make()
     with pytest.raises(ProviderError) as info:
         await provider.fetch(START, END)
-    assert "POST /sentinel/api/account/12345678/app/token: token request failed: HTTP 401: invalid_client" in str(
+    assert "POST /sentinel/api/v2/account/12345678/app/token: token request failed: HTTP 401: invalid_client" in str(
         info.value
     )
+    assert SECRET not in str(info.value)
+    assert "engactivity refused" not in str(info.value)  # sentinel refused the client, not engactivity a token
     await provider.aclose()
 
 

@@ -3,6 +3,8 @@
 import contextlib
 import copy
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +28,46 @@ NOW = TEN + 7 * 60  # 10:07: the interval ending 10:10 is still filling
 BY_SKILL_AGENT = Selection(("queue", "agent"))
 
 
+ENGACTIVITY_PAGE = "https://developers.liveperson.com/data-operational-realtime-engagement-activity.html"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+TAGS = re.compile(r"\[(doc|sample|unverified)\b[^\]]*\]")
+
+
 def chat(**labels: str) -> tuple[tuple[str, str], ...]:
     return make_labels(media_type="chat", **labels)
+
+
+# --- where each fixture comes from ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("liveperson_*.json")), ids=lambda p: p.name)
+def test_every_liveperson_fixture_cites_the_vendor_page_of_each_shape_and_tags_it(path: Path) -> None:
+    """A shape is LivePerson's when a page says so (the URL), or ours in LivePerson's shape; each says which
+    (docs/providers/liveperson.md, "How facts are tagged")."""
+    data = json.loads(path.read_text())
+    source = data["_source"]
+    cited = source.values() if isinstance(source, dict) else [source]
+    if isinstance(source, dict):  # one citation per shape held
+        assert set(source) == set(data) - {"_source"}
+    for text in cited:
+        assert "https://developers.liveperson.com/" in text or "docs/providers/liveperson.md" in text, text
+        assert TAGS.search(text), f"{path.name}: {text!r} carries no [doc], [sample] or [unverified] tag"
+
+
+def test_skill_minus_1_is_read_like_any_skill_and_tagged_unverified() -> None:
+    """[unverified] the Engagement Activity page never shows -1: our fixture says so, and the parser reads it
+    like any other id rather than give it a meaning."""
+    payload = fixture("liveperson_intervals_skills.json")
+    assert "-1" in payload["_source"] and "[unverified]" in payload["_source"]
+    skills = {dict(b.labels)["queue"] for b in parse_engactivity(payload, Selection(("queue",)), TEN - 900, TEN + 300)}
+    assert skills == {"12", "-1"}
+
+
+def test_a_skill_without_data_is_left_out_as_the_page_shows() -> None:
+    """[doc] skillIds=all&agentIds=3: only skill 2 had data, so only skill 2 is in the map; no zero series."""
+    payload = fixture("liveperson_seed002_skills_all_agent3.json")
+    assert list(payload["skillsMetricsPerAgent"]["metricsPerSkill"]) == ["2"]
+    assert read_metrics(payload, Selection(("queue",)), "r") == {chat(queue="2"): {H: 12.0, C: 1.0}}
 
 
 # --- seed 002, every example ------------------------------------------------------------------------
@@ -251,7 +291,9 @@ JSON = st.recursive(
 
 
 def near_engactivity() -> st.SearchStrategy[Any]:
-    scalar = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | st.just({}) | st.just([])
+    scalar: st.SearchStrategy[Any] = (
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | st.just({}) | st.just([])
+    )
     metrics = st.dictionaries(st.sampled_from(["totalHandlingTime", "totalInteractiveChats", "x"]), scalar)
     per = st.dictionaries(
         st.sampled_from(["2", "-1", "3"]),
@@ -325,8 +367,10 @@ def test_a_span_beyond_1440_minutes_is_refused_before_asking() -> None:
 
 
 def test_seed_fixtures_are_the_seed_json() -> None:
-    # Guard against a fixture being edited by hand: the first example is exactly the seed's.
-    assert json.loads(json.dumps(fixture("liveperson_seed002_skill2.json"))) == {
+    # Guard against a fixture being edited by hand: the first example is exactly the page's.
+    payload = fixture("liveperson_seed002_skill2.json")
+    assert payload.pop("_source").startswith(f"{ENGACTIVITY_PAGE}, example 'Request by skillIds=2")
+    assert json.loads(json.dumps(payload)) == {
         "skillsMetricsPerAgent": {
             "metricsPerSkill": {
                 "2": {
