@@ -316,8 +316,9 @@ def _liveperson_hint(exchanges: list[Exchange], report: SourceReport, config: So
     refused = any(e.status in (401, 403) and "/engactivity" in e.path for e in exchanges)
     if config.provider == "liveperson" and token_ok and refused:
         report.warn(
-            "sentinel issued an OAuth 2.0 token but engactivity refused it: try the other token version "
-            "(`token_version`) or OAuth 1.0 keys (`auth: oauth1`); see docs/providers/liveperson.md"
+            "sentinel issued an OAuth 2.0 token but engactivity refused it: try another token version "
+            "(`token_version`: v2, v2-query or v1) or OAuth 1.0 keys (`auth: oauth1`); "
+            "see docs/providers/liveperson.md"
         )
 
 

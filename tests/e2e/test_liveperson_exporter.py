@@ -479,8 +479,8 @@ async def test_the_probe_reports_the_refusal_and_its_hint_leads_to_a_working_tok
         report
     )
     assert (
-        "warning: sentinel issued an OAuth 2.0 token but engactivity refused it: try the other token version "
-        "(`token_version`) or OAuth 1.0 keys (`auth: oauth1`)"
+        "warning: sentinel issued an OAuth 2.0 token but engactivity refused it: try another token version "
+        "(`token_version`: v2, v2-query or v1) or OAuth 1.0 keys (`auth: oauth1`)"
     ) in report
     assert "request: POST /sentinel/api/v2/account/12345678/app/token -> 200" in report
     rc, report = reports["v1"]

@@ -244,7 +244,7 @@ async def test_a_liveperson_sentinel_401_echoing_the_form_body_shows_no_form_of_
     def echo(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, json={"message": f"cannot authenticate {request.content.decode()}"})
 
-    token = mock.post(sentinel + "/sentinel/api/account/12345678/app/token").mock(side_effect=echo)
+    token = mock.post(sentinel + "/sentinel/api/v2/account/12345678/app/token").mock(side_effect=echo)
     raw = {"name": "lp", "provider": "liveperson", "account_id": "12345678", "client_id": "client-lp"}
     urls = {"sentinel_url": sentinel, "base_url": "https://va.data.liveperson.net"}
     config = build_config({"sources": [raw | urls | {"client_secret": SECRET}]}, "t.yaml", {})
@@ -260,7 +260,7 @@ async def test_a_liveperson_sentinel_401_echoing_the_form_body_shows_no_form_of_
     await provider.aclose()
 
     assert quote_plus(SECRET) in token.calls[0].request.content.decode()  # what the vendor echoed
-    assert str(info.value).startswith("POST /sentinel/api/account/12345678/app/token: token request failed: HTTP 401:")
+    assert str(info.value).startswith("POST /sentinel/api/v2/account/12345678/app/token: token request failed: HTTP 401:")
     for text in (str(info.value), runner.health.last_error or ""):
         assert "<redacted>" in text
         assert_absent(text, SECRET)
