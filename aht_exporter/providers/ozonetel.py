@@ -1,6 +1,6 @@
 """Ozonetel CloudAgent: the vendor's own AHT of outbound calls over the last two hours, per agent and campaign.
 
-Vendor facts (providers.md, seed 001; docs.ozonetel.com):
+Vendor facts, with their sources and how sure we are of each: docs/providers/ozonetel.md. In short:
 - [doc] `https://{domain}/ca_apis/aht` with a JSON body `{"userName", "agentId"}` or `{"userName",
   "campaignName"}`, one of the two. It answers the average handle time of OUTBOUND calls made over the
   LAST TWO HOURS as `"HH:MM:SS"`: no sum, no count (reference/post_ca-apis-aht).
@@ -9,8 +9,13 @@ Vendor facts (providers.md, seed 001; docs.ozonetel.com):
   a one-element list of one, a JSON string of one, or the fields beside `status`.
 - [doc] Errors are `{"status": "error", "message": ...}` (the token API says `"status": "false"`),
   possibly with HTTP 200: `status` is checked on every reply, case-insensitively. The texts are seed 001's.
-- [unverified] The method: the docs show both a GET (with a body) and a POST page for this path. We POST
-  (`method`), and on a 405 try the other once and keep whichever worked.
+- [sibling API's doc] No calls: Ozonetel's sibling report APIs answer `{"status": "error", "message": "No Data
+  Found"}` (reference/post_ca-reports-summaryreport-2); like an `AHT` of "00:00:00", "" or null
+  ([unverified]), it means no calls in the window: the target's series goes, the poll still succeeds.
+- [doc] The method: POST and GET (with the same JSON body) are both documented (reference/post_ca-apis-aht,
+  reference/get_ca-apis-aht-1). [unverified] which one a tenant takes: a route was seen refusing the wrong
+  one with a 401 or a bare 405. We send `method`; a 401 or 405 makes us try the other with the same token
+  before we doubt the token, and the one that worked is kept.
 - [doc] 50 requests a minute; over it the reply says `max limit exceeded` (its HTTP status is
   [unverified]). We pace requests evenly (aht_exporter.pacing) so that we never cause it.
 - [doc] Token: `POST /ca_apis/CAToken/generateToken`, header `apiKey`, body `{"userName"}` ->
@@ -161,7 +166,9 @@ class Reading:
 
 class Problem(Enum):
     RATE_LIMITED = "rate limited"
-    TOKEN_EXPIRED = "token expired"  # also a bare 401: refresh the token once
+    TOKEN_EXPIRED = "token expired"  # the vendor's own words: renew the token once
+    REFUSED = "refused"  # a 401 or 405 without them: the wrong method, or a token gone bad
+    NO_DATA = "no data"  # no calls in the window: the target has no AHT
     INVALID_TARGET = "invalid target"
     CREDENTIALS = "credentials"
     BAD_REQUEST = "bad request"
@@ -169,8 +176,10 @@ class Problem(Enum):
     MALFORMED = "malformed"  # a reply with a field missing or mistyped
 
 
-# [doc] seed 001's texts, and the token API's (reference/post_ca-apis-catoken-generatetoken).
+# [doc] seed 001's texts, the token API's (reference/post_ca-apis-catoken-generatetoken), and the sibling
+# report APIs' "No Data Found" (reference/post_ca-reports-summaryreport-2).
 _KNOWN_TEXTS: tuple[tuple[str, Problem], ...] = (
+    ("no data found", Problem.NO_DATA),
     ("max limit exceeded", Problem.RATE_LIMITED),
     ("token expired", Problem.TOKEN_EXPIRED),
     ("agentid is invalid", Problem.INVALID_TARGET),
@@ -221,6 +230,13 @@ def reply_error(payload: object, what: str) -> ReplyError | None:
 
 
 def message_text(message: object) -> str:
+    """An error reply's `message` as one line. Nested the ways a success's is read (a one-element list, an
+    object): its own text, e.g. `{"message": "No Data Found"}` -> `No Data Found`."""
+    if isinstance(message, list) and len(message) == 1:
+        message = message[0]
+    if isinstance(message, dict):
+        texts = [v for k, v in message.items() if isinstance(v, str) and (k.lower() == "message" or len(message) == 1)]
+        message = texts[0] if texts else message
     if isinstance(message, str) and message.strip():
         return message.strip()
     if message in (None, ""):
@@ -282,8 +298,8 @@ def parse_aht_reply(payload: Mapping[str, Any], target: Target) -> Reading:
         seconds = parse_hms(fields["AHT"])
     except ValueError as exc:
         raise ProviderError(f"{what}: message.AHT: {exc}") from None
-    # [unverified] how "no call in two hours" looks: empty, null or 00:00:00. No handled call averages zero
-    # seconds, so a zero is "no data" and the series is absent, as the SPEC wants.
+    # [unverified] whether "no call in two hours" also comes as empty, null or 00:00:00 (besides "No Data
+    # Found"). No handled call averages zero seconds, so a zero is "no data" and the series is absent.
     return Reading(target_labels(target.kind, ident), seconds or None, ident, name or None)
 
 
@@ -298,6 +314,8 @@ def _message_object(payload: Mapping[str, Any], what: str) -> Mapping[str, Any]:
         return message
     if message is None and "AHT" in payload:
         return payload
+    if isinstance(message, str) and classify(message) is Problem.NO_DATA:  # said with "status": "success"
+        raise ReplyError(f"{what}: {message_text(message)}", Problem.NO_DATA)
     raise ProviderError(f"{what}: `message` is not an object with AHT")
 
 
@@ -332,8 +350,10 @@ class _Round:
 
     averages: dict[Labels, float | None] = field(default_factory=dict)
     removed: set[Labels] = field(default_factory=set)
+    read: int = 0  # success replies read, with a value or none
     served: list[Target] = field(default_factory=list)  # asked, whatever the answer
     skipped: list[str] = field(default_factory=list)  # errors we do not know, one per target
+    quiet: list[Target] = field(default_factory=list)  # "No Data Found": no calls in the window
     limited: ProviderError | None = None  # the "slow down" that ended the round
 
 
@@ -406,8 +426,12 @@ class OzonetelProvider(AverageProvider):
         self.oconfig = config
         super().__init__(config, health, **kwargs)
         self.targets = targets_of(config)
-        self._method = config.method
-        self._method_known = False
+        self._method: Method = config.method  # the one in use: `method`, or the other once only it worked
+        self._wrong_method: Method | None = None  # refused while the other took the same token: not tried again
+        self._last_ok: tuple[Method, str | None] | None = None  # the method and token of the last answer
+        self._polls = itertools.count()
+        self._poll = -1
+        self._renewed_in = -1  # the poll that last renewed the token for a refusal: one a poll at most
         self._learned: dict[Target, Reading] = {}  # each target's last good reply
         self._order: dict[Target, int] = {}  # when each target was last served (a sequence number)
         self._sequence = itertools.count()
@@ -499,13 +523,15 @@ class OzonetelProvider(AverageProvider):
         """Serve the targets, never served first then the least recently served, until done, told to
         slow down, or out of poll time; the others wait for the next poll and keep their values.
 
-        The poll succeeds when any target was refreshed or dropped. A 'slow down' costs the targets left;
+        The poll succeeds when any target was refreshed or dropped, or when every target answered had no
+        calls ("No Data Found", as on any quiet night). A 'slow down' costs the targets left;
         an unknown error text or a malformed reply about one target costs that target (the poll fails,
         naming it, only when no target was refreshed); an error about the account, the token, the
         request, or no usable answer at all (timeouts, 5xx, not JSON) fails the poll at once. Each answer
         is handed to `publish` as it arrives: those already published stay, being the vendor's own.
         """
         queue = sorted(self.targets, key=lambda t: self._order.get(t, -1))
+        self._poll = next(self._polls)
         got = _Round()
         deadline = asyncio.get_running_loop().time() + max(1.0, self.oconfig.every.seconds - POLL_MARGIN)
         try:
@@ -517,7 +543,9 @@ class OzonetelProvider(AverageProvider):
             self._order[target] = next(self._sequence)
         if got.limited is not None:
             self.pacer().pause(PAUSE_SECONDS)
-        if not got.averages and not got.removed:  # nothing refreshed: say why, and fail the poll
+        # Nothing refreshed: say why, and fail. "No Data Found" alone is a quiet night, unless other targets
+        # failed: then it does not vouch for the replies with data (a schema change must not look quiet).
+        if not got.read and not got.removed and (got.skipped or not got.quiet):
             if got.limited is not None:
                 raise RateLimited(f"{got.limited} (paused for {PAUSE_SECONDS:.0f}s)", status=got.limited.status)
             if got.skipped:
@@ -536,7 +564,12 @@ class OzonetelProvider(AverageProvider):
                 got.limited = exc
                 return
             except ReplyError as exc:
-                if exc.problem is Problem.INVALID_TARGET:
+                if exc.problem is Problem.NO_DATA:
+                    got.quiet.append(target)
+                    if (labels := self._no_calls(target)) is not None:
+                        got.averages[labels] = None
+                        publish(AverageUpdate({labels: None}))
+                elif exc.problem is Problem.INVALID_TARGET:
                     labels = self._drop(target, exc)
                     got.removed.add(labels)
                     publish(AverageUpdate({}, frozenset({labels})))
@@ -547,6 +580,7 @@ class OzonetelProvider(AverageProvider):
                     raise
             else:
                 got.averages[reading.labels] = reading.seconds
+                got.read += 1
                 self._learn(target, reading)
                 publish(AverageUpdate({reading.labels: reading.seconds}))
             got.served.append(target)
@@ -562,12 +596,21 @@ class OzonetelProvider(AverageProvider):
             log.debug("poll time used up: the other targets wait for the next poll", extra=extra)
 
     def _learn(self, target: Target, reading: Reading) -> None:
-        if target in self._invalid:
-            self._invalid.discard(target)
-            log.info("target is valid again", extra={"source": self.config.name, "target": str(target)})
+        self._valid(target)
         self._learned[target] = reading
         if reading.name:
             self._names_of(target)[reading.id] = reading.name
+
+    def _no_calls(self, target: Target) -> Labels | None:
+        """ "No Data Found": the target's series, if it has one, goes; it comes back with its next call."""
+        self._valid(target)
+        reading = self._learned.get(target)  # its names stay: they are still its names
+        return None if reading is None else reading.labels
+
+    def _valid(self, target: Target) -> None:
+        if target in self._invalid:
+            self._invalid.discard(target)
+            log.info("target is valid again", extra={"source": self.config.name, "target": str(target)})
 
     def _drop(self, target: Target, exc: ReplyError) -> Labels:
         """Forget an invalid target: its series, if it had one, is removed. Warn once until it is valid again."""
@@ -595,37 +638,116 @@ class OzonetelProvider(AverageProvider):
     # --- requests ---------------------------------------------------------------------------------------
 
     async def _read(self, target: Target) -> Reading:
-        """Ask one target's AHT; a `Token Expired` (or a bare 401) renews the token once."""
+        """Ask one target's AHT. A refusal is met, in this order, by the other method with the same token,
+        then by one new token (at most one a poll, and only when the vendor says `Token Expired` or the
+        token had been answered before), then by one line saying what the refusals point at."""
         tokens = self.tokens
         token = await tokens.get(self._generate_token) if tokens else None
-        try:
-            payload = await self._ask(target, token)
-        except ReplyError as exc:
-            if exc.problem is not Problem.TOKEN_EXPIRED or tokens is None or token is None:
-                raise
-            token = await tokens.renew(token, self._generate_token)
-            try:
-                payload = await self._ask(target, token)
-            except ReplyError as again:
-                if again.problem is Problem.TOKEN_EXPIRED:
-                    raise ProviderError(
-                        f"{again} even with a token generated just now (does another client use this account? "
-                        "each new token invalidates the older ones)",
-                        status=again.status,
-                    ) from None
-                raise
+        refused: dict[Method, ReplyError] = {}
+        payload = await self._ask_either(target, token, refused)
+        renewed = False
+        if payload is None and tokens is not None and token is not None and self._may_renew(token, refused):
+            self._renewed_in = self._poll
+            token, renewed, refused = await tokens.renew(token, self._generate_token), True, {}
+            payload = await self._ask_either(target, token, refused)
+        if payload is None:
+            raise self._refusal(target, refused, renewed)
         try:
             return parse_aht_reply(payload, target)
+        except ReplyError:
+            raise  # "No Data Found" said with "status": "success"
         except ProviderError as exc:
             raise ReplyError(str(exc), Problem.MALFORMED) from None
 
-    async def _ask(self, target: Target, token: str | None) -> dict[str, Any]:
+    async def _ask_either(
+        self, target: Target, token: str | None, refused: dict[Method, ReplyError]
+    ) -> dict[str, Any] | None:
+        """The reply to the method in use or, when that one is refused in a way that may be the method's,
+        to the other one with the same token. None when refused (each refusal is put in `refused`)."""
+        method = self._method
+        while True:
+            try:
+                payload = await self._ask(target, token, method)
+            except ReplyError as exc:
+                if exc.problem not in (Problem.REFUSED, Problem.TOKEN_EXPIRED):
+                    raise
+                refused[method] = exc
+                method = _other(method)
+                if method in refused or not self._may_try(method, exc, token):
+                    return None
+            else:
+                self._answered(method, token, refused)
+                return payload
+
+    def _may_try(self, method: Method, refusal: ReplyError, token: str | None) -> bool:
+        """Whether `method` is worth a try after the other one was refused with `token`: not after the
+        vendor's own `Token Expired`, nor for a method refused before while this one worked, nor after a 401
+        to a method that was answered with this very token (then the token went bad, not the method)."""
+        answered_before = self._last_ok == (_other(method), token)
+        return (
+            refusal.problem is Problem.REFUSED
+            and method != self._wrong_method
+            and not (refusal.status == 401 and answered_before)
+        )
+
+    def _answered(self, method: Method, token: str | None, refused: Mapping[Method, ReplyError]) -> None:
+        if method != self._method:
+            log.warning(
+                f"{self._method} {AHT_PATH} is refused and {method} is answered with the same token: "
+                f"using {method} from now on (set `method: {method}` to skip the refused one)",
+                extra={"source": self.config.name, "error": str(refused[self._method])},
+            )
+            self._wrong_method, self._method = self._method, method
+        self._last_ok = (method, token)
+
+    def _may_renew(self, token: str, refused: Mapping[Method, ReplyError]) -> bool:
+        """A new token only when the old one may have gone bad: the vendor says `Token Expired`, or a 401
+        came for a token that was answered before. One a poll at most: each new token also cancels the
+        account's other clients' tokens, and Ozonetel issues 10 an hour [doc]."""
+        if self._renewed_in == self._poll:
+            return False
+        answered = self._last_ok is not None and self._last_ok[1] == token
+        return any(e.problem is Problem.TOKEN_EXPIRED or (e.status == 401 and answered) for e in refused.values())
+
+    def _refusal(self, target: Target, refused: Mapping[Method, ReplyError], renewed: bool) -> ProviderError:
+        """One line for a request that every method it may use refused, naming what the evidence points at."""
+        errors = list(refused.values())
+        status = errors[-1].status
+        expired = [e for e in errors if e.problem is Problem.TOKEN_EXPIRED]
+        if expired and renewed:  # the vendor's own words about a token it issued a moment ago
+            return ProviderError(
+                f"{expired[-1]} even with a token generated just now (does another client use this account? "
+                "each new token invalidates the older ones)",
+                status=status,
+            )
+        methods = " and ".join(refused)
+        if all(e.status == 405 for e in errors):
+            why = f"not allowed: is base_url ({self.oconfig.api_url}) the account's API domain?"
+        elif self.tokens is None:
+            why = (
+                'refused with the apiKey alone: is the account\'s "API Authentication" BASIC_AUTH, as '
+                "`auth: basic` says? (for TOKEN_AUTH, set `auth: token`)"
+            )
+        elif not renewed and self._renewed_in == self._poll:
+            why = "refused the token, already renewed once in this poll: the next poll tries again"
+        else:
+            issued = "generated just now" if renewed else "Ozonetel issued and never accepted"
+            why = (
+                f'refused a token {issued}, so not an expired token: is the account\'s "API Authentication" '
+                "TOKEN_AUTH, as `auth: token` says? (for BASIC_AUTH, set `auth: basic`)"
+            )
+        said = "; ".join(str(e) for e in errors)
+        return ProviderError(f"{AHT_PATH} for {target}: {methods} {why} ({said})", status=status)
+
+    async def _ask(self, target: Target, token: str | None, method: Method) -> dict[str, Any]:
         what = f"{AHT_PATH} for {target}"
         headers = {"apiKey": self.oconfig.api_key.get_secret_value()}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        url = self.oconfig.api_url + AHT_PATH
         try:
-            response = await self._send(target.body(self.oconfig.user_name), headers)
+            # [doc] GET takes the same JSON body as POST (reference/get_ca-apis-aht-1).
+            response = await self.client.request(method, url, json=target.body(self.oconfig.user_name), headers=headers)
         except RateLimited:
             raise  # 429 or a non-2xx "max limit exceeded": the ApiClient counted it, not retried
         except ProviderError as exc:
@@ -639,23 +761,6 @@ class OzonetelProvider(AverageProvider):
             raise self._counted(_scrubbed(problem, response))
         assert isinstance(payload, dict)
         return payload
-
-    async def _send(self, body: dict[str, str], headers: dict[str, str]) -> httpx.Response:
-        url = self.oconfig.api_url + AHT_PATH
-        try:
-            response = await self.client.request(self._method, url, json=body, headers=headers)
-        except ProviderError as exc:
-            if exc.status != 405 or self._method_known:
-                raise
-            other: Method = "GET" if self._method == "POST" else "POST"
-            log.warning(
-                f"{self._method} {AHT_PATH} is not allowed (405): trying {other}",
-                extra={"source": self.config.name},
-            )
-            response = await self.client.request(other, url, json=body, headers=headers)
-            self._method = other
-        self._method_known = True
-        return response
 
     async def _generate_token(self) -> str:
         what = f"POST {TOKEN_PATH}"
@@ -677,6 +782,7 @@ class OzonetelProvider(AverageProvider):
         except ReplyError as exc:
             raise self._counted(_scrubbed(exc, response)) from None
         self.client.runtime_secrets.add(token)  # masked wherever it is echoed, from now on
+        self.health.count_token_issued()
         return token
 
     def _counted(self, error: ReplyError) -> ProviderError:
@@ -693,11 +799,18 @@ def _scrubbed(error: ReplyError, response: httpx.Response) -> ReplyError:
     return ReplyError(scrub_credentials(str(error), response.request), error.problem, status=error.status)
 
 
+def _other(method: Method) -> Method:
+    return "GET" if method == "POST" else "POST"
+
+
 def _typed(exc: ProviderError) -> ProviderError:
-    """A non-2xx reply the ApiClient gave up on, as a ReplyError when its text (or a 401) says what it means."""
+    """A non-2xx reply the ApiClient gave up on, as a ReplyError when its text (or a 401 or 405) says what it means.
+
+    A 401 or 405 without the vendor's words is only "refused": the wrong method as much as a bad token.
+    """
     problem = classify(str(exc))
-    if problem is Problem.UNKNOWN and exc.status == 401:
-        problem = Problem.TOKEN_EXPIRED
+    if problem is Problem.UNKNOWN and exc.status in (401, 405):
+        problem = Problem.REFUSED
     if problem is Problem.UNKNOWN:
         return exc
     return ReplyError(str(exc), problem, status=exc.status)

@@ -1,8 +1,18 @@
 """A loopback Ozonetel CloudAgent: the token API and the AHT API, with their limits, serving a `Workload`.
 
-It answers the way seed 001 and the vendor's token page document (providers.md), so the Ozonetel
+It answers the way seed 001 and the vendor's pages document (docs/providers/ozonetel.md), so the Ozonetel
 provider and the whole exporter run end to end with no credentials and no internet, and a test can
-check every exported figure against `truth()`.
+check every exported figure against `truth()`. Where each reply's shape comes from:
+
+- AHT success, agent and campaign, and every error text: https://docs.ozonetel.com/reference/post_ca-apis-aht
+  (the same on post_ca-apis-aht-1, get_ca-apis-aht and get_ca-apis-aht-1); HTTP 200 for all [unverified].
+- GET with the same JSON body as POST: https://docs.ozonetel.com/reference/get_ca-apis-aht-1 [doc].
+- Token replies, lifetime and cap: https://docs.ozonetel.com/reference/post_ca-apis-catoken-generatetoken.
+- No calls in the window (`no_calls`): by default `{"status": "error", "message": "No Data Found"}`, the
+  reply of Ozonetel's sibling report APIs (https://docs.ozonetel.com/reference/post_ca-reports-summaryreport-2,
+  "No data is found"); not documented for this API. Or, all [unverified], an `AHT` of "00:00:00", "" or null.
+- A refused method (`methods`, `refuse_method_with`): a bare 405, or a bare 401 as a CloudAgent route was
+  seen to answer [unverified; no page documents it].
 
 How the workload is rendered:
 - Ozonetel's AHT is that of OUTBOUND calls over the last two hours [doc]: here, the handled voice
@@ -10,8 +20,8 @@ How the workload is rendered:
 - Agents are `agent001`, `agent002`, ... (the workload's agents in order, with their names); campaigns
   are the workload's queues, named as there ("Sales", "Support", ...), with CampaignIDs 1001, 1002, ...
 - The AHT is the mean handle time rounded to whole seconds (half up) and printed `HH:MM:SS` (hours may
-  pass 24); no call is `00:00:00` [unverified: how Ozonetel says "no call"]. `truth_*` give exactly the
-  seconds printed, or None for no call.
+  pass 24); no call is "No Data Found" (see above). `truth_*` give exactly the seconds printed, or None
+  for no call.
 
 Limits: at most `rate_limit` requests (token calls included) in any 60 s, counted on the event loop's
 clock (monotonic, as a server's limiter is; fast-forwarded in looptime tests), answering
@@ -45,6 +55,11 @@ WINDOW_SECONDS = 7200  # [doc] the last two hours
 RATE_WINDOW = 60.0  # [doc] requests per minute
 TOKENS_WINDOW = 3600  # [doc] tokens per hour
 FIRST_CAMPAIGN_ID = 1001
+
+# How a target with no call in its two hours is answered (see the module's docstring for the sources).
+NoCalls = Literal["no data found", "00:00:00", "empty", "null"]
+NO_DATA_FOUND = "No Data Found"  # [sibling API's doc] reference/post_ca-reports-summaryreport-2
+_NO_CALL_AHT: dict[str, str | None] = {"00:00:00": "00:00:00", "empty": "", "null": None}  # [unverified]
 
 DEMO_USER_NAME = "demo_account"
 DEMO_API_KEY = "demo-ozonetel-api-key"  # not a secret: the simulator's own, printed in the README
@@ -114,13 +129,16 @@ class OzonetelSimulator:
         rate_limit: int = 50,
         auth: Literal["token", "basic"] = "token",
         methods: Sequence[str] = ("POST", "GET"),
+        refuse_method_with: Literal[401, 405] = 405,
+        no_calls: NoCalls = "no data found",
         token_lifetime: float = 3600.0,
         tokens_per_hour: int = 10,
         monotonic: Callable[[], float] | None = None,
     ) -> None:
         """`agents` (AgentIDs) and `campaigns` (names) that exist, default all of the workload's; `methods`
-        the AHT endpoint accepts (others get 405); `monotonic` the rate limiter's clock (default the
-        running event loop's)."""
+        the AHT endpoint accepts (the others get a bare `refuse_method_with`, before any other check);
+        `no_calls` how a target without calls is answered; `monotonic` the rate limiter's clock (default
+        the running event loop's)."""
         if rate_limit < 1 or token_lifetime <= 0 or tokens_per_hour < 1:
             raise ValueError("rate_limit, token_lifetime and tokens_per_hour must be positive")
         self._workload = workload
@@ -129,6 +147,8 @@ class OzonetelSimulator:
         self._rate_limit = rate_limit
         self._auth = auth
         self._methods = frozenset(m.upper() for m in methods)
+        self._refuse_method_with = refuse_method_with
+        self._no_calls = no_calls
         self._token_lifetime = token_lifetime
         self._tokens_per_hour = tokens_per_hour
         self._monotonic = monotonic or (lambda: asyncio.get_running_loop().time())
@@ -140,6 +160,7 @@ class OzonetelSimulator:
         self._campaign_names = {cid: name for name, (cid, _) in wanted.items()}
         self.faults = FaultInjector(FORMS)
         self.requests: Counter[str] = Counter()  # by path
+        self.requests_by_method: Counter[tuple[str, str]] = Counter()  # by (method, path)
         # monotonic, every request received (the newest 100,000: a demo runs for days)
         self.request_times: deque[float] = deque(maxlen=100_000)
         self.over_limit = 0  # requests received beyond the limit (answered `max limit exceeded`)
@@ -217,6 +238,7 @@ class OzonetelSimulator:
     @web.middleware  # without it, aiohttp takes this for an old-style (app, handler) factory
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests[request.path] += 1
+        self.requests_by_method[request.method, request.path] += 1
         now = self._monotonic()
         self.request_times.append(now)
         try:
@@ -259,6 +281,8 @@ class OzonetelSimulator:
 
     async def _aht(self, request: web.Request) -> web.Response:
         if request.method not in self._methods:
+            if self._refuse_method_with == 401:  # [unverified] as a CloudAgent route was seen to: no body
+                return web.Response(status=401)
             raise _Reply("Method Not Allowed", http=405)
         if not request.headers.get("apiKey", "").strip():
             raise _Reply("apiKey should not be empty")
@@ -273,18 +297,27 @@ class OzonetelSimulator:
         agent, campaign = _text(body.get("agentId")), _text(body.get("campaignName"))
         if agent and campaign:
             raise _Reply("Both agentId and campaignName cannot be passed at a time")
+        # [doc] reference/post_ca-apis-aht: {"status": "success", "message": {"AgentID", "AgentName", "AHT"}}
+        # or {"CampaignID", "CampaignName", "AHT"}; `message` as an object [unverified: the page prints it flat].
         if agent:
             if agent not in self._agents:
                 raise _Reply("agentId is Invalid")
-            found = {"AgentID": agent, "AgentName": self._agents[agent][1], "AHT": _hms(self.truth_agent(agent))}
+            seconds = self.truth_agent(agent)
+            found = {"AgentID": agent, "AgentName": self._agents[agent][1], "AHT": self._aht_text(seconds)}
         elif campaign:
             if campaign not in self._campaigns:
                 raise _Reply("campaignName is Invalid")
+            seconds = self.truth_campaign(campaign)
             cid = self._campaigns[campaign][0]
-            found = {"CampaignID": cid, "CampaignName": campaign, "AHT": _hms(self.truth_campaign(campaign))}
+            found = {"CampaignID": cid, "CampaignName": campaign, "AHT": self._aht_text(seconds)}
         else:
             raise _Reply("Both agentId and campaignName cannot be empty")
+        if seconds is None and self._no_calls == "no data found":
+            raise _Reply(NO_DATA_FOUND)  # [sibling API's doc] reference/post_ca-reports-summaryreport-2, HTTP 200
         return web.json_response({"status": "success", "message": found})
+
+    def _aht_text(self, seconds: int | None) -> str | None:
+        return _hms(seconds) if seconds is not None else _NO_CALL_AHT.get(self._no_calls)
 
     def _check_token(self, request: web.Request) -> None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -309,9 +342,7 @@ def _text(value: object) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _hms(seconds: int | None) -> str:
+def _hms(seconds: int) -> str:
     """[doc] "HH:MM:SS"; hours keep counting past 24."""
-    if seconds is None:
-        return "00:00:00"
     hours, rest = divmod(seconds, 3600)
     return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"

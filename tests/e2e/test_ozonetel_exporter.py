@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -116,9 +116,9 @@ async def ozonetel_stack(
         await simulator.stop()
 
 
-def most_in_any_minute(times: list[float]) -> int:
-    times = sorted(times)
-    return max((bisect.bisect_left(times, t + 60) - i for i, t in enumerate(times)), default=0)
+def most_in_any_minute(times: Iterable[float]) -> int:
+    ordered = sorted(times)
+    return max((bisect.bisect_left(ordered, t + 60) - i for i, t in enumerate(ordered)), default=0)
 
 
 async def test_200_targets_stay_within_50_a_minute_and_export_the_simulators_truth() -> None:
@@ -204,6 +204,90 @@ async def test_a_server_that_refuses_post_is_asked_with_get_from_then_on() -> No
         assert stack.sim.requests[AHT_PATH] == 2 * targets + 1  # one 405, then GET every time
 
 
+NO_CALLS_FORMS = ["no data found", "00:00:00", "empty", "null"]  # the simulator's `no_calls`
+
+
+@pytest.mark.parametrize("no_calls", NO_CALLS_FORMS)
+async def test_a_target_whose_calls_stop_loses_its_series_and_the_source_stays_up(
+    no_calls: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with ozonetel_stack(workload(contacts_per_slot=1), sim={"no_calls": no_calls}) as stack:
+        sim = stack.sim
+        assert await stack.exporter.poll_all()
+        before = stack.exported(await stack.scrape())
+        assert before == stack.truth(sim.agent_ids, sim.campaign_names)
+        with caplog.at_level(logging.WARNING):
+            assert await stack.next_poll(minutes=180)  # a new two hours: some agents made no call in it
+        series = await stack.scrape()
+        after = stack.exported(series)
+        assert after == stack.truth(sim.agent_ids, sim.campaign_names)
+        stopped = [labels for labels in before if "agent" in dict(labels) and labels not in after]
+        assert stopped  # had a value, now "no calls": absent, not kept
+        assert series[("aht_exporter_source_up", SOURCE)] == 1
+        assert [r.getMessage() for r in caplog.records if getattr(r, "source", None) == "oz"] == []
+
+
+@pytest.mark.parametrize("no_calls", NO_CALLS_FORMS)
+async def test_a_quiet_night_without_a_call_is_a_successful_poll_with_no_series(no_calls: str) -> None:
+    quiet = Workload(seed=11, queues=3, agents=12, media_types=("chat",))  # no voice call, ever
+    async with ozonetel_stack(quiet, sim={"no_calls": no_calls}) as stack:
+        runner = stack.exporter.runners[0]
+        assert await stack.exporter.poll_all()
+        for _ in range(2):
+            assert await stack.next_poll()
+        series = await stack.scrape()
+        assert stack.exported(series) == {}
+        assert series[("aht_exporter_source_up", SOURCE)] == 1
+        assert runner.health.last_error is None and runner.health.polls == {"success": 3}
+        assert stack.sim.requests[AHT_PATH] == 3 * 15
+
+
+@pytest.mark.parametrize(("accepted", "configured"), [("GET", "POST"), ("POST", "GET")])
+async def test_a_server_answering_401_to_one_method_is_asked_with_the_other_and_one_token_serves_every_poll(
+    accepted: str, configured: str
+) -> None:
+    sim_options = {"methods": (accepted,), "refuse_method_with": 401}
+    async with ozonetel_stack(workload(), sim=sim_options, source={"method": configured}) as stack:
+        sim, runner = stack.sim, stack.exporter.runners[0]
+        targets = len(sim.agent_ids) + len(sim.campaign_names)
+        assert await stack.exporter.poll_all()
+        assert sim.tokens_issued == 1 and runner.health.tokens_issued == 1
+        assert sim.requests_by_method == {
+            ("POST", TOKEN_PATH): 1,
+            (configured, AHT_PATH): 1,  # refused once, then never asked again
+            (accepted, AHT_PATH): targets,
+        }
+        for _ in range(4):  # 20 more minutes: straight to the method that works, no new token
+            assert await stack.next_poll()
+            assert stack.exported(await stack.scrape()) == stack.truth(sim.agent_ids, sim.campaign_names)
+        assert sim.tokens_issued == 1 and runner.health.tokens_issued == 1
+        assert sim.requests_by_method == {
+            ("POST", TOKEN_PATH): 1,
+            (configured, AHT_PATH): 1,
+            (accepted, AHT_PATH): 5 * targets,
+        }
+        series = await stack.scrape()
+        assert series[("aht_exporter_source_up", SOURCE)] == 1
+        assert series[("aht_exporter_tokens_issued_total", SOURCE)] == 1
+
+
+async def test_a_server_refusing_both_methods_fails_in_one_line_and_spends_one_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with ozonetel_stack(workload(), sim={"methods": (), "refuse_method_with": 401}) as stack:
+        runner = stack.exporter.runners[0]
+        with caplog.at_level(logging.WARNING):
+            assert not await stack.exporter.poll_all()
+        assert [r.getMessage() for r in caplog.records if getattr(r, "source", None) == "oz"] == ["poll failed"]
+        for _ in range(6):  # half an hour of failed polls
+            assert not await stack.next_poll()
+        error = runner.health.last_error or ""
+        assert error.startswith("/ca_apis/aht for agent 'agent001': POST and GET refused a token Ozonetel issued")
+        assert '"API Authentication" TOKEN_AUTH' in error and "another client" not in error
+        assert stack.sim.tokens_issued == 1 and runner.health.tokens_issued == 1
+        assert stack.sim.requests[AHT_PATH] == 7 * 2  # the first target, by each method, each poll
+
+
 async def test_a_basic_auth_account_is_polled_without_a_token() -> None:
     async with ozonetel_stack(workload(), sim={"auth": "basic"}, source={"auth": "basic"}) as stack:
         assert await stack.exporter.poll_all()
@@ -262,6 +346,12 @@ FAULTS: dict[Fault, str | None] = {
     Fault.EXTRA_FIELDS: None,
     Fault.ERROR_IN_200: "Service temporarily unavailable",
     Fault.SLOW: "poll did not finish",
+    Fault.ENDLESS_BODY: "larger than max_response_size 64MiB (on the wire)",
+    Fault.GZIP_BOMB: "larger than max_response_size 64MiB (decompressed)",
+    Fault.DEEP_JSON: "nested too deeply",
+    Fault.HOSTILE_TEXT: "HTTP 400",
+    Fault.HUGE_NUMBER: "`message` is not an object with AHT",
+    Fault.NEGATIVE_NUMBER: "`message` is not an object with AHT",
 }
 
 

@@ -1,5 +1,7 @@
 """Ozonetel's replies as pure data: HH:MM:SS, the AHT reply's shapes, the error texts of seed 001."""
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,13 +12,14 @@ from aht_exporter.providers.ozonetel import (
     Reading,
     ReplyError,
     Target,
+    _typed,
     classify,
     parse_aht_reply,
     parse_hms,
     parse_token_reply,
     reply_error,
 )
-from tests.helpers import fixture
+from tests.helpers import FIXTURES, fixture
 
 AGENT = Target("agent", "xx")
 CAMPAIGN = Target("campaign", "xxxx")
@@ -209,3 +212,67 @@ def test_documented_token_errors_carry_the_vendor_message(case: str, problem: Pr
 def test_a_token_reply_without_a_token_is_refused(payload: dict[str, Any]) -> None:
     with pytest.raises(ProviderError, match="`token` is missing"):
         parse_token_reply(payload, "token")
+
+
+NO_CALLS = fixture("ozonetel_aht_no_calls.json")
+NO_DATA_FOUND = [k for k in NO_CALLS if k.startswith("no data found")]
+
+
+@pytest.mark.parametrize("text", ["No Data Found", "no data found", "NO DATA FOUND", " No  Data\nFound. "])
+def test_no_data_found_means_no_calls_whatever_its_case_and_spacing(text: str) -> None:
+    assert classify(text) is Problem.NO_DATA
+
+
+@pytest.mark.parametrize("case", [k for k in NO_DATA_FOUND if NO_CALLS[k]["status"] != "success"])
+def test_every_no_data_found_error_reply_means_no_calls(case: str) -> None:
+    error = reply_error(NO_CALLS[case], "aht")
+    assert error is not None and error.problem is Problem.NO_DATA
+    assert " ".join(str(error).split()).lower().startswith("aht: no data found")  # its own text, not JSON
+
+
+def test_no_data_found_said_with_status_success_means_no_calls() -> None:
+    payload = NO_CALLS["no data found, status success"]
+    assert reply_error(payload, "aht") is None
+    with pytest.raises(ReplyError) as info:
+        parse_aht_reply(payload, AGENT)
+    assert info.value.problem is Problem.NO_DATA
+    assert str(info.value) == "/ca_apis/aht for agent 'xx': No Data Found"
+
+
+@pytest.mark.parametrize("case", ["AHT 00:00:00", "AHT empty", "AHT null"])
+def test_a_zero_empty_or_null_aht_means_no_calls(case: str) -> None:
+    assert reply_error(NO_CALLS[case], "aht") is None
+    reading = parse_aht_reply(NO_CALLS[case], AGENT)
+    assert reading == Reading(make_labels(agent="a1", media_type="voice"), None, "a1", "Asha Rao")
+
+
+@pytest.mark.parametrize(
+    ("message", "text"),
+    [
+        ({"message": "No Data Found"}, "No Data Found"),
+        (["No Data Found"], "No Data Found"),
+        ({"error": "Service down"}, "Service down"),  # one text, whatever its key
+        ({"code": 7, "message": "Service down"}, "Service down"),
+        ({"code": 7, "detail": "x"}, '{"code": 7, "detail": "x"}'),  # no text of its own: shown as JSON
+    ],
+)
+def test_a_nested_error_message_is_reported_by_its_text(message: object, text: str) -> None:
+    error = reply_error({"status": "error", "message": message}, "aht")
+    assert error is not None and str(error) == f"aht: {text}"
+
+
+@pytest.mark.parametrize(("status", "problem"), [(401, Problem.REFUSED), (405, Problem.REFUSED), (403, None)])
+def test_a_bare_401_or_405_is_a_refusal_not_an_expired_token(status: int, problem: Problem | None) -> None:
+    typed = _typed(ProviderError(f"POST /ca_apis/aht: HTTP {status}: Unauthorized", status=status))
+    assert getattr(typed, "problem", None) is problem
+
+
+def test_a_401_saying_token_expired_is_an_expired_token() -> None:
+    typed = _typed(ProviderError("POST /ca_apis/aht: HTTP 401: Token Expired", status=401))
+    assert isinstance(typed, ReplyError) and typed.problem is Problem.TOKEN_EXPIRED
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("ozonetel_*.json")), ids=lambda p: p.name)
+def test_every_ozonetel_fixture_cites_the_vendor_page_its_shapes_come_from(path: Path) -> None:
+    source = json.loads(path.read_text())["_source"]
+    assert "https://docs.ozonetel.com/reference/" in json.dumps(source)
