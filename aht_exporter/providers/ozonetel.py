@@ -52,7 +52,16 @@ from aht_exporter.clock import Clock
 from aht_exporter.config import DurationField, SourceConfig, is_loopback
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import ApiClient, RetryPolicy, Sleep, generic_error_text, json_body, scrub_credentials
-from aht_exporter.model import AverageUpdate, Labels, Names, ProviderError, RateLimited, make_labels
+from aht_exporter.model import (
+    MAX_SECONDS,
+    AverageUpdate,
+    Labels,
+    Names,
+    ProviderError,
+    RateLimited,
+    figure,
+    make_labels,
+)
 from aht_exporter.pacing import Pacer, loop_shared, pace_requests, shared_pacer
 from aht_exporter.providers.base import AverageProvider, Publish
 from aht_exporter.timebuckets import Duration
@@ -260,7 +269,9 @@ def parse_token_reply(payload: object, what: str) -> str:
     raise ProviderError(f"{what}: `token` is missing")
 
 
-_HMS = re.compile(r"^(\d+):([0-5]?\d):([0-5]?\d)(?:\.(\d+))?$")
+# Hours of at most 9 digits: a longer number is no average handle time, and int() of 400 digits then float()
+# would overflow (issue 12: a vendor's number must fail its poll, never crash it).
+_HMS = re.compile(r"^(\d{1,9}):([0-5]?\d):([0-5]?\d)(?:\.(\d{1,9}))?$")
 
 
 def parse_hms(value: object) -> float | None:
@@ -274,9 +285,12 @@ def parse_hms(value: object) -> float | None:
         return None
     m = _HMS.match(text)
     if m is None:
-        raise ValueError(f"{value!r} is not HH:MM:SS")
+        raise ValueError(f"{figure(value)} is not HH:MM:SS")
     hours, minutes, seconds, fraction = m.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + int(seconds) + (float(f"0.{fraction}") if fraction else 0.0)
+    total = int(hours) * 3600 + int(minutes) * 60 + int(seconds) + (float(f"0.{fraction}") if fraction else 0.0)
+    if total > MAX_SECONDS:
+        raise ValueError(f"{figure(value)} is above the limit of {MAX_SECONDS:.0e} s")
+    return total
 
 
 def parse_aht_reply(payload: Mapping[str, Any], target: Target) -> Reading:

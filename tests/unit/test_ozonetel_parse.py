@@ -52,6 +52,25 @@ def test_anything_else_than_hh_mm_ss_is_refused(text: str) -> None:
         parse_hms(text)
 
 
+@pytest.mark.parametrize("text", ["9" * 400 + ":00:00", "00:00:00." + "1" * 10_000, "1" * 10 + ":00:00"])
+def test_an_absurd_aht_is_refused_without_overflowing(text: str) -> None:
+    # issue 12: 400 digits of hours made int -> float overflow, a poll crash with a traceback.
+    with pytest.raises(ValueError) as info:
+        parse_hms(text)
+    assert len(str(info.value)) < 120
+
+
+def test_an_aht_beyond_the_limit_of_seconds_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"above the limit of 1e\+12 s"):
+        parse_hms("999999999:00:00")
+
+
+def test_an_absurd_aht_fails_the_reply_naming_the_field() -> None:
+    payload = {"status": "success", "message": {"AgentID": "xx", "AgentName": "n", "AHT": "9" * 400 + ":00:00"}}
+    with pytest.raises(ProviderError, match="AHT"):
+        parse_aht_reply(payload, AGENT)
+
+
 @pytest.mark.parametrize("value", [157, 1.5, True, ["00:02:37"]])
 def test_a_non_string_aht_is_refused(value: object) -> None:
     with pytest.raises(ValueError, match="not an HH:MM:SS string"):
