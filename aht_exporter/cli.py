@@ -156,7 +156,8 @@ async def _run_demo(args: argparse.Namespace) -> int:
             return await run_probe(config, args.record)
         log.info("demo: simulators running", extra={n: s.base_url for n, s in demo.simulators.items()})
         # The simulators stop inside serve's shutdown budget, not after it: a simulator still holding a
-        # request the exporter gave up on must not push the exit past the SPEC's 10 s.
+        # request the exporter gave up on must not push the exit past the 10 s a SIGTERM allows (README,
+        # Running it for real).
         return await serve(config, args.listen, args.web, after_stop=demo.stop)
     finally:
         await demo.stop()

@@ -129,6 +129,6 @@ class Demo:
 
     async def stop(self) -> None:
         """Stop every simulator at once: each waits at most its runner's shutdown_timeout (1 s) for a hung
-        request, so the demo's stop fits in what is left of the SPEC's 10 s after a SIGTERM. Idempotent."""
+        request, so the demo's stop fits in what is left of the 10 s after a SIGTERM. Idempotent."""
         started, self._started = self._started, []
         await asyncio.gather(*(sim.stop() for sim in started))

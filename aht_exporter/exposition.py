@@ -106,7 +106,7 @@ DATA_FAMILIES: tuple[tuple[str, str], ...] = (
         f"no contact was handled. {_SERVED}",
     ),
     *((f"aht_{f.value}", f"{FIELD_HELP[f]} {_SERVED}") for f in Field),
-    # The SPEC types the _info series as gauges of value 1.
+    # The _info series are gauges of value 1 (README, Metrics).
     (QUEUE_INFO, f"Display name of a queue (skill, campaign); value 1. {_SERVED}"),
     (AGENT_INFO, f"Display name of an agent; value 1. {_SERVED}"),
 )

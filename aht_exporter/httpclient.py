@@ -1,6 +1,6 @@
 """The one way providers talk HTTP: timeouts, one retry policy, request counting, vendor errors.
 
-Retries follow providers.md "Common to all": 429, 5xx and connection errors are retried with
+Retries follow docs/providers/README.md "Common to every provider": 429, 5xx and connection errors are retried with
 exponential backoff and jitter, honouring `Retry-After`, bounded in attempts and in total time, and
 never past the poll's deadline. Everything else (400, 401 after the auth's own refresh, 403, 404)
 fails at once with the vendor's own words.

@@ -237,9 +237,9 @@ KOREAI = BenchSource(
     start=_start_koreai,
     minimum=_koreai_minimum,
     formula=(
-        "ceil(records in the fetched span / 100) callvolume pages, at least 1 (100: the largest page providers.md "
-        "settles on); the JWT is minted locally, so no token request. Records are per interval x queue x channel, "
-        "whatever the number of agents"
+        "ceil(records in the fetched span / 100) callvolume pages, at least 1 (100: the largest page "
+        "docs/providers/koreai.md settles on); the JWT is minted locally, so no token request. Records are per "
+        "interval x queue x channel, whatever the number of agents"
     ),
     paths={"/callvolume": "callvolume"},
 )

@@ -19,7 +19,7 @@ from aht_exporter.model import AverageUpdate, Bucket, Field, Names
 class Provider(ABC):
     name: ClassVar[str]
     config_model: ClassVar[type[SourceConfig]]
-    # How often names() is worth calling. Hourly where it costs requests [providers.md]; providers
+    # How often names() is worth calling. Hourly where it costs requests (docs/providers/genesys.md, Request); providers
     # that learn names from the data itself return them every poll (0).
     names_every: ClassVar[float] = 3600.0
 

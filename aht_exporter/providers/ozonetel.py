@@ -8,7 +8,8 @@ Vendor facts, with their sources and how sure we are of each: docs/providers/ozo
   `CampaignName`. [unverified] the nesting of `message` (the docs print it flattened): we take an object,
   a one-element list of one, a JSON string of one, or the fields beside `status`.
 - [doc] Errors are `{"status": "error", "message": ...}` (the token API says `"status": "false"`),
-  possibly with HTTP 200: `status` is checked on every reply, case-insensitively. The texts are seed 001's.
+  possibly with HTTP 200: `status` is checked on every reply, case-insensitively. The texts are the AHT
+  page's (docs/providers/ozonetel.md, Response).
 - [sibling API's doc] No calls: Ozonetel's sibling report APIs answer `{"status": "error", "message": "No Data
   Found"}` (reference/post_ca-reports-summaryreport-2); like an `AHT` of "00:00:00", "" or null
   ([unverified]), it means no calls in the window: the target's series goes, the poll still succeeds.
@@ -185,8 +186,9 @@ class Problem(Enum):
     MALFORMED = "malformed"  # a reply with a field missing or mistyped
 
 
-# [doc] seed 001's texts, the token API's (reference/post_ca-apis-catoken-generatetoken), and the sibling
-# report APIs' "No Data Found" (reference/post_ca-reports-summaryreport-2).
+# [doc] the AHT page's texts (docs/providers/ozonetel.md, Response), the token API's
+# (reference/post_ca-apis-catoken-generatetoken), and the sibling report APIs' "No Data Found"
+# (reference/post_ca-reports-summaryreport-2).
 _KNOWN_TEXTS: tuple[tuple[str, Problem], ...] = (
     ("no data found", Problem.NO_DATA),
     ("max limit exceeded", Problem.RATE_LIMITED),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 # Seconds a stopping simulator waits for a request still being answered (a `slow` or `timeout` fault):
-# short, so that the demo stops within what the SPEC's 10 s leave after a SIGTERM.
+# short, so that the demo stops within what the 10 s after a SIGTERM leave (README, Running it for real).
 SHUTDOWN_TIMEOUT = 1.0
 
 

@@ -55,7 +55,8 @@ DEFAULT_DELAY = 60
 """The exporter's default `delay` after a bucket boundary."""
 
 DATA_AGE_DEFAULTS: dict[str, int] = {
-    # 2 buckets + delay (the issue's threshold): data one whole bucket late. Bucket sizes: providers.md.
+    # 2 buckets + delay (the issue's threshold): data one whole bucket late. Bucket sizes:
+    # docs/providers/<vendor>.md, Configuration.
     # Polls fire at UTC multiples of `every` plus `delay`, so a healthy source's data is at most one bucket
     # plus the delay old (plus the seconds a poll takes): a whole bucket of margin below the threshold.
     "genesys": 2 * 1800 + DEFAULT_DELAY,  # 30m buckets by default (15m possible: override)

@@ -41,7 +41,7 @@ def test_good_config_resolves_defaults_and_env() -> None:
     assert source.bucket_seconds == 1800
     assert source.api_url == "https://api.mypurecloud.ie"
     assert source.token_url == "https://login.mypurecloud.ie/oauth/token"
-    assert source.refresh_seconds == 7200  # Genesys's own default (providers.md): 2h
+    assert source.refresh_seconds == 7200  # Genesys's own default (docs/providers/genesys.md): 2h
     assert source.group_by == ["media_type", "queue"]
 
 

@@ -333,7 +333,7 @@ def test_every_metric_is_in_the_sdks_metric_enums() -> None:
     read = set(provider_module._STATS)  # every metric the parser reads
     for enum_name, enum in METRIC_ENUMS.items():
         assert sent | read <= set(enum), f"not in the SDK's {enum_name}: {sorted((sent | read) - set(enum))}"
-        assert "tHold" not in enum  # providers.md: seed 004's tHold does not exist; tHeldComplete does
+        assert "tHold" not in enum  # docs/providers/genesys.md: seed 004's tHold does not exist; tHeldComplete does
 
 
 def test_every_group_by_and_filter_dimension_is_in_the_sdks_dimension_enum() -> None:
@@ -363,21 +363,22 @@ def test_media_types_and_queues_are_sent_as_configured() -> None:
         assert sent == wanted, describe(config)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GenesysConfig.media_types accepts any string and query_body sends it unchanged as a mediaType "
-    "predicate value; 'call' (the Genesys UI's word for voice) is not in the SDK's mediaType enum "
-    "(AnalyticsSession.media_type). What the API answers to such a filter (400, or silently no data) is unverified.",
-)
 def test_a_media_type_the_sdk_does_not_know_is_a_config_error(tmp_path: Path) -> None:
+    """`call` (the Genesys UI's word for voice) is not in the SDK's mediaType enum (AnalyticsSession.media_type);
+    sent as a filter, the API would answer a 400 or silently no data (which, unverified). The config accepts
+    exactly the SDK's values, and says which they are."""
     assert "call" not in MEDIA_TYPE_ENUM
+    assert set(provider_module.MEDIA_TYPES) == set(MEDIA_TYPE_ENUM)
     path = tmp_path / "aht.yaml"
     path.write_text(
         "sources:\n  - {name: g, provider: genesys, region: mypurecloud.ie, client_id: i, client_secret: s,"
         " media_types: [call]}\n"
     )
-    with pytest.raises(ConfigError, match="media_types"):
+    with pytest.raises(ConfigError, match="media_types") as caught:
         load_config(path)
+    assert str(caught.value).endswith(
+        f"sources[0].media_types[0]: 'call' is not a Genesys media type (use {', '.join(MEDIA_TYPE_ENUM)})"
+    )
 
 
 _PERIOD = re.compile(r"^P(?:\d+[YMWD])*(?:T(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?$")

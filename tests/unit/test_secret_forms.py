@@ -260,7 +260,8 @@ async def test_a_liveperson_sentinel_401_echoing_the_form_body_shows_no_form_of_
     await provider.aclose()
 
     assert quote_plus(SECRET) in token.calls[0].request.content.decode()  # what the vendor echoed
-    assert str(info.value).startswith("POST /sentinel/api/v2/account/12345678/app/token: token request failed: HTTP 401:")
+    token_path = "/sentinel/api/v2/account/12345678/app/token"
+    assert str(info.value).startswith(f"POST {token_path}: token request failed: HTTP 401:")
     for text in (str(info.value), runner.health.last_error or ""):
         assert "<redacted>" in text
         assert_absent(text, SECRET)
