@@ -15,6 +15,14 @@ from enum import StrEnum
 Labels = tuple[tuple[str, str], ...]
 """The grouping labels of a series, sorted by name: (("media_type", "voice"), ("queue", "q1"))."""
 
+MISSING_LABEL = "none"
+"""The label value of a grouping dimension the vendor left out, null or empty for a group: a Kore.ai record
+with `queueId: null` (a contact abandoned before it reached a queue), a Genesys group without `queueId` (an
+outbound call outside any queue). Its contacts are real and count; they form one series of their own.
+Not the empty string: Prometheus reads `queue=""` as no `queue` label at all, so the series would merge with
+an ungrouped one in every query. A word no vendor id looks like (queue and agent ids are `qu-...` or UUIDs,
+media types are the vendors' own words), and one every provider uses (docs/providers/<vendor>.md)."""
+
 # --- vendor text: what may become a label value ---------------------------------------------------------
 
 MAX_LABEL_VALUE = 1024

@@ -1,10 +1,14 @@
 """Genesys Cloud: the conversation aggregates query, in milliseconds, per bucket.
 
-Vendor facts (providers.md, seeds 000 and 004; Genesys developer docs):
+Vendor facts (docs/providers/genesys.md, with sources and tags; Genesys developer docs):
 - `POST /api/v2/analytics/conversations/aggregates/query` with `interval`, `granularity`, `groupBy`,
   `filter`, `metrics`; the reply is `results[].group` + `results[].data[].metrics[].stats`.
 - Every `t*` metric is in milliseconds; AHT = tHandle.sum / tHandle.count.
 - Empty buckets, groups and metrics are omitted from the reply: absent means zero, not an error.
+- Every stat is optional in the SDK's StatisticalSummary; a zero may come as `{"count": 0}` without `sum`
+  (issue 13; docs/providers/genesys.md, "Real-tenant cases"): that `sum` is 0. A `count` we need that is
+  missing, or a `sum` left out beside a count above 0, fails the poll. A dimension we grouped by that a group lacks
+  (no `queueId` for an outbound call outside any queue) is the label value MISSING_LABEL.
 - Handle time lands in the bucket where after-call work ends, so closed buckets change for a while.
 - OAuth client credentials at `https://login.{region}/oauth/token`, API at `https://api.{region}`.
 - Errors are JSON `{message, code, status, contextId}`; 429 carries `Retry-After`.
@@ -33,6 +37,7 @@ from aht_exporter.model import (
     MAX_COUNT,
     MAX_NAMES,
     MAX_SECONDS,
+    MISSING_LABEL,
     Bucket,
     Field,
     Labels,
@@ -53,6 +58,23 @@ DIMENSIONS = {"media_type": "mediaType", "queue": "queueId", "agent": "userId"}
 MAX_NAME_PAGES = MAX_NAMES // 100  # pages of 100: a hard bound on the paging loop
 _TOO_LARGE = re.compile(r"too (large|long|big|many)|exceed|maximum", re.IGNORECASE)
 
+
+# [doc] The mediaType values of Genesys' analytics, as the SDK's enum carries them (PureCloudPlatformClientV2,
+# AnalyticsSession.media_type; the API reference lists the same for the mediaType dimension). `call`, the
+# Genesys UI's word for voice, is not one of them.
+MEDIA_TYPES = (
+    "callback",
+    "chat",
+    "cobrowse",
+    "email",
+    "internalmessage",
+    "message",
+    "screenmonitoring",
+    "screenshare",
+    "unknown",
+    "video",
+    "voice",
+)
 
 GroupLabel = Literal["media_type", "queue", "agent"]
 DEFAULT_GROUP_BY: tuple[GroupLabel, ...] = ("media_type", "queue")
@@ -99,6 +121,10 @@ class GenesysConfig(SourceConfig):
             yield "login_url", "is required with base_url (the OAuth host differs from the API host)"
         if len(set(self.group_by)) != len(self.group_by):
             yield "group_by", "lists a label twice"
+        for i, media_type in enumerate(self.media_types):
+            # Sent as a `mediaType` predicate unchanged: an unknown one would filter out everything, or be a 400.
+            if media_type not in MEDIA_TYPES:
+                yield f"media_types[{i}]", f"{media_type!r} is not a Genesys media type (use {', '.join(MEDIA_TYPES)})"
         span = self.max_query_span.seconds
         if span <= 0 or span % self.bucket.seconds:
             yield "max_query_span", f"{self.max_query_span} is not a multiple of the {self.bucket} bucket"
@@ -245,24 +271,42 @@ def _buckets(reply: _Reply, group_by: Sequence[str]) -> list[Bucket]:
             values: dict[Field, float] = {}
             for k, metric in enumerate(entry.metrics):
                 for stat, field, divisor in _STATS.get(metric.metric, ()):  # a metric we did not ask for: ignored
-                    value = metric.stats.sum if stat == "sum" else metric.stats.count
-                    if value is UNSET:
-                        where = f"results[{i}].data[{j}].metrics[{k}].stats.{stat}"
-                        raise ProviderError(f"aggregates response: {where} is missing")
-                    # Negative, infinite or absurd: a vendor's bug, never an AHT (nor the store's overflow).
-                    problem = out_of_range(value, *_LIMITS[stat])
-                    if problem is not None:
-                        where = f"results[{i}].data[{j}].metrics[{k}].stats.{stat}"
-                        raise ProviderError(f"aggregates response: {where}: {figure(value)} {problem}")
+                    value = _stat(metric.stats, stat, f"results[{i}].data[{j}].metrics[{k}].stats")
                     values[field] = values.get(field, 0.0) + value / divisor
             buckets.append(Bucket(start=span[0], end=span[1], labels=labels, values=values))
     return buckets
 
 
+def _stat(stats: _Stats, stat: str, where: str) -> float:
+    """One stat of a metric we read, in the vendor's unit. Every stat is optional in the SDK's
+    StatisticalSummary [doc], and a zero may come as `{"count": 0}` without `sum` (issue 13): a `sum` left out
+    beside a count of 0 is 0. The count is what says how much was measured, so it is never taken for 0: a
+    count we need (as a figure, or to say a missing sum is 0) that is missing, or a `sum` left out beside a
+    count above 0, fails the poll naming the path."""
+    value = stats.count if stat == "count" else stats.sum
+    if value is UNSET:
+        if stats.count is UNSET:
+            also = "" if stat == "count" else " (and so is sum)"
+            raise ProviderError(f"aggregates response: {where}.count is missing{also}")
+        if stats.count != 0:
+            raise ProviderError(f"aggregates response: {where}.sum is missing, though count is {figure(stats.count)}")
+        return 0.0
+    # Negative, infinite or absurd: a vendor's bug, never an AHT (nor the store's overflow).
+    problem = out_of_range(value, *_LIMITS[stat])
+    if problem is not None:
+        raise ProviderError(f"aggregates response: {where}.{stat}: {figure(value)} {problem}")
+    return value
+
+
 def _labels(group: Mapping[str, Any], group_by: Sequence[str], i: int) -> Labels:
+    """The group's labels. A dimension we grouped by that the group lacks (absent, null or empty: an
+    outbound call outside any queue has no queueId) is MISSING_LABEL, never "", which is no label at all."""
     values: dict[str, str] = {}
     for label in group_by:
-        value = group.get(DIMENSIONS[label], "")  # e.g. an outbound call outside any queue: no queueId
+        value = group.get(DIMENSIONS[label])
+        if value is None or value == "":
+            values[label] = MISSING_LABEL
+            continue
         if not isinstance(value, str):
             raise ProviderError(f"aggregates response: results[{i}].group.{DIMENSIONS[label]} is not a string")
         values[label] = value.lower() if label == "media_type" else value

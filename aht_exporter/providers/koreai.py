@@ -1,6 +1,6 @@
 """Kore.ai: the Contact Volume API, one record per interval, queue and source (channel).
 
-Vendor facts (providers.md, seed 003; Kore.ai docs):
+Vendor facts (docs/providers/koreai.md, with sources and tags; Kore.ai docs):
 - [doc] `POST {host}/agentassist/api/public/analytics/account/{accountId}/callvolume`, JSON body
   `{orgId, fromTimeStamp, toTimeStamp, skip, limit}`; the reply is `{hasMore, CallVolumeUpdate[], totalCount}`.
 - [doc] Auth is a header `auth: <JWT>` (not `Authorization`), HS256-signed with the app's client secret,
@@ -18,6 +18,10 @@ Vendor facts (providers.md, seed 003; Kore.ai docs):
   says which; an implausible AHT logs a warning.
 - [sample] Records are per interval x queue x `source` (`rtm` = chat, `voice`), 15-minute intervals in the
   sample; the interval length is [unverified], so each record's own interval is checked against the bucket.
+- [unverified] sparse records (issue 13; docs/providers/koreai.md, "Real-tenant cases"): `queueId: null` for
+  a contact abandoned before it reached a queue, and zero counters left out. A counter left out is 0; a
+  `queueId` or `source` absent, null or empty is the label value MISSING_LABEL; a wrong type, or a record
+  without its interval timestamps, fails the poll naming the JSON path.
 - [unverified] the largest `limit` (we send at most 100); whether `toTimeStamp` includes the interval
   starting at it (we drop records outside the span asked for); what `sub` should hold (the client id).
 """
@@ -46,6 +50,7 @@ from aht_exporter.model import (
     MAX_COUNT,
     MAX_NAMES,
     MAX_SECONDS,
+    MISSING_LABEL,
     Bucket,
     Field,
     Labels,
@@ -63,7 +68,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://platform.kore.ai"  # [doc] also de-platform, jp-platform, smartassist.kore.ai
 CALLVOLUME_PATH = "/agentassist/api/public/analytics/account/{account_id}/callvolume"
-MAX_PAGE_SIZE = 100  # [unverified] Kore's own maximum; 100 is what providers.md settles on
+MAX_PAGE_SIZE = 100  # [unverified] Kore's own maximum; 100 is our choice (docs/providers/koreai.md)
 MAX_PAGES = 200  # 20,000 records per fetch: a hard bound that also fits a 5-minute poll at one request a second
 JWT_LIFETIME = 300  # seconds: short, used once, well inside Kore's 1 h limit, and tolerant of clock skew
 RATE_LIMIT_PER_MINUTE = 60  # [doc] per account
@@ -204,17 +209,19 @@ def parse_record(raw: object, index: int, rules: Rules) -> Record:
     where = f"callvolume response: CallVolumeUpdate[{index}]"
     if not isinstance(raw, dict):
         raise ProviderError(f"{where} is not an object")
+    # The interval is what places a record: without it the record belongs nowhere, so it fails the poll.
     start, end = (_timestamp(raw, key, where) for key in ("intervalStartTimeStamp", "intervalEndTimeStamp"))
     labels: dict[str, str] = {}
     if "media_type" in rules.group_by:
-        source = _string(raw, "source", where)
-        labels["media_type"] = MEDIA_TYPES.get(source.lower(), source.lower())
+        source = _dimension(raw, "source", where)
+        labels["media_type"] = MISSING_LABEL if source is None else MEDIA_TYPES.get(source.lower(), source.lower())
     queue_id: str | None = None
     if "queue" in rules.group_by:
-        queue_id = labels["queue"] = _string(raw, "queueId", where)
-    elif isinstance(raw.get("queueId"), str):
+        queue_id = _dimension(raw, "queueId", where)
+        labels["queue"] = MISSING_LABEL if queue_id is None else queue_id
+    elif isinstance(raw.get("queueId"), str) and raw["queueId"]:
         queue_id = raw["queueId"]
-    name = raw.get("queueName")
+    name = raw.get("queueName") if queue_id is not None else None  # a record without a queue names none
     # Kore stores durations in ms [sample]; dividing (not multiplying by 1e-3) keeps n/1000 exact.
     divisor = 1000 if rules.time_unit == "ms" else 1
     most = MAX_SECONDS * divisor  # in the vendor's unit
@@ -247,11 +254,27 @@ def _string(raw: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _number(raw: dict[str, Any], key: str, where: str, limit: float, unit: str) -> float:
-    """A figure no larger than `limit` (in the vendor's `unit`): anything larger is a vendor's bug."""
+def _dimension(raw: dict[str, Any], key: str, where: str) -> str | None:
+    """A grouping dimension (`queueId`, `source`), or None when the record has none: absent, null or empty.
+
+    Issue 13: a contact abandoned before it reached a queue comes as `queueId: null`; the field table
+    says nothing of nullability, so `source` is read the same way. Any other type fails the poll."""
     value = raw.get(key)
-    if value is None:
-        raise ProviderError(f"{where}.{key} is missing")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ProviderError(f"{where}.{key} is not a string")
+    return value
+
+
+def _number(raw: dict[str, Any], key: str, where: str, limit: float, unit: str) -> float:
+    """A figure no larger than `limit` (in the vendor's `unit`): anything larger is a vendor's bug.
+
+    A counter left out is zero (issue 13: records leave out their zero counters); a null one is a wrong
+    type like any other, since nothing says whether Kore would mean "zero" or "unknown" by it."""
+    if key not in raw:
+        return 0.0
+    value = raw[key]
     if out_of_range(value, math.inf, unit) is not None:  # mistyped, negative, NaN or infinite
         raise ProviderError(f"{where}.{key} is not a non-negative number: {figure(value)}")
     problem = out_of_range(value, limit, unit)
@@ -399,7 +422,7 @@ class KoreAuth(httpx.Auth):
 
     It runs for every attempt, so retries are paced and signed afresh too. Minting per request costs
     one HMAC; caching would reuse a `jti`, which apps that enforce `jti` refuse as a replay [doc].
-    A 401 is answered once with a fresh JWT, as providers.md asks of every token; a second 401 stands.
+    A 401 is answered once with a fresh JWT, as every provider does with its tokens; a second 401 stands.
     """
 
     def __init__(self, client_id: str, secret: SecretStr, clock: Clock, pace: Callable[[], Awaitable[None]]) -> None:

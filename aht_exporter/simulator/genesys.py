@@ -1,9 +1,18 @@
 """A loopback Genesys Cloud: OAuth login, the conversation aggregates query, queues and users.
 
-It serves a `Workload` the way the vendor documents its API (providers.md, seed 000), so the Genesys
+It serves a `Workload` the way the vendor documents its API, so the Genesys
 provider and the whole exporter run end to end with no credentials and no internet, and a test can
 check the exported figures against `truth()`. One server answers both the login and the API paths.
 Time is the injected `Clock`'s: token expiry, the rate-limit window and which contacts are visible.
+
+Where each shape comes from (docs/providers/genesys.md):
+- the query and its reply: https://developer.genesys.cloud/api/rest/v2/analytics/conversation_aggregate and
+  the models of Genesys' Python SDK (PureCloudPlatformClientV2: ConversationAggregationQuery,
+  StatisticalSummary, in which every stat is optional);
+- errors and 429s: https://developer.genesys.cloud/forum/t/normalized-platform-api-429-responses/12028;
+- login: https://developer.genesys.cloud/authorization/platform-auth/use-client-credentials.
+By default a zero comes as `{"count": 0}` without `sum` (issue 13): the SDK allows it, no tenant has shown
+it in an aggregates reply yet, so `zero_metrics=False` serves the documented "left out" instead.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ USERS_PATH = "/api/v2/users"
 FORMS = VendorForms(
     data_paths=(AGGREGATES_PATH,),
     token_paths=(TOKEN_PATH,),
+    # The count is essential: a tHandle without it fails the poll (a `sum` may be left out beside a count of 0).
     essential_field="count",
     numeric_field="sum",
     error_in_200={
@@ -265,10 +275,14 @@ class _Stat:
         return {"max": self.max, "min": self.min, "count": self.count, "sum": self.sum}  # seed 000's order
 
 
-def aggregate(contacts: Sequence[Contact], query: AggregateQuery, group_by: Sequence[str]) -> list[object]:
+def aggregate(
+    contacts: Sequence[Contact], query: AggregateQuery, group_by: Sequence[str], *, zero_metrics: bool = False
+) -> list[object]:
     """The `results` array: one entry per group, one data entry per bucket with data, seed 000's shape.
 
-    Groups, buckets and metrics without data are left out, never reported as zeros [doc]. Grouped by
+    Groups and buckets without data are left out, never reported as zeros [doc]. A metric asked for without
+    data in a bucket that has others is left out too, or with `zero_metrics` comes as `{"count": 0}`: no
+    `sum`, `min` or `max` (issue 13; every stat is optional in the SDK's StatisticalSummary). Grouped by
     userId, abandoned contacts (no user) are in no group, as in `Workload.truth`.
     """
     attrs = [_DIMENSIONS[d] for d in group_by]
@@ -294,21 +308,21 @@ def aggregate(contacts: Sequence[Contact], query: AggregateQuery, group_by: Sequ
             else:
                 stat.add(value)
     return [
-        {"group": dict(zip(group_by, key, strict=True)), "data": _data(buckets, query, step)}
+        {"group": dict(zip(group_by, key, strict=True)), "data": _data(buckets, query, step, zero_metrics)}
         for key, buckets in sorted(groups.items())
     ]
 
 
-def _data(buckets: dict[int, dict[str, _Stat]], query: AggregateQuery, step: int) -> list[object]:
+def _data(buckets: dict[int, dict[str, _Stat]], query: AggregateQuery, step: int, zero_metrics: bool) -> list[object]:
     data: list[object] = []
     for index in sorted(buckets):
         start = query.start_ms + index * step
         interval = f"{_iso(start)}/{_iso(min(start + step, query.end_ms))}"
         stats = buckets[index]
         rendered = [
-            {"metric": name, "stats": stats[name].render(name in _COUNT_ONLY)}
+            {"metric": name, "stats": stats[name].render(name in _COUNT_ONLY) if name in stats else {"count": 0}}
             for name in query.metrics
-            if name in stats
+            if name in stats or zero_metrics
         ]
         data.append({"interval": interval, "metrics": rendered})
     return data
@@ -334,10 +348,14 @@ class GenesysSimulator:
         rate_limit_per_minute: int = 300,
         max_interval_seconds: int = 31 * 86400,
         always_group_by_media_type: bool = False,
+        zero_metrics: bool = True,
     ) -> None:
         """`always_group_by_media_type` adds mediaType to every group, as seed 000's response does for a
-        query without groupBy: providers.md says a group may carry keys not asked for, and a provider
-        must then add such groups up, not overwrite one with another."""
+        query without groupBy: docs/providers/genesys.md says a group may carry keys not asked for, and a provider
+        must then add such groups up, not overwrite one with another. `zero_metrics` answers a metric asked
+        for but without data in a bucket as `{"count": 0}`, without `sum` (see `aggregate`); off, it is left
+        out, as Genesys documents ("just because you query for a metric, you may not see any data about it
+        returned": https://developer.genesys.cloud/api/rest/v2/analytics/conversation_aggregate)."""
         if rate_limit_per_minute < 1 or token_lifetime < 1 or max_interval_seconds < 1:
             raise ValueError("rate_limit_per_minute, token_lifetime and max_interval_seconds must be positive")
         self._workload = workload
@@ -347,6 +365,7 @@ class GenesysSimulator:
         self._rate_limit = rate_limit_per_minute
         self._max_interval_ms = max_interval_seconds * 1000
         self._always_media_type = always_group_by_media_type
+        self._zero_metrics = zero_metrics
         self.requests: Counter[str] = Counter()
         self.rate_limited = 0
         self.tokens_issued = 0
@@ -436,7 +455,7 @@ class GenesysSimulator:
         if self._always_media_type and "mediaType" not in group_by:
             group_by = (*group_by, "mediaType")
         contacts = self._workload.contacts(query.start_ms / 1000, query.end_ms / 1000, self._clock.now())
-        return web.json_response({"results": aggregate(contacts, query, group_by)})
+        return web.json_response({"results": aggregate(contacts, query, group_by, zero_metrics=self._zero_metrics)})
 
     async def _queues(self, request: web.Request) -> web.Response:
         self._admit(request)

@@ -1,20 +1,29 @@
 """A loopback Kore.ai Contact Volume API: JWT-checked, paged, rate-limited, serving a `Workload`.
 
-It renders the workload the way seed 003 and providers.md describe the vendor's API, so the Kore.ai
+It renders the workload the way docs/providers/koreai.md describes the vendor's API, so the Kore.ai
 provider and the whole exporter run end to end with no credentials and no internet, and a test can
 check the exported figures against `truth()`. Time is the injected `Clock`'s: JWT expiry, the rate-limit
 window and which contacts are visible (so a closed interval's record is revised as late contacts show
 up, its `__v` counting the revisions).
 
-Choices where the vendor is silent ([unverified] in providers.md), made to be the less convenient
+Choices where the vendor is silent ([unverified] in docs/providers/koreai.md), made to be the less convenient
 reading, so the provider has to cope with it:
 - `toTimeStamp` includes the interval that starts at it (still in progress when it is the current one);
 - a record is served for every interval, queue and source with any visible contact, durations in ms;
-- error bodies are `{"errors": [{"msg", "code"}]}`, as Kore's platform APIs answer.
+- error bodies are `{"errors": [{"msg", "code"}]}`, as Kore's platform APIs answer;
+- sparse records, as issue 13 expects of real tenants (docs/providers/koreai.md, "Real-tenant cases"): about
+  half the records (by `_id`) leave out their zero counters; and with `before_queue_ms`, a contact abandoned
+  before it reached a queue is served in a record with `queueId: null` (and `queueName: null`), which
+  `truth()` counts under the queue MISSING_LABEL, as the exporter must.
+
+The record shape is the Contact Volume page's field table and sample:
+https://koreai.mintlify.app/ai-for-service/apis/contact-center/contact-volume (also
+https://koredotcom.github.io/docs/xo/apis/contact-center/contact-volume/).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import secrets
@@ -28,10 +37,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from aht_exporter.clock import Clock
-from aht_exporter.model import Labels
+from aht_exporter.model import MISSING_LABEL, Labels
 from aht_exporter.simulator import serve_app
 from aht_exporter.simulator.faults import Fault, FaultInjector, VendorForms
-from aht_exporter.simulator.workload import Contact, Totals, Workload
+from aht_exporter.simulator.workload import Contact, Totals, Workload, total_by_group
 
 CALLVOLUME_PATH = "/agentassist/api/public/analytics/account/{account_id}/callvolume"
 
@@ -50,6 +59,28 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Workload media type -> Kore `source` [sample: rtm is chat]; the others keep their own names.
 SOURCES = {"chat": "rtm"}
 
+# The counters a sparse record leaves out when they are zero (issue 13): every figure of the field table.
+COUNTERS = frozenset(
+    {
+        "offeredContacts",
+        "answeredContacts",
+        "completedContacts",
+        "abandonedContacts",
+        "conversationHandleTime",
+        "conversationTalkTime",
+        "holdDuration",
+        "acwDuration",
+        "maxQueueHoldTimeAnswered",
+        "queueHoldTimeAnswered",
+        "maxqueueHoldTimeAbandoned",
+        "queueHoldTimeAbandoned",
+        "messageCount",
+        "savedMessageCount",
+        "csatResponses",
+        "csatScore",
+    }
+)
+
 
 def _kore_error(status: int, message: str) -> dict[str, object]:
     return {"errors": [{"msg": message, "code": status}]}
@@ -60,7 +91,9 @@ def _kore_error(status: int, message: str) -> dict[str, object]:
 FORMS = VendorForms(
     data_paths=("/agentassist/api/public/analytics/account/",),
     token_paths=(),
-    essential_field="conversationHandleTime",
+    # Without its interval a record belongs nowhere: the one field whose absence must fail the poll (a
+    # counter left out is zero, a queue left out is MISSING_LABEL).
+    essential_field="intervalStartTimeStamp",
     numeric_field="conversationHandleTime",
     error_in_200=_kore_error(500, "Analytics is temporarily unavailable"),
     unauthorized=_kore_error(401, "Invalid JWT: token expired"),
@@ -94,11 +127,20 @@ class KoreAISimulator:
         interval_seconds: int = 900,
         max_limit: int = 100,
         split_records: bool = False,
+        before_queue_ms: int = 0,
+        sparse_records: bool = True,
     ) -> None:
         """`rate_limited_status` is the HTTP status of the "slow down" reply (Kore's is [unverified]);
-        `split_records` serves each interval, queue and source as two records, which must be summed."""
+        `split_records` serves each interval, queue and source as two records, which must be summed.
+        An abandoned contact that waited less than `before_queue_ms` hung up before it reached a queue: its
+        record has `queueId: null` (tests use 60000, a third of the abandoned). Off by default: those records
+        come on top of the workload's, and the demo's first poll stays one page (other suites share its
+        account's 60 requests a minute). `sparse_records` leaves the zero counters out of about half the
+        records (those whose `_id` starts with an even hex digit), as a document store that never set them."""
         if rate_limit_per_minute < 1 or interval_seconds < 1 or max_limit < 1:
             raise ValueError("rate_limit_per_minute, interval_seconds and max_limit must be positive")
+        if before_queue_ms < 0:
+            raise ValueError("before_queue_ms must not be negative")
         self._workload = workload
         self._clock = clock
         self._account_id = account_id
@@ -109,6 +151,8 @@ class KoreAISimulator:
         self._interval = interval_seconds
         self._max_limit = max_limit
         self._split = split_records
+        self._before_queue_ms = before_queue_ms
+        self._sparse = sparse_records
         self._queue_names = dict(workload.queues)
         self.faults = FaultInjector(FORMS)
         self.requests: Counter[str] = Counter()
@@ -143,8 +187,17 @@ class KoreAISimulator:
     def truth(
         self, start: float, end: float, group_by: Sequence[str], as_of: float | None = None
     ) -> dict[Labels, Totals]:
-        """The workload's totals over [start, end), for the contacts visible now (or at `as_of`)."""
-        return self._workload.truth(start, end, group_by, self._clock.now() if as_of is None else as_of)
+        """The workload's totals over [start, end), for the contacts visible now (or at `as_of`); contacts
+        abandoned before a queue count under the queue MISSING_LABEL, as the exporter reports them."""
+        contacts = self._workload.contacts(start, end, self._clock.now() if as_of is None else as_of)
+        return total_by_group(
+            [dataclasses.replace(c, queue_id=MISSING_LABEL) if self.before_queue(c) else c for c in contacts],
+            group_by,
+        )
+
+    def before_queue(self, contact: Contact) -> bool:
+        """Whether `contact` was abandoned before it reached a queue (served with `queueId: null`)."""
+        return contact.abandoned and contact.wait_ms < self._before_queue_ms
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -243,24 +296,27 @@ class KoreAISimulator:
         now = self._clock.now()
         out: list[dict[str, object]] = []
         for t in range(first, end_ms + 1, step):
-            groups: dict[tuple[str, str], list[Contact]] = {}
+            groups: dict[tuple[str | None, str], list[Contact]] = {}
             for c in self._workload.contacts(t / 1000, (t + step) / 1000, now):
-                groups.setdefault((c.queue_id, SOURCES.get(c.media_type, c.media_type)), []).append(c)
-            for (queue_id, source), contacts in sorted(groups.items()):
+                queue_id = None if self.before_queue(c) else c.queue_id
+                groups.setdefault((queue_id, SOURCES.get(c.media_type, c.media_type)), []).append(c)
+            for (queue_id, source), contacts in sorted(groups.items(), key=lambda g: (g[0][0] or "", g[0][1])):
                 parts = [contacts[0::2], contacts[1::2]] if self._split and len(contacts) > 1 else [contacts]
                 for n, part in enumerate(parts):
                     out.append(self._record(t, t + step, queue_id, source, part, n))
         return out
 
     def _record(
-        self, start: int, end: int, queue_id: str, source: str, contacts: list[Contact], n: int
+        self, start: int, end: int, queue_id: str | None, source: str, contacts: list[Contact], n: int
     ) -> dict[str, object]:
-        """One record in seed 003's shape and field order; durations in ms."""
+        """One record in seed 003's shape and field order; durations in ms. `queue_id` None: the contacts
+        never reached a queue, so none of them waited in one."""
         answered = [c for c in contacts if not c.abandoned]
-        abandoned = [c for c in contacts if c.abandoned]
+        abandoned = [c for c in contacts if c.abandoned and queue_id is not None]  # waits in a queue
         key = f"{self._org_id}/{start}/{queue_id}/{source}/{n}"
-        return {
-            "_id": hashlib.sha256(key.encode()).hexdigest()[:24],  # stable across revisions: an upsert
+        record_id = hashlib.sha256(key.encode()).hexdigest()[:24]  # stable across revisions: an upsert
+        record: dict[str, object] = {
+            "_id": record_id,
             "intervalStartTimeStamp": _iso(start),
             "orgId": self._org_id,
             "queueId": queue_id,
@@ -280,12 +336,15 @@ class KoreAISimulator:
             "savedMessageCount": 0,
             "csatResponses": 0,
             "csatScore": 0,
-            "abandonedContacts": len(abandoned),
+            "abandonedContacts": len(contacts) - len(answered),
             "maxqueueHoldTimeAbandoned": max((c.wait_ms for c in abandoned), default=0),  # sic [sample]
             "queueHoldTimeAbandoned": sum(c.wait_ms for c in abandoned),
             "iId": "st-" + hashlib.sha256(self._org_id.encode()).hexdigest()[:32],
-            "queueName": self._queue_names.get(queue_id, ""),
+            "queueName": None if queue_id is None else self._queue_names.get(queue_id, ""),
         }
+        if self._sparse and int(record_id[0], 16) % 2 == 0:
+            return {k: v for k, v in record.items() if not (k in COUNTERS and v == 0)}
+        return record
 
 
 def _timestamp(body: Mapping[str, object], key: str) -> int:

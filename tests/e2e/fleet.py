@@ -17,7 +17,7 @@ SCHEMA_ERRORS: dict[str, dict[Fault, str]] = {
         Fault.NEGATIVE_NUMBER: "stats.sum: -5 is negative",
     },
     "koreai": {
-        Fault.MISSING_FIELD: "conversationHandleTime is missing",
+        Fault.MISSING_FIELD: "intervalStartTimeStamp is missing",  # a counter left out is zero (issue 13)
         Fault.WRONG_TYPE: "conversationHandleTime is not a non-negative number",
         Fault.ERROR_IN_200: "answered 200 with an error",
         Fault.DEEP_JSON: "nested too deeply",

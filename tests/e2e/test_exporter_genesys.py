@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import pytest
 
+from aht_exporter.clock import FakeClock
 from aht_exporter.config import SourceConfig
+from aht_exporter.demo import demo_config, demo_workload, genesys_sources
 from aht_exporter.model import Labels
-from aht_exporter.providers.genesys import GenesysConfig, fields_for
+from aht_exporter.providers.genesys import AGGREGATES_PATH, GenesysConfig, fields_for, query_body
+from aht_exporter.scheduler import Exporter
+from aht_exporter.simulator.genesys import TOKEN_PATH, GenesysSimulator
 from aht_exporter.simulator.workload import Totals
 from tests.e2e.conftest import Stack
-from tests.helpers import Series, samples
+from tests.helpers import T0, Series, parse_exposition, samples
 
 # Our gauge for each ground-truth attribute.
 GAUGES = {
@@ -124,3 +131,47 @@ async def test_an_expired_token_is_replaced_without_failing_the_poll(stack: Stac
     stack.clock.advance(300)
     assert await stack.exporter.poll_all()
     assert stack.sim.requests["/oauth/token"] == 4
+
+
+async def _data_after_one_poll(**sim_options: Any) -> tuple[Series, list[dict[str, Any]]]:
+    """The demo's Genesys sources polled once against a simulator with `sim_options`: the data series, and
+    what the simulator answers to the first source's query (its raw `results`)."""
+    clock = FakeClock(T0)
+    sim = GenesysSimulator(demo_workload(), clock, client_id="demo-client", client_secret="demo-secret", **sim_options)
+    url = await sim.start()
+    config = demo_config(genesys_sources(url))
+    exporter = Exporter(config, clock=clock)
+    try:
+        assert await exporter.poll_all()
+        text = (await exporter.rendered_now()).text.decode()
+        source = config.sources[0]
+        assert isinstance(source, GenesysConfig)
+        async with httpx.AsyncClient(base_url=url) as http:
+            login = await http.post(
+                TOKEN_PATH, auth=("demo-client", "demo-secret"), data={"grant_type": "client_credentials"}
+            )
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            body = query_body(T0 - 86400 - 420, T0 - 420, source)
+            results: list[dict[str, Any]] = (await http.post(AGGREGATES_PATH, json=body, headers=headers)).json()[
+                "results"
+            ]
+    finally:
+        await exporter.aclose()
+        await sim.stop()
+    data = {k: v for k, v in parse_exposition(text).items() if k[0].startswith("aht_") and "exporter" not in k[0]}
+    return data, results
+
+
+@pytest.mark.asyncio
+async def test_zeros_sent_as_count_0_without_sum_export_exactly_what_zeros_left_out_do() -> None:
+    """Issue 13: `{"count": 0}` without `sum` failed the whole poll. The simulator sends zeros so by default;
+    the same workload with zeros left out (Genesys's documented sparseness) gives the same series."""
+    zeros, zero_replies = await _data_after_one_poll()
+    left_out, left_out_replies = await _data_after_one_poll(zero_metrics=False)
+
+    def stats(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [m["stats"] for r in results for d in r["data"] for m in d["metrics"]]
+
+    assert {"count": 0} in stats(zero_replies) and {"count": 0} not in stats(left_out_replies)
+    assert all("sum" not in s for s in stats(zero_replies) if s["count"] == 0)
+    assert zeros == left_out and len(zeros) > 100

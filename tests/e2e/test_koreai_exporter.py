@@ -18,7 +18,7 @@ import pytest_asyncio
 from aht_exporter.clock import Clock, FakeClock
 from aht_exporter.config import Config, build_config
 from aht_exporter.demo import demo_workload
-from aht_exporter.model import Labels
+from aht_exporter.model import MISSING_LABEL, Labels
 from aht_exporter.providers.koreai import FIELDS, KoreAIConfig
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
@@ -216,6 +216,40 @@ async def test_queue_names_from_the_records_are_exported_as_info(make_stack: Sta
     assert names == dict(demo_workload().queues)
 
 
+def data_series(series: Series) -> Series:
+    return {k: v for k, v in series.items() if k[0].startswith("aht_") and not k[0].startswith("aht_exporter")}
+
+
+async def test_contacts_abandoned_before_a_queue_are_exported_under_the_queue_none(make_stack: StackFactory) -> None:
+    """Issue 13: a record with `queueId: null` failed every queue's data. Now its contacts count, under one
+    documented label value, and the other queues' figures are whole."""
+    stack = await make_stack(before_queue_ms=60_000)
+    assert await stack.exporter.poll_all(), stack.exporter.runners[0].health.last_error
+    series = await stack.scrape()
+    assert_matches_truth(stack, series, stack.source(), stack.clock.now())
+    abandoned = {
+        dict(labels)["window"]: value
+        for labels, value in samples(series, "aht_contacts_abandoned", queue=MISSING_LABEL).items()
+    }
+    assert abandoned and all(v > 0 for v in abandoned.values()), "the demo workload abandons some before a queue"
+    assert set(samples(series, "aht_contacts_handled", queue=MISSING_LABEL).values()) == {0.0}
+    assert not samples(series, "aht_seconds", queue=MISSING_LABEL)  # nothing handled: no AHT
+    assert not samples(series, "aht_queue_info", queue=MISSING_LABEL)  # and no made-up name
+    assert all(dict(labels)["queue"] for labels in samples(series, "aht_contacts_offered"))  # never queue=""
+
+
+@pytest.mark.parametrize("group_by", [["queue"], ["media_type"]])
+async def test_records_that_leave_out_zero_counters_export_exactly_what_full_records_do(
+    make_stack: StackFactory, group_by: list[str]
+) -> None:
+    dense = await make_stack({"group_by": group_by}, sparse_records=False, before_queue_ms=60_000)
+    sparse = await make_stack({"group_by": group_by}, sparse_records=True, before_queue_ms=60_000)
+    assert await dense.exporter.poll_all() and await sparse.exporter.poll_all()
+    got, want = data_series(await sparse.scrape()), data_series(await dense.scrape())
+    assert got == want and len(got) > 50
+    assert_matches_truth(sparse, await sparse.scrape(), sparse.source(), sparse.clock.now())
+
+
 async def test_two_sources_of_one_account_never_exceed_60_requests_a_minute(make_stack: StackFactory) -> None:
     workload = Workload(seed=5, queues=4, agents=20, contacts_per_slot=6.0, report_lag=0.0)
     stack = await make_stack(
@@ -275,8 +309,10 @@ FAULTS: dict[Fault, str | None] = {
     Fault.RATE_LIMITED_BARE: "rate limited",
     Fault.TRUNCATED: "callvolume: response is not JSON",
     Fault.NOT_JSON: "callvolume: response is not JSON",
-    Fault.MISSING_FIELD: "CallVolumeUpdate[0].conversationHandleTime is missing",
-    Fault.WRONG_TYPE: "CallVolumeUpdate[0].conversationHandleTime is not a non-negative number",
+    # The interval is essential; a counter left out would be zero (issue 13). Record 0 may be a sparse one
+    # without a handle time (nothing handled), so the mistyped one is named at its own index.
+    Fault.MISSING_FIELD: "CallVolumeUpdate[0].intervalStartTimeStamp is missing",
+    Fault.WRONG_TYPE: "].conversationHandleTime is not a non-negative number: '",
     Fault.ERROR_IN_200: "callvolume: answered 200 with an error: 500: Analytics is temporarily unavailable",
     Fault.UNAUTHORIZED: None,  # a fresh JWT, and the replay succeeds
     Fault.EXTRA_FIELDS: None,  # new fields must not break anything

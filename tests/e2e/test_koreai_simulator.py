@@ -14,9 +14,11 @@ import pytest_asyncio
 
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import build_config
+from aht_exporter.model import MISSING_LABEL
 from aht_exporter.providers.koreai import KoreAIConfig
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.koreai import (
+    COUNTERS,
     DEMO_ACCOUNT_ID,
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -208,21 +210,26 @@ async def test_another_account_or_path_is_a_404(client: httpx.AsyncClient, clock
 # --- records ---------------------------------------------------------------------------------------------------
 
 
+SEED_KEYS = [
+    "_id", "intervalStartTimeStamp", "orgId", "queueId", "source", "__v", "intervalEndTimeStamp",
+    "offeredContacts", "answeredContacts", "maxQueueHoldTimeAnswered", "queueHoldTimeAnswered", "acwDuration",
+    "completedContacts", "conversationHandleTime", "conversationTalkTime", "holdDuration", "messageCount",
+    "savedMessageCount", "csatResponses", "csatScore", "abandonedContacts", "maxqueueHoldTimeAbandoned",
+    "queueHoldTimeAbandoned", "iId", "queueName",
+]  # fmt: skip
+DENSE = {"sparse_records": False}  # the sample's shape only: every queue set, every counter
+BEFORE_QUEUE = {"before_queue_ms": 60_000}  # abandoned in under a minute: before reaching a queue
+
+
 @pytest.mark.asyncio
+@pytest.mark.parametrize("options", [DENSE])
 async def test_records_are_15_minute_intervals_per_queue_and_source_in_seed_003_shape(
     client: httpx.AsyncClient, clock: FakeClock, workload: Workload
 ) -> None:
     records = await all_records(client, clock)
-    seed_keys = [
-        "_id", "intervalStartTimeStamp", "orgId", "queueId", "source", "__v", "intervalEndTimeStamp",
-        "offeredContacts", "answeredContacts", "maxQueueHoldTimeAnswered", "queueHoldTimeAnswered", "acwDuration",
-        "completedContacts", "conversationHandleTime", "conversationTalkTime", "holdDuration", "messageCount",
-        "savedMessageCount", "csatResponses", "csatScore", "abandonedContacts", "maxqueueHoldTimeAbandoned",
-        "queueHoldTimeAbandoned", "iId", "queueName",
-    ]  # fmt: skip
     names = dict(workload.queues)
     for r in records:
-        assert list(r) == seed_keys
+        assert list(r) == SEED_KEYS
         start, end = parse_iso(r["intervalStartTimeStamp"]), parse_iso(r["intervalEndTimeStamp"])
         assert end - start == 900 and start % 900 == 0
         assert r["intervalStartTimeStamp"].endswith(":00.000Z")
@@ -237,6 +244,47 @@ async def test_records_are_15_minute_intervals_per_queue_and_source_in_seed_003_
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("options", [BEFORE_QUEUE])
+async def test_records_are_sparse_as_issue_13_expects_of_real_tenants(
+    client: httpx.AsyncClient, clock: FakeClock, workload: Workload, sim: KoreAISimulator
+) -> None:
+    """Contacts abandoned before a queue come with `queueId: null`, and about half the records (by `_id`) leave
+    out their zero counters (by default); every record keeps its interval, and the counters still add up."""
+    records = await all_records(client, clock)
+    names = dict(workload.queues)
+    sparse = [r for r in records if set(SEED_KEYS) - set(r)]
+    assert 0.3 < len(sparse) / len(records) < 0.7
+    for r in records:
+        assert [k for k in SEED_KEYS if k in r] == list(r)  # the sample's order, some keys left out
+        left_out = set(SEED_KEYS) - set(r)
+        assert left_out <= COUNTERS, left_out
+        if left_out:
+            assert all(r[k] != 0 for k in COUNTERS & set(r))  # a sparse record leaves out every zero
+        value = Counter({k: r.get(k, 0) for k in COUNTERS})
+        assert value["conversationHandleTime"] == (
+            value["conversationTalkTime"] + value["holdDuration"] + value["acwDuration"]
+        )
+        assert value["offeredContacts"] == value["answeredContacts"] + value["abandonedContacts"]
+        assert r["queueName"] == (None if r["queueId"] is None else names[r["queueId"]])
+    null_queue = [r for r in records if r["queueId"] is None]
+    assert null_queue, "the workload has contacts abandoned before a queue"
+    for r in null_queue:
+        assert r.get("answeredContacts", 0) == 0 and r["abandonedContacts"] == r["offeredContacts"] > 0
+        assert r.get("queueHoldTimeAbandoned", 0) == 0  # never in a queue: no queue wait
+    # Each is a contact the workload says was abandoned with a short wait, counted once.
+    short = [c for c in workload.contacts(START, END + 900, NOW) if sim.before_queue(c)]
+    assert sum(r["offeredContacts"] for r in null_queue) == len(short) > 0
+    assert all(c.abandoned and c.wait_ms < 60_000 for c in short)
+    keys = [(r["intervalStartTimeStamp"], r["queueId"] or "", r["source"]) for r in records]
+    assert len(keys) == len(set(keys)) and keys == sorted(keys)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "options",
+    [{}, BEFORE_QUEUE, DENSE, {"split_records": True, **BEFORE_QUEUE}],
+    ids=["sparse", "before-queue", "dense", "split"],
+)
 async def test_records_add_up_to_the_workload_truth_in_milliseconds(
     client: httpx.AsyncClient, clock: FakeClock, sim: KoreAISimulator
 ) -> None:
@@ -244,9 +292,9 @@ async def test_records_add_up_to_the_workload_truth_in_milliseconds(
     got: dict[Key, Counter[str]] = {}
     media = {"rtm": "chat"}
     for r in records:
-        key = (("media_type", media.get(r["source"], r["source"])), ("queue", r["queueId"]))
+        key: Key = (("media_type", media.get(r["source"], r["source"])), ("queue", r["queueId"] or MISSING_LABEL))
         got.setdefault(key, Counter()).update(
-            {k: r[k] for k in ("conversationHandleTime", "completedContacts", "holdDuration", "offeredContacts")}
+            {k: r.get(k, 0) for k in ("conversationHandleTime", "completedContacts", "holdDuration", "offeredContacts")}
         )
     truth = sim.truth(START, END, ["media_type", "queue"])
     assert got.keys() == truth.keys()
@@ -360,10 +408,12 @@ async def test_schema_faults_rewrite_the_records(
 ) -> None:
     sim.faults.inject(Fault.MISSING_FIELD, count=1)
     records = (await post(client, clock)).json()["CallVolumeUpdate"]
-    assert records and all("conversationHandleTime" not in r for r in records)
+    # The essential field is the interval: a counter left out is zero, so deleting one would be survived.
+    assert records and all("intervalStartTimeStamp" not in r and "intervalEndTimeStamp" in r for r in records)
     sim.faults.inject(Fault.WRONG_TYPE, count=1)
     records = (await post(client, clock)).json()["CallVolumeUpdate"]
-    assert all(isinstance(r["conversationHandleTime"], str) for r in records)
+    assert all(isinstance(r["conversationHandleTime"], str) for r in records if "conversationHandleTime" in r)
+    assert any("conversationHandleTime" in r for r in records)
     sim.faults.inject(Fault.RATE_LIMITED, count=1)
     assert RATE_LIMIT_TEXT in kore_error(await post(client, clock), 429)
 

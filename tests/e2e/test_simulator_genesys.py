@@ -406,6 +406,7 @@ async def test_day_granularity_buckets_by_utc_day(client: httpx.AsyncClient, sim
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("workload", [Workload(seed=4, contacts_per_slot=0.4)])
+@pytest.mark.parametrize("options", [{"zero_metrics": False}])
 async def test_buckets_groups_and_metrics_without_data_are_left_out(
     client: httpx.AsyncClient, workload: Workload
 ) -> None:
@@ -423,6 +424,40 @@ async def test_buckets_groups_and_metrics_without_data_are_left_out(
     assert got_buckets == want_buckets
     assert len(want_buckets) < 48  # some of the 48 five-minute buckets were empty, and were left out
     assert {res["group"]["userId"] for res in results} == {c.agent_id for c in contacts}
+
+
+@pytest.mark.asyncio
+async def test_by_default_a_metric_without_data_in_a_bucket_with_data_is_count_0_without_sum(
+    client: httpx.AsyncClient, workload: Workload
+) -> None:
+    """Issue 13's sparse shape: `{"count": 0}`, no `sum`, `min` or `max` (every stat is optional in the SDK's
+    StatisticalSummary). Groups and buckets without any data are still left out."""
+    metrics = ["tHandle", "tHeldComplete", "tAbandon", "nOffered"]
+    body = {"interval": INTERVAL, "granularity": "PT5M", "groupBy": ["queueId"], "metrics": metrics}
+    results = (await query(client, body)).json()["results"]
+    contacts = workload.contacts(START, END, NOW)
+    buckets = {(c.queue_id, int(c.ended_at - START) // 300) for c in contacts}
+    zeros: Counter[str] = Counter()
+    got_buckets = set()
+    for result in results:
+        for entry in result["data"]:
+            start, _ = parse_interval(entry["interval"])
+            got_buckets.add((result["group"]["queueId"], int(start - START) // 300))
+            assert [m["metric"] for m in entry["metrics"]] == metrics  # every metric asked for, in order
+            for m in entry["metrics"]:
+                assert m["stats"]["count"] >= 0
+                if m["stats"]["count"] == 0:
+                    assert m["stats"] == {"count": 0}
+                    zeros[m["metric"]] += 1
+    assert got_buckets == buckets and len(buckets) < 4 * 48  # buckets without data: still left out
+    assert zeros["tHandle"] and zeros["tHeldComplete"] and zeros["tAbandon"]  # each shape occurs
+    for result in results:  # and the zeros change no figure
+        got = summed([result])[key_of(result["group"])]
+        mine = [c for c in contacts if c.queue_id == result["group"]["queueId"]]
+        assert got["tHandle.count"] == sum(not c.abandoned for c in mine)
+        assert got["tHandle.sum"] == sum(c.handle_ms for c in mine if not c.abandoned)
+        assert got["tAbandon.count"] == sum(c.abandoned for c in mine)
+        assert got["nOffered.count"] == len(mine)
 
 
 @pytest.mark.asyncio

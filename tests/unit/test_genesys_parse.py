@@ -4,7 +4,7 @@ import pytest
 import respx
 
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import Field, Names, ProviderError, make_labels
+from aht_exporter.model import MISSING_LABEL, Field, Names, ProviderError, make_labels
 from aht_exporter.providers.genesys import (
     GenesysProvider,
     fields_for,
@@ -60,10 +60,11 @@ def test_realistic_sample_maps_every_metric_to_its_field() -> None:
     assert second.values[Field.CONTACTS_OFFERED] == 9
 
 
-def test_group_keys_not_asked_for_are_ignored_and_missing_ones_are_empty() -> None:
+def test_group_keys_not_asked_for_are_ignored_and_missing_ones_are_none() -> None:
     buckets = parse_aggregates(fixture("genesys_aggregates_queue_media.json"), ["media_type", "queue"])
     assert buckets[2].labels == make_labels(media_type="chat", queue=Q2)  # divisionId dropped
-    assert buckets[3].labels == make_labels(media_type="voice", queue="")  # outbound call: no queue
+    # An outbound call outside any queue: one documented label value, not "" (no label at all to Prometheus).
+    assert buckets[3].labels == make_labels(media_type="voice", queue=MISSING_LABEL)
 
 
 def test_media_type_is_lower_case() -> None:

@@ -366,8 +366,8 @@ async def test_malformed_json_fails_the_poll(mock: respx.MockRouter) -> None:
 
 async def test_a_missing_field_fails_the_poll_naming_record_and_field(mock: respx.MockRouter) -> None:
     broken = seed_record(_id="b")
-    del broken["conversationHandleTime"]
-    mock.post(CALLVOLUME).mock(
+    del broken["intervalStartTimeStamp"]  # essential: a counter left out would be zero (issue 13)
+    route = mock.post(CALLVOLUME).mock(
         side_effect=[
             httpx.Response(200, json={"hasMore": True, "CallVolumeUpdate": [seed_record()], "totalCount": 2}),
             httpx.Response(200, json={"hasMore": False, "CallVolumeUpdate": [broken], "totalCount": 2}),
@@ -375,10 +375,11 @@ async def test_a_missing_field_fails_the_poll_naming_record_and_field(mock: resp
     )
     provider, _, _ = make(page_size=1)
     with pytest.raises(
-        ProviderError, match=r"^callvolume response: CallVolumeUpdate\[1\]\.conversationHandleTime is missing$"
+        ProviderError, match=r"^callvolume response: CallVolumeUpdate\[1\]\.intervalStartTimeStamp is missing$"
     ):
         await provider.fetch(NINE45, TEN)
     await provider.aclose()
+    assert [json.loads(call.request.content)["skip"] for call in route.calls] == [0, 1]
 
 
 async def test_a_misaligned_record_fails_the_poll_instead_of_being_misplaced(mock: respx.MockRouter) -> None:
