@@ -371,7 +371,9 @@ class GenesysProvider(Provider):
                 headers={"Authorization": f"Basic {basic}"},
             )
 
-        self.auth = ClientCredentialsAuth(token_request, error_text=error_text, default_lifetime=86400.0)
+        self.auth = ClientCredentialsAuth(
+            token_request, error_text=error_text, default_lifetime=86400.0, on_token=health.count_token_issued
+        )
         return ApiClient(
             counter=health,
             timeout=config.timeout.total_seconds,

@@ -115,6 +115,7 @@ async def test_a_401_refreshes_the_token_once_and_replays(mock: respx.MockRouter
     assert await provider.fetch(NINE, TEN) == []
     assert [c.request.headers["Authorization"] for c in query.calls] == ["Bearer old", "Bearer new"]
     assert health.api_requests == {"200": 3, "401": 1}
+    assert health.tokens_issued == 2  # aht_exporter_tokens_issued_total counts both
     await provider.aclose()
 
 
