@@ -18,10 +18,12 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from aht_exporter.clock import SystemClock
+from aht_exporter.clock import Clock, SystemClock
 from aht_exporter.config import Config, build_config
-from aht_exporter.demo import Demo
+from aht_exporter.demo import DEMO_PROVIDERS, Demo, DemoProvider
 from aht_exporter.probe import run_probe
+from aht_exporter.simulator.koreai import KoreAISimulator
+from aht_exporter.simulator.workload import Workload
 from tests.e2e.test_cli import run
 
 
@@ -315,3 +317,44 @@ def test_the_cli_probe_exits_1_when_a_source_fails(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "look at demo-koreai" in done.stdout
     assert "warning: the poll failed: POST /agentassist/" in done.stdout
+
+
+@pytest.mark.asyncio
+async def test_ozonetel_with_no_calls_on_any_target_is_a_warning_not_a_failure(fleet: Demo) -> None:
+    # A quiet night: every agent and campaign answers Ozonetel's "No Data Found" (docs/providers/ozonetel.md).
+    def quiet(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
+        if request.url.path == "/ca_apis/aht":
+            return httpx.Response(200, json={"status": "error", "message": "No Data Found"})
+        return None
+
+    rc, report = await probe(config_of(fleet, only="ozonetel"), Rewriting(quiet))
+    assert rc == 1
+    text = block(report, "demo-ozonetel")
+    assert "the poll failed" not in text
+    assert "would export: 0 data series" in text
+    assert "warning: no target had data in the last 2 hours" in text
+
+
+@pytest.mark.asyncio
+async def test_sparse_koreai_records_look_sane_and_are_recorded_as_sent(tmp_path: Path) -> None:
+    # Contacts abandoned before a queue come as `queueId: null`, and zero counters are left out
+    # (docs/providers/koreai.md, Real-tenant cases): the probe reports them as data, not as a problem.
+    def sparse_kore(workload: Workload, clock: Clock) -> KoreAISimulator:
+        return KoreAISimulator(workload, clock, before_queue_ms=60_000)
+
+    demo = Demo(SystemClock(), providers={"koreai": DemoProvider(sparse_kore, DEMO_PROVIDERS["koreai"].sources)})
+    await demo.start()
+    try:
+        rc, report = await probe(config_of(demo), Rewriting(), record=tmp_path)
+    finally:
+        await demo.stop()
+    assert rc == 0, report
+    assert "verdict: looks sane" in block(report, "demo-koreai")
+    records = _recorded_records(tmp_path / "demo-koreai")
+    assert any(r.get("queueId") is None for r in records), "the simulator sent queue-less records"
+    assert any("abandonedContacts" not in r for r in records), "and records without their zero counters"
+
+
+def _recorded_records(folder: Path) -> list[dict[str, Any]]:
+    (page,) = [p for p in folder.glob("*-callvolume.json")]
+    return list(json.loads(page.read_text())["CallVolumeUpdate"])
