@@ -348,7 +348,7 @@ async def test_a_401_the_auth_flow_reads_itself_is_bounded(mock: respx.MockRoute
 @pytest.mark.asyncio
 async def test_a_liveperson_sentinel_token_endpoint_cannot_send_an_endless_body(mock: respx.MockRouter) -> None:
     sentinel = "https://va.sentinel.liveperson.net"
-    token_url = sentinel + "/sentinel/api/account/12345678/app/token"
+    token_url = sentinel + "/sentinel/api/v2/account/12345678/app/token"
     body = Endless()
     token = mock.post(token_url).mock(return_value=httpx.Response(200, stream=body))
     config = liveperson_config(sentinel_url=sentinel, base_url="https://va.data.liveperson.net")
@@ -361,10 +361,10 @@ async def test_a_liveperson_sentinel_token_endpoint_cannot_send_an_endless_body(
         await provider.fetch(NINE - 600, NINE)
     await provider.aclose()
 
-    assert str(info.value) == too_large("POST /sentinel/api/account/12345678/app/token", "on the wire")
+    assert str(info.value) == too_large("POST /sentinel/api/v2/account/12345678/app/token", "on the wire")
     assert body.sent <= LIMIT + CHUNK and body.closed
     assert token.call_count == 1
-    assert token.calls[0].request.url.params["grant_type"] == "client_credentials"
+    assert "grant_type=client_credentials" in token.calls[0].request.content.decode()  # v2: in the form body
 
 
 @pytest.mark.asyncio
