@@ -3,7 +3,7 @@
 #
 #   docker build -t aht-exporter .
 #   docker run --rm -p 9779:9779 aht-exporter --demo                  # simulators, no config needed
-#   docker run --rm -p 9779:9779 -v "$PWD/config.yaml:/etc/aht-exporter/config.yaml:ro" \
+#   docker run --rm -p 9779:9779 -v "$PWD/examples/genesys.yaml:/etc/aht-exporter/config.yaml:ro" \
 #     -e GENESYS_CLIENT_ID -e GENESYS_CLIENT_SECRET aht-exporter
 #
 # Arguments replace CMD, so `--demo` runs without the default --config.file; with no arguments the config

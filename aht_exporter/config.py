@@ -533,7 +533,12 @@ def build_config(raw: object, name: str, env: Mapping[str, str]) -> Config:
     for key in raw:
         if key not in ("defaults", "sources"):
             raise _Problem(_plain(str(key)), "unknown key (expected `defaults` and `sources`)")
-    data: dict[str, Any] = _substitute(raw, "", env, _Budget(MAX_CONFIG_TEXT))
+    unset: list[tuple[str, str]] = []
+    data: dict[str, Any] = _substitute(raw, "", env, _Budget(MAX_CONFIG_TEXT), unset)
+    if len(unset) == 1:
+        raise _Problem(unset[0][1], f"environment variable {unset[0][0]} is not set")
+    if unset:  # every one at once: a first run should not reveal them one error at a time
+        raise _Problem("", "environment variables not set: " + ", ".join(f"{var} ({path})" for var, path in unset))
     defaults_raw = data.get("defaults")
     if defaults_raw is None:
         defaults_raw = {}
@@ -602,8 +607,9 @@ class _Budget:
             raise _Problem(path, f"the config's values hold more than {limit} of text once ${{VAR}}s are substituted")
 
 
-def _substitute(value: Any, path: str, env: Mapping[str, str], budget: _Budget) -> Any:
-    """Replace ${VAR} and ${VAR:-default} in every string; `$$` is a literal `$`."""
+def _substitute(value: Any, path: str, env: Mapping[str, str], budget: _Budget, unset: list[tuple[str, str]]) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string; `$$` is a literal `$`. Each unset ${VAR} is
+    appended to `unset` as (VAR, key path); it becomes empty (the config is refused anyway)."""
     if isinstance(value, str):
 
         def repl(m: re.Match[str]) -> str:
@@ -615,14 +621,15 @@ def _substitute(value: Any, path: str, env: Mapping[str, str], budget: _Budget) 
                 return env[var]
             if default is not None:
                 return default
-            raise _Problem(path, f"environment variable {var} is not set")
+            unset.append((var, path))
+            return ""
 
         budget.spend(len(value), path)
         return _VAR_RE.sub(repl, value)
     if isinstance(value, dict):
-        return {k: _substitute(v, _join(path, _plain(str(k))), env, budget) for k, v in value.items()}
+        return {k: _substitute(v, _join(path, _plain(str(k))), env, budget, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, f"{path}[{i}]", env, budget) for i, v in enumerate(value)]
+        return [_substitute(v, f"{path}[{i}]", env, budget, unset) for i, v in enumerate(value)]
     return value
 
 
