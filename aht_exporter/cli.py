@@ -75,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="demo_fault",
         action="append",
         default=[],
-        metavar="PROVIDER:FAULT[:COUNT]",
-        help="with --demo: make a simulator misbehave, e.g. genesys:503 or genesys:timeout:3 "
+        metavar="PROVIDER:FAULT[:COUNT][@AFTER]",
+        help="with --demo: make a simulator misbehave, e.g. genesys:503, genesys:401:4 or koreai:503@2: "
+        "the next COUNT data requests (all without COUNT; a poll tries each request up to 4 times) fail, "
+        "starting after AFTER successful polls of each of the provider's sources "
         "(faults: " + ", ".join(f.value for f in Fault) + ")",
     )
     p.add_argument("--version", action="version", version=f"aht-exporter {__version__}")
@@ -158,7 +160,7 @@ async def _run_demo(args: argparse.Namespace) -> int:
         # The simulators stop inside serve's shutdown budget, not after it: a simulator still holding a
         # request the exporter gave up on must not push the exit past the 10 s a SIGTERM allows (README,
         # Running it for real).
-        return await serve(config, args.listen, args.web, after_stop=demo.stop)
+        return await serve(config, args.listen, args.web, after_stop=demo.stop, on_start=demo.watch)
     finally:
         await demo.stop()
 
@@ -190,6 +192,7 @@ async def serve(
     web: WebConfig | None = None,
     *,
     after_stop: Callable[[], Awaitable[None]] | None = None,
+    on_start: Callable[[Exporter], None] | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then stop within SHUTDOWN_LIMIT: in-flight polls get what is left after
     the server's stop (1 s), `after_stop` (AFTER_STOP_LIMIT, if given) and a margin."""
@@ -214,6 +217,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if on_start is not None:
+        on_start(exporter)
     exporter.start()
     try:
         await stop.wait()

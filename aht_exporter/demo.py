@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aht_exporter.clock import Clock
 from aht_exporter.config import Config, build_config
@@ -15,6 +15,9 @@ from aht_exporter.simulator.genesys import GenesysSimulator
 from aht_exporter.simulator.koreai import KoreAISimulator
 from aht_exporter.simulator.liveperson import LivePersonSimulator
 from aht_exporter.simulator.workload import Workload
+
+if TYPE_CHECKING:
+    from aht_exporter.scheduler import Exporter
 
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret"  # not a secret: the simulator's own, printed in the README
@@ -91,6 +94,14 @@ def demo_config(sources: list[dict[str, Any]], defaults: dict[str, Any] | None =
     return build_config(raw, "<demo>", {})
 
 
+@dataclass(frozen=True)
+class _Pending:
+    provider: str
+    fault: Fault
+    count: int | None
+    after: int
+
+
 class Demo:
     """Every provider's simulator on an ephemeral loopback port, started and stopped together."""
 
@@ -103,6 +114,7 @@ class Demo:
         self.simulators: dict[str, Simulator] = {}
         self.sources: list[dict[str, Any]] = []
         self._started: list[Simulator] = []
+        self.pending: list[_Pending] = []  # faults waiting for their provider's AFTER successful polls
 
     async def start(self) -> Config:
         for name, provider in self.providers.items():
@@ -114,8 +126,12 @@ class Demo:
         return demo_config(self.sources)
 
     def inject(self, spec: str) -> None:
-        """`PROVIDER:FAULT[:COUNT]`, e.g. `genesys:503` or `genesys:timeout:3` (see simulator/faults.py)."""
-        provider, _, rest = spec.partition(":")
+        """`PROVIDER:FAULT[:COUNT][@AFTER]`, e.g. `genesys:503`, `genesys:timeout:4` or `koreai:503@2`: the
+        next COUNT data requests (all of them without COUNT) fail, starting once each of the provider's
+        sources has had AFTER successful polls (at once without AFTER; see `watch`). A 401 here is a
+        revoked client, not an expired token: a new token does not cure it (simulator/faults.py)."""
+        head, _, after = spec.partition("@")
+        provider, _, rest = head.partition(":")
         fault, _, count = rest.partition(":")
         if provider not in self.simulators:
             raise ValueError(f"{spec!r}: no demo provider {provider!r} (have {', '.join(self.simulators)})")
@@ -123,9 +139,37 @@ class Demo:
             kind = Fault(fault)
         except ValueError:
             raise ValueError(f"{spec!r}: no fault {fault!r} (have {', '.join(f.value for f in Fault)})") from None
-        if count and not count.isdigit():
-            raise ValueError(f"{spec!r}: the count must be a whole number")
-        self.simulators[provider].faults.inject(kind, int(count) if count else None)
+        if count and not (count.isdigit() and int(count) > 0):
+            raise ValueError(f"{spec!r}: the count must be a whole number above 0")
+        if "@" in spec and not after.isdigit():
+            raise ValueError(f"{spec!r}: after @, the number of successful polls to wait for")
+        pending = _Pending(provider, kind, int(count) if count else None, int(after or 0))
+        if pending.after:
+            self.pending.append(pending)
+        else:
+            self._start(pending)
+
+    def _start(self, pending: _Pending) -> None:
+        faults = self.simulators[pending.provider].faults
+        faults.inject(pending.fault, pending.count, sticky=pending.fault is Fault.UNAUTHORIZED)
+
+    def watch(self, exporter: Exporter) -> None:
+        """Start each `@AFTER` fault once every source of its provider has had AFTER successful polls."""
+        if not self.pending:
+            return
+        runners = exporter.runners
+        for runner in runners:
+            notify = runner.on_update
+
+            def on_update(notify: Callable[[], None] = notify) -> None:
+                notify()
+                for pending in list(self.pending):
+                    mine = [r.health for r in runners if r.config.provider == pending.provider]
+                    if mine and min(h.polls["success"] for h in mine) >= pending.after:
+                        self.pending.remove(pending)
+                        self._start(pending)
+
+            runner.on_update = on_update
 
     async def stop(self) -> None:
         """Stop every simulator at once: each waits at most its runner's shutdown_timeout (1 s) for a hung

@@ -28,7 +28,7 @@ class Fault(StrEnum):
     HTTP_503 = "503"
     RATE_LIMITED = "429"  # with Retry-After
     RATE_LIMITED_BARE = "429-bare"  # without Retry-After
-    UNAUTHORIZED = "401"  # until the client fetches a new token
+    UNAUTHORIZED = "401"  # until the client fetches a new token (unless injected `sticky`: until cleared)
     TRUNCATED = "truncated"  # half a JSON body
     NOT_JSON = "not-json"  # an HTML page from a proxy, status 200
     MISSING_FIELD = "missing-field"  # schema change: a field the parser needs is gone
@@ -67,23 +67,28 @@ class FaultInjector:
         self.fault: Fault | None = None
         self.remaining: int | None = None
         self.seconds = 3600.0
+        self.sticky = False
         self.injected: Counter[Fault] = Counter()
 
-    def inject(self, fault: Fault | str, count: int | None = None, *, seconds: float = 3600.0) -> None:
-        """Fault the next `count` data requests (all of them while `count` is None)."""
+    def inject(
+        self, fault: Fault | str, count: int | None = None, *, seconds: float = 3600.0, sticky: bool = False
+    ) -> None:
+        """Fault the next `count` data requests (all of them while `count` is None). `sticky`: a 401 is not
+        cured by a new token (a revoked client, not an expired token), so that the poll fails."""
         self.fault = Fault(fault)
         self.remaining = count
         self.seconds = seconds
+        self.sticky = sticky
 
     def clear(self) -> None:
-        self.fault, self.remaining = None, None
+        self.fault, self.remaining, self.sticky = None, None, False
 
     def _take(self, request: web.Request) -> Fault | None:
         fault = self.fault
         if fault is None:
             return None
         if request.path.startswith(self.forms.token_paths):
-            if fault is Fault.UNAUTHORIZED:
+            if fault is Fault.UNAUTHORIZED and not self.sticky:
                 self.clear()  # the client re-authenticates: the "expired token" is replaced
             return None
         if not request.path.startswith(self.forms.data_paths):
