@@ -64,6 +64,17 @@ ErrorText = Callable[[httpx.Response], str]
 RateLimitSign = Callable[[httpx.Response], bool]
 
 
+STEP_EXTENSION = "aht_step"
+"""A request an auth flow sends of its own (a token request) carries its step here, `token`, so that its
+failure is not reported against the data request that set it off (httpx passes unknown extensions through)."""
+
+
+def where(request: httpx.Request) -> str:
+    """`token request to login.example.com POST /oauth/token`: the step, the host (and a port it names), the path."""
+    step = request.extensions.get(STEP_EXTENSION, "data")
+    return f"{step} request to {request.url.netloc.decode('ascii', 'replace')} {request.method} {request.url.path}"
+
+
 class RequestCounter(Protocol):
     def count_request(self, status: str) -> None: ...
     def count_rate_limited(self) -> None: ...
@@ -198,27 +209,30 @@ class ApiClient:
         raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
 
     async def _send_once(self, method: str, url: str, token_endpoint: bool, **kwargs: Any) -> httpx.Response:
-        where = f"{method} {httpx.URL(url).path}"
+        at = f"{method} {httpx.URL(url).path}"
         try:
             response = await self.http.request(method, url, **kwargs)
-        except httpx.TimeoutException:
-            self._counter.count_request("error")
-            raise Retryable(f"{where}: timed out") from None
         except httpx.TransportError as exc:
             self._counter.count_request("error")
-            raise Retryable(f"{where}: {type(exc).__name__}: {exc}") from None
+            what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"{type(exc).__name__}: {exc}"
+            failed = _failed_request(exc)
+            if failed is not None and STEP_EXTENSION in failed.extensions:
+                # An auth flow's own request (a token request, to the login host) that never got an answer:
+                # reported against itself, not against the data path that set it off.
+                raise Retryable(f"{where(failed)}: {what}") from None
+            raise Retryable(f"{at}: {what}") from None
         status = response.status_code
         if status == 429 or self._signals_rate_limit(response):
             if status != 429:
                 self._counter.count_rate_limited()
             words = vendor_words(self._error_text, response, token_endpoint=token_endpoint)
             if not self._policy.retry_rate_limited:
-                raise RateLimited(f"{where}: rate limited: {words}", status=429)
-            raise Retryable(f"{where}: rate limited: {words}", status=429, retry_after=retry_after_seconds(response))
+                raise RateLimited(f"{at}: rate limited: {words}", status=429)
+            raise Retryable(f"{at}: rate limited: {words}", status=429, retry_after=retry_after_seconds(response))
         if status >= 400:
             words = vendor_words(self._error_text, response, token_endpoint=token_endpoint)
             cls = Retryable if status >= 500 else ProviderError
-            raise cls(f"{where}: HTTP {status}: {words}", status=status)
+            raise cls(f"{at}: HTTP {status}: {words}", status=status)
         return response
 
     def _signals_rate_limit(self, response: httpx.Response) -> bool:
@@ -366,6 +380,13 @@ def size_text(size: int) -> str:
         if size >= 1 << shift and size % (1 << shift) == 0:
             return f"{size >> shift}{unit}"
     return f"{size} bytes"
+
+
+def _failed_request(exc: httpx.TransportError) -> httpx.Request | None:
+    try:
+        return exc.request
+    except RuntimeError:  # httpx raises it for an exception that came without its request
+        return None
 
 
 def _where(response: httpx.Response) -> str:

@@ -47,6 +47,12 @@ def _message(record: logging.LogRecord) -> str:
         return f"{_text(record.msg)} (arguments: {_text(record.args)})"
 
 
+def _warning_text(record: logging.LogRecord) -> str:
+    """A Python warning (logging.captureWarnings) as `file:line: Category: message`, without the line of
+    source code `warnings.formatwarning` puts under it."""
+    return _message(record).strip().partition("\n")[0]
+
+
 def _timestamp(created: float) -> str:
     return datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -56,7 +62,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         "ts": _timestamp(record.created),
         "level": _LEVELS.get(record.levelno, record.levelname.lower()),
         "logger": record.name,
-        "msg": _message(record),
+        "msg": _warning_text(record) if record.name == "py.warnings" else _message(record),
     }
     out.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")})
     if record.exc_info:
@@ -190,6 +196,9 @@ def setup_logging(level: str, fmt: str, filters: list[logging.Filter] | None = N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Python warnings (PyJWT's InsecureKeyLengthWarning for a short Kore.ai secret, say) as log lines of the
+    # `py.warnings` logger, in the format of every other line, instead of raw text on stderr.
+    logging.captureWarnings(True)
     # Library chatter stays at WARNING: httpx would log full URLs at INFO.
     for name in ("httpx", "httpcore", "apscheduler", "aiohttp.access"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -20,7 +20,14 @@ from collections.abc import AsyncGenerator, Callable
 
 import httpx
 
-from aht_exporter.httpclient import ErrorText, Retryable, generic_error_text, retry_after_seconds, vendor_words
+from aht_exporter.httpclient import (
+    STEP_EXTENSION,
+    ErrorText,
+    Retryable,
+    generic_error_text,
+    retry_after_seconds,
+    vendor_words,
+)
 from aht_exporter.model import ProviderError
 from aht_exporter.redact import RUNTIME, RuntimeSecrets
 
@@ -59,7 +66,7 @@ class ClientCredentialsAuth(httpx.Auth):
         if not self._valid():
             async with self._lock:
                 if not self._valid():  # another task may have refreshed while we waited
-                    await self._accept((yield self._token_request()))
+                    await self._accept((yield self._token_request_for_step()))
         used = self._token
         request.headers["Authorization"] = f"Bearer {used}"
         response = yield request
@@ -69,9 +76,14 @@ class ClientCredentialsAuth(httpx.Auth):
         # The token was revoked or expired early: fetch a new one, once, and replay.
         async with self._lock:
             if self._token == used:
-                await self._accept((yield self._token_request()))
+                await self._accept((yield self._token_request_for_step()))
         request.headers["Authorization"] = f"Bearer {self._token}"
         yield request
+
+    def _token_request_for_step(self) -> httpx.Request:
+        request = self._token_request()
+        request.extensions = {**request.extensions, STEP_EXTENSION: "token"}  # a failure names it, and its host
+        return request
 
     async def _accept(self, response: httpx.Response) -> None:
         # Overriding async_auth_flow means reading the token response ourselves (within the client's bound:

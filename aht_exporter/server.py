@@ -119,6 +119,8 @@ async def status_page(request: web.Request) -> web.Response:
         h = runner.health
         if not h.polled:
             state, css = "pending", "pending"
+        elif not h.up and h.last_success is None:  # nothing to keep or withdraw yet
+            state, css = f"down ({h.consecutive_failures} failed polls, no data yet)", "down"
         elif h.stale:
             state, css = f"down, data withdrawn after {h.consecutive_failures} failed polls", "down"
         elif h.up:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,7 @@ def root() -> Iterator[None]:
     handlers, level = logger.handlers[:], logger.level
     filters = {name: logging.getLogger(name).filters[:] for name in ("asyncio", "aiohttp.server")}
     yield
+    logging.captureWarnings(False)
     logger.handlers[:], logger.level = handlers, level
     for name, kept in filters.items():
         logging.getLogger(name).filters[:] = kept
@@ -71,6 +73,29 @@ def test_warn_is_printed_as_warn(root: None, fmt: str, expected: str, capsys: py
     err = capsys.readouterr().err
     assert expected in err and "warning" not in err
     assert "not shown" not in err
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_a_python_warning_is_one_log_line_in_the_log_format(
+    root: None, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pydantic import SecretStr
+
+    from aht_exporter.providers.koreai import mint_jwt
+
+    configure(fmt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        mint_jwt("cs-app", SecretStr("short"), 1_700_000_000.0)  # PyJWT: InsecureKeyLengthWarning
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    if fmt == "json":
+        line = json.loads(err)
+        assert (line["level"], line["logger"]) == ("warn", "py.warnings")
+        assert "InsecureKeyLengthWarning" in line["msg"]
+    else:
+        assert err.startswith("ts=") and " level=warn logger=py.warnings msg=" in err
+        assert "InsecureKeyLengthWarning" in err
 
 
 # What a vendor's JSON text can decode to: a lone surrogate (from `\ud800`), a terminal escape sequence, a

@@ -180,3 +180,31 @@ async def test_without_on_token_tokens_are_still_issued_and_nothing_is_counted(m
     await api.aclose()
 
     assert auth.generations == 1 and health.tokens_issued == 0
+
+
+# --- a token request's failure names itself and its host (issue 15) -----------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_login_host_is_reported_against_the_token_request(mock: respx.MockRouter) -> None:
+    mock.post(TOKEN_URL).mock(side_effect=httpx.ConnectError("[Errno -2] Name or service not known"))
+    data = mock.get(DATA_URL).mock(return_value=httpx.Response(200, json={}))
+    api, _ = client(SourceHealth("s", "genesys", 3), Clock())
+    with pytest.raises(ProviderError) as info:
+        await api.request("GET", DATA_URL)
+    await api.aclose()
+    assert str(info.value) == (
+        "token request to login.example.com POST /oauth/token: ConnectError: [Errno -2] Name or service not known"
+    )
+    assert not data.called
+
+
+@pytest.mark.asyncio
+async def test_a_token_request_that_times_out_is_not_blamed_on_the_data_path(mock: respx.MockRouter) -> None:
+    mock.post("https://login.example.com:8443/oauth/token").mock(side_effect=httpx.ConnectTimeout("slow"))
+    auth = ClientCredentialsAuth(lambda: httpx.Request("POST", "https://login.example.com:8443/oauth/token"))
+    api = ApiClient(counter=SourceHealth("s", "genesys", 3), timeout=5, auth=auth, sleep=RecordingSleep())
+    with pytest.raises(ProviderError) as info:
+        await api.request("GET", DATA_URL)
+    await api.aclose()
+    assert str(info.value) == "token request to login.example.com:8443 POST /oauth/token: timed out"

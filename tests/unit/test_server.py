@@ -90,6 +90,22 @@ async def test_status_page_shows_each_source_and_escapes_errors(served: tuple[Ex
 
 
 @pytest.mark.asyncio
+async def test_status_page_says_no_data_yet_for_a_source_that_never_had_any(
+    served: tuple[Exporter, httpx.AsyncClient],
+) -> None:
+    exporter, client = served
+    health = exporter.runners[0].health
+    for failures in (1, 2, 3):  # past stale_after too: there was nothing to withdraw
+        health.record_failure(0.0, 0.1, "connect failed")
+        page = (await client.get("/")).text
+        assert f"down ({failures} failed polls, no data yet)" in page
+        assert "keeping last data" not in page and "data withdrawn" not in page
+    health.record_success(10.0, 0.1, 0)
+    health.record_failure(20.0, 0.1, "boom")
+    assert "down (1 failed polls, keeping last data)" in (await client.get("/")).text
+
+
+@pytest.mark.asyncio
 async def test_status_page_shows_a_lone_surrogate_in_an_error_as_a_replacement_character(
     served: tuple[Exporter, httpx.AsyncClient],
 ) -> None:
