@@ -19,7 +19,7 @@ from aht_exporter.logs import install_redactor, setup_logging
 from aht_exporter.model import ConfigError
 from aht_exporter.redact import Redactor
 from aht_exporter.scheduler import Exporter
-from aht_exporter.server import parse_listen_address, start_server
+from aht_exporter.server import TELEMETRY_PATH, check_telemetry_path, parse_listen_address, start_server
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.webconfig import WebConfig, load_web_config
 
@@ -27,6 +27,7 @@ log = logging.getLogger("aht_exporter")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = "config.yaml"
+DEFAULT_LISTEN = ":9779"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--web.listen-address",
         dest="listen",
-        default=":9779",
+        action="append",
         metavar="ADDR",
-        help="address to serve /metrics on (default :9779)",
+        help="address to serve on (default :9779); repeat it to serve on several",
+    )
+    p.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default=TELEMETRY_PATH,
+        metavar="PATH",
+        help=f"path under which to expose metrics (default {TELEMETRY_PATH})",
     )
     p.add_argument(
         "--web.config.file",
@@ -93,10 +101,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    args.listen = args.listen or [DEFAULT_LISTEN]
     try:
-        parse_listen_address(args.listen)
+        for address in args.listen:
+            parse_listen_address(address)
     except ValueError as exc:
         print(f"aht-exporter: --web.listen-address: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check_telemetry_path(args.telemetry_path)
+    except ValueError as exc:
+        print(f"aht-exporter: --web.telemetry-path: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.demo_fault and not args.demo:
         print("aht-exporter: --demo.fault needs --demo", file=sys.stderr)
@@ -129,7 +144,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         return asyncio.run(run_once(config))
     if args.probe:
         return asyncio.run(run_probe(config, args.record))
-    return asyncio.run(serve(config, args.listen, args.web))
+    return asyncio.run(serve(config, args.listen, args.web, telemetry_path=args.telemetry_path))
 
 
 def _install_redaction(config: Config) -> None:
@@ -160,7 +175,14 @@ async def _run_demo(args: argparse.Namespace) -> int:
         # The simulators stop inside serve's shutdown budget, not after it: a simulator still holding a
         # request the exporter gave up on must not push the exit past the 10 s a SIGTERM allows (README,
         # Running it for real).
-        return await serve(config, args.listen, args.web, after_stop=demo.stop, on_start=demo.watch)
+        return await serve(
+            config,
+            args.listen,
+            args.web,
+            after_stop=demo.stop,
+            on_start=demo.watch,
+            telemetry_path=args.telemetry_path,
+        )
     finally:
         await demo.stop()
 
@@ -188,19 +210,21 @@ async def run_probe(config: Config, record: str | None) -> int:
 
 async def serve(
     config: Config,
-    listen: str,
+    listen: str | Sequence[str],
     web: WebConfig | None = None,
     *,
     after_stop: Callable[[], Awaitable[None]] | None = None,
     on_start: Callable[[Exporter], None] | None = None,
+    telemetry_path: str = TELEMETRY_PATH,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then stop within SHUTDOWN_LIMIT: in-flight polls get what is left after
     the server's stop (1 s), `after_stop` (AFTER_STOP_LIMIT, if given) and a margin."""
     exporter = Exporter(config)
     try:
-        runner, bound = await start_server(exporter, listen, web)
+        runner, bound = await start_server(exporter, listen, web, telemetry_path=telemetry_path)
     except OSError as exc:
-        log.error("cannot listen", extra={"address": listen, "error": str(exc)})
+        address = listen if isinstance(listen, str) else ",".join(listen)
+        log.error("cannot listen", extra={"address": address, "error": str(exc)})
         await exporter.aclose()
         return EXIT_FAILURE
     log.info(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import platform
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -257,8 +258,10 @@ def health_families(healths: Sequence[SourceHealth]) -> Iterator[Metric]:
         tokens.add_metric(key, float(h.tokens_issued))
         dropped.add_metric(key, float(h.series_dropped))
     yield from (up, last, data_end, duration, polls, requests, limited, tokens, dropped)
-    info = GaugeMetricFamily("aht_exporter_build_info", "Build information; value 1.", labels=["version"])
-    info.add_metric([__version__], 1.0)
+    info = GaugeMetricFamily(
+        "aht_exporter_build_info", "Build information; value 1.", labels=["version", "python_version"]
+    )
+    info.add_metric([__version__, platform.python_version()], 1.0)
     yield info
 
 

@@ -14,6 +14,7 @@ import logging
 import re
 import resource
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
 WRITE_TIMEOUT_KEY = web.AppKey("write_timeout", float)
+TELEMETRY_PATH = "/metrics"  # --web.telemetry-path
+TELEMETRY_PATH_KEY = web.AppKey("telemetry_path", str)
 WRITE_SLICE = 256 * 1024  # bytes of a /metrics body handed to the transport at once
 WRITE_TIMEOUT = 60.0
 """Seconds to send a /metrics body (Prometheus' scrape_timeout is at most the scrape interval, and 10 s by
@@ -152,7 +155,7 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 </style></head>
 <body>
 <h1>aht-exporter</h1>
-<p>Version {html.escape(__version__)}. <a href="/metrics">Metrics</a> &middot;
+<p>Version {html.escape(__version__)}. <a href="{html.escape(request.app[TELEMETRY_PATH_KEY])}">Metrics</a> &middot;
 <a href="/-/healthy">/-/healthy</a> &middot; <a href="/-/ready">/-/ready</a></p>
 <table>
 <tr><th>Source</th><th>Provider</th><th>Health</th><th>Last success</th><th>Data up to</th>
@@ -170,6 +173,7 @@ def make_app(
     *,
     guard: ConnectionGuard | None = None,
     write_timeout: float = WRITE_TIMEOUT,
+    telemetry_path: str = TELEMETRY_PATH,
 ) -> web.Application:
     middlewares = [guard.middleware()] if guard else []  # outermost: a request in hand is never cut short
     if web_config and web_config.users:
@@ -177,15 +181,28 @@ def make_app(
     app = web.Application(middlewares=middlewares)
     app[EXPORTER_KEY] = exporter
     app[WRITE_TIMEOUT_KEY] = write_timeout
+    app[TELEMETRY_PATH_KEY] = telemetry_path
     if guard:
         app[GUARD_KEY] = guard
         app.on_cleanup.append(guard.cleanup)
     app.on_response_prepare.append(response_headers(web_config))
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/", status_page)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     return app
+
+
+RESERVED_PATHS = ("/", "/-/healthy", "/-/ready")
+
+
+def check_telemetry_path(path: str) -> str:
+    """`--web.telemetry-path`: an absolute path that no other endpoint uses, or a ValueError saying why."""
+    if not path.startswith("/") or any(c.isspace() for c in path) or "?" in path or "#" in path:
+        raise ValueError(f"{path!r} is not an absolute URL path (e.g. /metrics)")
+    if path in RESERVED_PATHS:
+        raise ValueError(f"{path} is already the path of another endpoint")
+    return path
 
 
 def parse_listen_address(address: str) -> tuple[str | None, int]:
@@ -199,26 +216,30 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
 
 async def start_server(
     exporter: Exporter,
-    address: str,
+    address: str | Sequence[str],
     web_config: WebConfig | None = None,
     *,
     header_timeout: float = HEADER_TIMEOUT,
     max_connections: int | None = None,
     write_timeout: float = WRITE_TIMEOUT,
+    telemetry_path: str = TELEMETRY_PATH,
 ) -> tuple[web.AppRunner, list[str]]:
-    """Start serving; return the runner and the bound addresses (the real port when asked for 0).
+    """Start serving on each address; return the runner and the bound addresses (the real port when asked
+    for 0). One connection cap covers every address.
 
     `max_connections` defaults to `connection_cap()`, from the process's file limit."""
-    host, port = parse_listen_address(address)
+    addresses = [address] if isinstance(address, str) else list(address)
+    parsed = [parse_listen_address(a) for a in addresses]
     guard = ConnectionGuard(max_connections or connection_cap(), header_timeout)
-    app = make_app(exporter, web_config, guard=guard, write_timeout=write_timeout)
+    app = make_app(exporter, web_config, guard=guard, write_timeout=write_timeout, telemetry_path=telemetry_path)
     # A scrape is a few milliseconds: at shutdown, wait at most a second for open ones.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     ssl_context = web_config.ssl_context if web_config else None
     try:
-        for sock in await _listen(host, port, guard):
-            await web.SockSite(runner, sock, ssl_context=ssl_context, backlog=BACKLOG).start()
+        for host, port in parsed:
+            for sock in await _listen(host, port, guard):
+                await web.SockSite(runner, sock, ssl_context=ssl_context, backlog=BACKLOG).start()
     except BaseException:
         await runner.cleanup()
         raise

@@ -1,7 +1,9 @@
 import gzip
+import platform
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
+from aht_exporter import __version__
 from aht_exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, SourceView, render
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import Field, Names, make_labels
@@ -96,7 +98,8 @@ def test_health_metrics_are_all_present() -> None:
     assert series[("aht_exporter_poll_duration_seconds_sum", key())] == 12.3
     assert series[("aht_exporter_poll_duration_seconds_bucket", key(le="0.5"))] == 1
     assert series[("aht_exporter_poll_duration_seconds_bucket", key(le="+Inf"))] == 2
-    assert next(k for k in series if k[0] == "aht_exporter_build_info")[1][0][0] == "version"
+    (build,) = [dict(labels) for name, labels in series if name == "aht_exporter_build_info"]
+    assert build == {"version": __version__, "python_version": platform.python_version()}
 
 
 def test_help_texts_say_scrapes_never_call_the_provider() -> None:

@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from aht_exporter.config import build_config
 from aht_exporter.scheduler import Exporter
-from aht_exporter.server import accepts_gzip, parse_listen_address, start_server
+from aht_exporter.server import accepts_gzip, check_telemetry_path, parse_listen_address, start_server
 
 
 @pytest_asyncio.fixture
@@ -142,3 +142,38 @@ def test_listen_addresses(address: str, expected: tuple[str | None, int]) -> Non
 def test_bad_listen_addresses(address: str) -> None:
     with pytest.raises(ValueError):
         parse_listen_address(address)
+
+
+@pytest.mark.asyncio
+async def test_every_listen_address_serves_and_the_telemetry_path_moves_metrics() -> None:
+    raw = {
+        "sources": [
+            {
+                "name": "g1",
+                "provider": "genesys",
+                "base_url": "http://127.0.0.1:9",
+                "login_url": "http://127.0.0.1:9",
+                "client_id": "id",
+                "client_secret": "s3cret-Value",
+            }
+        ]
+    }
+    exporter = Exporter(build_config(raw, "t", {}))
+    runner, bound = await start_server(exporter, ["127.0.0.1:0", "127.0.0.1:0"], telemetry_path="/stats")
+    try:
+        assert len(bound) == 2 and bound[0] != bound[1]
+        for address in bound:
+            async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+                stats = await client.get("/stats")
+                assert stats.status_code == 200 and "aht_exporter_build_info" in stats.text
+                assert (await client.get("/metrics")).status_code == 404
+                assert 'href="/stats"' in (await client.get("/")).text
+    finally:
+        await runner.cleanup()
+        await exporter.aclose()
+
+
+@pytest.mark.parametrize("path", ["metrics", "/", "/-/healthy", "/-/ready", "/a b", "/m?x=1"])
+def test_a_telemetry_path_that_is_not_a_free_absolute_path_is_refused(path: str) -> None:
+    with pytest.raises(ValueError):
+        check_telemetry_path(path)
