@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 FILE_LIMIT = 256  # the exporter's soft RLIMIT_NOFILE
-CAP = 128  # the connection cap that limit gives (server.connection_cap: half of it)
-HEADER_TIMEOUT = 5.0  # server.HEADER_TIMEOUT: past it, idle connections are closed whatever the cap
+CAP = 128  # the connection cap that limit gives (connections.connection_cap: half of it)
+HEADER_TIMEOUT = 5.0  # connections.HEADER_TIMEOUT: past it, idle connections are closed whatever the cap
 IDLE = 400  # connections that never send a byte: more than the exporter could hold without a cap
 MALFORMED = 50  # requests aiohttp answers 400 and logs as an error each
 

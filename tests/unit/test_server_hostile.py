@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from aht_exporter import server
+from aht_exporter import connections
 from aht_exporter.config import build_config
+from aht_exporter.connections import GUARD_KEY, ConnectionGuard, connection_cap
 from aht_exporter.scheduler import Exporter
-from aht_exporter.server import GUARD_KEY, ConnectionGuard, connection_cap, start_server
+from aht_exporter.server import start_server
 
 SOURCE = {
     "name": "g1",
@@ -220,5 +221,5 @@ async def test_a_port_in_use_is_an_error_naming_the_address() -> None:
 def test_the_connection_cap_stays_below_the_file_limit(
     monkeypatch: pytest.MonkeyPatch, soft_limit: int, cap: int
 ) -> None:
-    monkeypatch.setattr(server.resource, "getrlimit", lambda _: (soft_limit, resource.RLIM_INFINITY))
+    monkeypatch.setattr(connections.resource, "getrlimit", lambda _: (soft_limit, resource.RLIM_INFINITY))
     assert connection_cap() == cap
