@@ -10,7 +10,7 @@ import base64
 import io
 import json
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class Rewriting(httpx.AsyncBaseTransport):
     """The real transport; `rewrite(request, response)` may replace what the vendor said. It also keeps every
     token the vendors issued, read from their replies independently of the probe."""
 
-    def __init__(self, rewrite: Callable[[httpx.Request, httpx.Response], httpx.Response | None] | None = None):
+    def __init__(self, rewrite: Rewrite | None = None):
         self._inner = httpx.AsyncHTTPTransport()
         self._rewrite = rewrite
         self.tokens: list[str] = []
@@ -68,6 +68,32 @@ class Rewriting(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+Rewrite = Callable[[httpx.Request, httpx.Response], httpx.Response | None]
+
+
+def json_rewrite(path_suffix: str, change: Callable[[Any], None]) -> Rewrite:
+    """A rewrite that applies `change` to the JSON of every 200 reply whose path ends with `path_suffix`."""
+
+    def rewrite(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
+        if not request.url.path.endswith(path_suffix):
+            return None
+        data = response.json()
+        change(data)
+        return httpx.Response(200, json=data)
+
+    return rewrite
+
+
+def genesys_intervals(data: Any) -> Iterator[dict[str, Any]]:
+    for result in data.get("results", []):
+        yield from result["data"]
+
+
+def genesys_handle_stats(data: Any) -> Iterator[dict[str, Any]]:
+    for interval in genesys_intervals(data):
+        yield from (m["stats"] for m in interval["metrics"] if m["metric"] == "tHandle")
 
 
 async def probe(config: Config, transport: Rewriting | None = None, record: Path | None = None) -> tuple[int, str]:
@@ -188,51 +214,33 @@ async def test_koreai_in_the_wrong_time_unit_warns_of_an_aht_above_4_hours(fleet
 
 @pytest.mark.asyncio
 async def test_genesys_handle_time_below_its_parts_is_a_warning(fleet: Demo) -> None:
-    def shrink(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
-        if not request.url.path.endswith("/aggregates/query"):
-            return None
-        data = response.json()
-        for result in data.get("results", []):
-            for interval in result["data"]:
-                for metric in interval["metrics"]:
-                    if metric["metric"] == "tHandle" and "sum" in metric["stats"]:  # no sum when count is 0
-                        metric["stats"]["sum"] //= 2
-        return httpx.Response(200, json=data)
+    def shrink(data: Any) -> None:
+        for stats in genesys_handle_stats(data):
+            if "sum" in stats:  # no sum when count is 0
+                stats["sum"] //= 2
 
-    rc, report = await probe(config_of(fleet, only="genesys"), Rewriting(shrink))
+    rc, report = await probe(config_of(fleet, only="genesys"), Rewriting(json_rewrite("/aggregates/query", shrink)))
     assert rc == 1
     assert "is not at least talk_time + hold_time + acw_time" in block(report, "demo-genesys")
 
 
 @pytest.mark.asyncio
 async def test_genesys_handle_time_above_its_parts_is_outbound_dialing_not_a_warning(fleet: Demo) -> None:
-    def grow(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
-        if not request.url.path.endswith("/aggregates/query"):
-            return None
-        data = response.json()
-        for result in data.get("results", []):
-            for interval in result["data"]:
-                for metric in interval["metrics"]:
-                    if metric["metric"] == "tHandle":
-                        stats = metric["stats"]
-                        stats["sum"] = stats.get("sum", 0) + 20_000 * stats["count"]
-        return httpx.Response(200, json=data)
+    def grow(data: Any) -> None:
+        for stats in genesys_handle_stats(data):
+            stats["sum"] = stats.get("sum", 0) + 20_000 * stats["count"]
 
-    rc, report = await probe(config_of(fleet, only="genesys"), Rewriting(grow))
+    rc, report = await probe(config_of(fleet, only="genesys"), Rewriting(json_rewrite("/aggregates/query", grow)))
     assert rc == 0, report
 
 
 @pytest.mark.asyncio
 async def test_koreai_handle_time_unequal_to_its_parts_is_a_warning(fleet: Demo) -> None:
-    def grow(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
-        if not request.url.path.endswith("/callvolume"):
-            return None
-        data = response.json()
+    def grow(data: Any) -> None:
         for record in data.get("CallVolumeUpdate", []):
             record["conversationHandleTime"] = record.get("conversationHandleTime", 0) + 60_000
-        return httpx.Response(200, json=data)
 
-    rc, report = await probe(config_of(fleet, only="koreai"), Rewriting(grow))
+    rc, report = await probe(config_of(fleet, only="koreai"), Rewriting(json_rewrite("/callvolume", grow)))
     assert rc == 1
     assert "is not equal to talk_time + hold_time + acw_time" in block(report, "demo-koreai")
 
@@ -251,16 +259,12 @@ async def test_a_vendor_clock_far_from_ours_is_a_warning(fleet: Demo) -> None:
 
 @pytest.mark.asyncio
 async def test_buckets_dated_in_the_future_are_a_warning(fleet: Demo) -> None:
-    def shift(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
-        if not request.url.path.endswith("/callvolume"):
-            return None
-        data = response.json()
+    def shift(data: Any) -> None:
         for record in data.get("CallVolumeUpdate", []):
             for key in ("intervalStartTimeStamp", "intervalEndTimeStamp"):
                 record[key] = _days_later(record[key], 3)
-        return httpx.Response(200, json=data)
 
-    rc, report = await probe(config_of(fleet, only="koreai"), Rewriting(shift))
+    rc, report = await probe(config_of(fleet, only="koreai"), Rewriting(json_rewrite("/callvolume", shift)))
     assert rc == 1
     text = block(report, "demo-koreai")
     # Kore.ai's provider keeps only the records of the span it asked for; either way the operator is told.
@@ -269,17 +273,12 @@ async def test_buckets_dated_in_the_future_are_a_warning(fleet: Demo) -> None:
 
 @pytest.mark.asyncio
 async def test_genesys_buckets_dated_in_the_future_are_a_warning(fleet: Demo) -> None:
-    def shift(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
-        if not request.url.path.endswith("/aggregates/query"):
-            return None
-        data = response.json()
-        for result in data.get("results", []):
-            for interval in result["data"]:
-                start, end = interval["interval"].split("/")
-                interval["interval"] = f"{_days_later(start, 3)}/{_days_later(end, 3)}"
-        return httpx.Response(200, json=data)
+    def shift(data: Any) -> None:
+        for interval in genesys_intervals(data):
+            start, end = interval["interval"].split("/")
+            interval["interval"] = f"{_days_later(start, 3)}/{_days_later(end, 3)}"
 
-    rc, report = await probe(config_of(fleet, only="genesys"), Rewriting(shift))
+    rc, report = await probe(config_of(fleet, only="genesys"), Rewriting(json_rewrite("/aggregates/query", shift)))
     assert rc == 1
     text = block(report, "demo-genesys")
     assert "internal error" not in text

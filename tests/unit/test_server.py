@@ -11,26 +11,24 @@ from aht_exporter.config import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import accepts_gzip, check_telemetry_path, parse_listen_address, start_server
 
+# One Genesys source whose API is a closed loopback port: nothing here polls.
+RAW = {
+    "sources": [
+        {
+            "name": "g1",
+            "provider": "genesys",
+            "base_url": "http://127.0.0.1:9",
+            "login_url": "http://127.0.0.1:9",
+            "client_id": "id",
+            "client_secret": "s3cret-Value",
+        }
+    ]
+}
+
 
 @pytest_asyncio.fixture
 async def served() -> AsyncIterator[tuple[Exporter, httpx.AsyncClient]]:
-    config = build_config(
-        {
-            "sources": [
-                {
-                    "name": "g1",
-                    "provider": "genesys",
-                    "base_url": "http://127.0.0.1:9",
-                    "login_url": "http://127.0.0.1:9",
-                    "client_id": "id",
-                    "client_secret": "s3cret-Value",
-                }
-            ]
-        },
-        "t",
-        {},
-    )
-    exporter = Exporter(config)
+    exporter = Exporter(build_config(RAW, "t", {}))
     runner, bound = await start_server(exporter, "127.0.0.1:0")
     async with httpx.AsyncClient(base_url=f"http://{bound[0]}") as client:
         yield exporter, client
@@ -146,19 +144,7 @@ def test_bad_listen_addresses(address: str) -> None:
 
 @pytest.mark.asyncio
 async def test_every_listen_address_serves_and_the_telemetry_path_moves_metrics() -> None:
-    raw = {
-        "sources": [
-            {
-                "name": "g1",
-                "provider": "genesys",
-                "base_url": "http://127.0.0.1:9",
-                "login_url": "http://127.0.0.1:9",
-                "client_id": "id",
-                "client_secret": "s3cret-Value",
-            }
-        ]
-    }
-    exporter = Exporter(build_config(raw, "t", {}))
+    exporter = Exporter(build_config(RAW, "t", {}))
     runner, bound = await start_server(exporter, ["127.0.0.1:0", "127.0.0.1:0"], telemetry_path="/stats")
     try:
         assert len(bound) == 2 and bound[0] != bound[1]
