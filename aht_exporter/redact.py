@@ -25,6 +25,7 @@ from urllib.parse import quote, quote_plus
 from pydantic import SecretStr
 
 from aht_exporter.config import Config, SourceConfig
+from aht_exporter.model import clean_text
 
 MASK = "<redacted>"
 # Any piece of a secret at least this long is masked: long enough that ordinary text never matches a
@@ -231,6 +232,11 @@ class Redactor:
             return mask(text, self._literals, (self._pieces,))
         text = mask(text, self._literals, ())
         return mask(text, runtime.literals, (self._pieces, runtime.pieces), self._public)
+
+    def shown(self, text: str) -> str:
+        """`text` as it may be shown (a log line's field, the status page, `aht_exporter_*` health): secrets
+        masked first, since a cut could split one, then made printable and cut to a line (`clean_text`)."""
+        return clean_text(self(text))
 
 
 def _secrets_of(source: SourceConfig) -> list[str]:

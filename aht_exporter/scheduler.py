@@ -29,7 +29,7 @@ from aht_exporter.exposition import Rendered, Renderer, SourceView
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
 from aht_exporter.memory import release_free_memory
-from aht_exporter.model import AverageUpdate, Names, ProviderError, clean_text
+from aht_exporter.model import AverageUpdate, Names, ProviderError
 from aht_exporter.providers import PROVIDERS, Provider
 from aht_exporter.providers.base import AverageProvider
 from aht_exporter.redact import Redactor
@@ -155,9 +155,8 @@ class SourceRunner:
         )
 
     def _fail(self, now: float, started: float, error: str) -> None:
-        # Vendor words, shown on / and in the log: secrets masked first (a cut could split one), then made
-        # printable and cut to a line's length (a vendor's message in a 200 can be megabytes).
-        error = clean_text(self.redactor(error))
+        # Vendor words, shown on / and in the log (a vendor's message in a 200 can be megabytes).
+        error = self.redactor.shown(error)
         self.health.record_failure(now, time.monotonic() - started, error)
         stale = " (data withdrawn)" if self.health.stale else ""
         log.warning(
@@ -182,7 +181,7 @@ class SourceRunner:
                 error = str(exc)
             else:
                 error = f"{type(exc).__name__}: {exc}"
-            log.warning("name lookup failed", extra={"source": self.name, "error": clean_text(self.redactor(error))})
+            log.warning("name lookup failed", extra={"source": self.name, "error": self.redactor.shown(error)})
 
     def view(self) -> SourceView:
         """An immutable copy for rendering in another thread."""
@@ -288,7 +287,7 @@ class Exporter:
                 # The old bodies are free now (unless a scrape is still writing them): hand their memory back.
                 await asyncio.to_thread(release_free_memory)
             except Exception as exc:
-                error = clean_text(self.redactor(f"{type(exc).__name__}: {exc}"))
+                error = self.redactor.shown(f"{type(exc).__name__}: {exc}")
                 if error != self._render_error:  # once, not once per poll of every source
                     log.error("render failed: /metrics keeps its last body", extra={"error": error})
                 self._render_error = error
@@ -300,7 +299,7 @@ class Exporter:
             error = failures.get(runner.name)
             if error is not None:
                 runner.health.up = False
-                runner.health.last_error = self.redactor(error)
+                runner.health.last_error = self.redactor.shown(error)
                 runner.health.last_error_at = self.clock.now()
                 self._render_dirty = True  # show it: the bodies just rendered still say up
 

@@ -22,6 +22,7 @@ from aht_exporter.providers.koreai import FIELDS, KoreAIProvider, Rules, parse_c
 from aht_exporter.timebuckets import parse_iso
 from tests.helpers import fixture
 from tests.unit.test_koreai_config import CALLVOLUME, ORG, koreai_config
+from tests.unit.test_koreai_parse import page
 
 NINE45 = int(parse_iso("2023-06-01T09:45:00Z"))
 TEN = NINE45 + 900
@@ -51,10 +52,6 @@ def seed_record(**changes: Any) -> dict[str, Any]:
         else:
             record[key] = value
     return record
-
-
-def page(*records: Any, has_more: bool = False) -> dict[str, Any]:
-    return {"hasMore": has_more, "CallVolumeUpdate": list(records), "totalCount": len(records)}
 
 
 # --- a null queue ------------------------------------------------------------------------------------------------
