@@ -32,6 +32,9 @@ FILE_RESERVE = 256
 """Descriptors kept for everything else (provider connections, listening sockets, files) under the file
 limit; under a limit below twice this, half the limit is kept instead (see `connection_cap`)."""
 BACKLOG = 128  # connections the kernel queues before accept, and the most accepted at one wake-up
+WAIT_MAX = 1.0
+"""Seconds new connections may be left in the kernel's queue while connections shut down to make room
+are being closed (see `ConnectionGuard.ready`); past it, they are taken and refused as before."""
 
 
 def connection_cap(limit: int = MAX_CONNECTIONS, reserve: int = FILE_RESERVE) -> int:
@@ -64,6 +67,10 @@ class ConnectionGuard:
     - At the cap, the oldest connection with no request in hand is shut down to make room for the new one:
       idle clients give way, so a scraper is answered however many connections others hold open. When
       every connection is in a request, the new one is closed at once.
+    - When `closing_max` connections shut down to make room are still waiting for the event loop to close
+      them, new connections are not taken (`ready` is False): they wait in the kernel's queue for a turn of
+      the loop or two, rather than being refused. A scraper arriving among hundreds of idle connections is
+      admitted, not closed because a burst came first.
 
     The guard shuts a connection down (`shutdown(2)`), never closes it under the event loop: the loop sees
     the end of file and closes it itself, on its next turn. At most `closing_max` shut-down connections
@@ -79,6 +86,7 @@ class ConnectionGuard:
         self._open: dict[int, _Connection] = {}  # by descriptor, oldest first
         self._loop = asyncio.get_running_loop()
         self._warned_at: float | None = None
+        self._waiting_since: float | None = None  # when `ready` first said to wait, in the loop's time
 
     @property
     def held(self) -> int:
@@ -90,6 +98,27 @@ class ConnectionGuard:
     def busy(self) -> int:
         """Client connections with a request in hand."""
         return sum(1 for conn in self._open.values() if conn.busy)
+
+    def ready(self) -> bool:
+        """Whether to take the next connection from the kernel's queue now. False while the cap is reached
+        and no room can be made only because `closing_max` shut-down connections are still open: the event
+        loop closes them on its next turn, and the queue holds the new ones meanwhile. Never False for
+        longer than `WAIT_MAX` in a row, so that a connection that is never closed cannot stop accepts."""
+        if len(self._open) < self.cap:
+            return self._done_waiting()
+        self._prune()
+        closing = sum(conn.closing for conn in self._open.values())
+        idle = any(not conn.busy and not conn.closing for conn in self._open.values())
+        if len(self._open) < self.cap or closing < self.closing_max or not idle:
+            return self._done_waiting()  # room, room to be made, or none to be made (admit refuses)
+        now = self._loop.time()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - self._waiting_since >= WAIT_MAX
+
+    def _done_waiting(self) -> bool:
+        self._waiting_since = None
+        return True
 
     def admit(self, sock: socket.socket) -> bool:
         """Whether to keep a connection just accepted (False: close it now)."""
@@ -202,6 +231,8 @@ class _GuardedListener(socket.socket):
 
     def accept(self) -> tuple[socket.socket, Any]:
         for _ in range(BACKLOG):
+            if not self.guard.ready():
+                break  # left in the kernel's queue until the loop has closed what was shut down
             conn, address = super().accept()  # BlockingIOError when none is waiting: the loop stops there
             if self.guard.admit(conn):
                 return conn, address

@@ -194,6 +194,47 @@ async def test_at_the_cap_the_oldest_idle_connection_makes_room_for_a_scraper() 
 
 
 @pytest.mark.asyncio
+async def test_a_scraper_behind_a_burst_of_idle_connections_waits_its_turn_rather_than_being_refused() -> None:
+    """Forty idle connections at once against a cap of eight: one may be shutting down at a time
+    (closing_max), and the burst arrives faster than the loop closes them. Before `ready`, every connection
+    accepted in that wake-up past the first eviction was refused, and a scraper among them got a reset."""
+    async with serve(max_connections=8, header_timeout=60) as served:
+        assert served.guard.closing_max == 1
+        idle = [socket.create_connection((served.host, served.port)) for _ in range(40)]
+        try:
+            async with httpx.AsyncClient(base_url=f"http://{served.host}:{served.port}", timeout=BOUND) as client:
+                r = await client.get("/metrics")
+            assert r.status_code == 200
+            await until(lambda: served.guard.evicted >= 33, "every idle connection past the cap made its way in")
+            assert served.guard.refused == 0
+            assert served.guard.held <= 8 + 1
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+@pytest.mark.asyncio
+async def test_accepts_wait_for_closing_connections_at_most_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ready` holds new connections in the kernel's queue while shut-down ones are still open, but not for
+    good: a connection the loop never closes must not stop accepts. The loop's clock is stood in for."""
+    async with serve(max_connections=2, header_timeout=60) as served:
+        guard = served.guard
+        idle = [await served.connect() for _ in range(2)]
+        await until(lambda: guard.held == 2, "both idle connections are accepted")
+        now = [1000.0]
+        monkeypatch.setattr(guard, "_loop", type("Clock", (), {"time": lambda _: now[0]})())
+        assert guard.ready()  # at the cap, an idle one can be shut down to make room
+        guard._shut(next(iter(guard._open.values())))  # as _make_room does; the loop has not closed it yet
+        assert not guard.ready()
+        now[0] += connections.WAIT_MAX - 0.01
+        assert not guard.ready()
+        now[0] += 0.01
+        assert guard.ready()  # past WAIT_MAX: taken, and refused by admit as before
+        monkeypatch.undo()
+        close(*(writer for _, writer in idle))
+
+
+@pytest.mark.asyncio
 async def test_when_every_held_connection_is_in_a_request_a_new_one_is_closed_at_once() -> None:
     async with serve(max_connections=2) as served:
         served.exporter.rendered = BigBody()  # type: ignore[assignment]
