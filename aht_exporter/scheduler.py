@@ -118,6 +118,7 @@ class SourceRunner:
             bucket=cfg.bucket_seconds,
             longest_window=self.store.longest_window,
             refresh=cfg.refresh_seconds,
+            every=cfg.every.seconds,
             fetched_until=self.store.fetched_until,
         )
         buckets = await self.provider.fetch(start, end) if start < end else []

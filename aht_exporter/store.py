@@ -1,4 +1,5 @@
-"""Per-source bucket store: replaces revised buckets, drops old ones, sums windows. No I/O, no vendor."""
+"""Per-source bucket store: replaces revised buckets, drops old ones, sums windows, and counts final buckets
+into running totals (the `_total` counters). No I/O, no vendor."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from dataclasses import dataclass, field
 
 from aht_exporter.model import AverageUpdate, Bucket, Field, Labels, Names, ProviderError, clean_labels
 from aht_exporter.timebuckets import Duration, isoformat_z
+
+TOTALS_RETENTION = 35 * 86400
+"""Seconds a label set's running totals are kept after the newest bucket it appeared in: a queue idle for
+a month still has its `_total` counters, so that "this month" stays exact for it; then they are forgotten."""
 
 Totals = Mapping[Field, float]
 MICRO = 1_000_000  # the store's unit: every provider's values are whole ms or s, exact in millionths
@@ -24,11 +29,41 @@ class Snapshot:
     series_dropped: int = 0
     # Ready-made averages (aht_seconds only) per window, from providers that give no sums or counts.
     averages: Mapping[str, Mapping[Labels, float]] = field(default_factory=dict)
+    # Running totals of the final buckets per label set (the `_total` counters), every field present.
+    totals: Mapping[Labels, Totals] = field(default_factory=dict)
 
     @property
     def series(self) -> int:
         sums = sum(series_per_labelset(t, self.fields) for w in self.windows.values() for t in w.values())
-        return sums + sum(len(a) for a in self.averages.values())
+        return sums + sum(len(a) for a in self.averages.values()) + len(self.totals) * len(self.fields)
+
+
+@dataclass
+class SourceState:
+    """What a source had when it last saved (`state.StateStore.load`): as `SourceStore` holds it."""
+
+    fetched_until: int | None = None
+    final_until: int | None = None
+    unrecovered: int = 0
+    buckets: dict[int, dict[Labels, dict[Field, int]]] = field(default_factory=dict)
+    totals: dict[Labels, dict[Field, int]] = field(default_factory=dict)
+    last_seen: dict[Labels, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a poll changed in a source's store (`SourceStore.take_changes`), copied on the event loop for
+    `state.StateStore.save` to write in a thread."""
+
+    fetched_until: int | None
+    final_until: int | None
+    unrecovered: int
+    replaced: tuple[int, int] | None  # the span re-fetched: its rows are replaced by `buckets`
+    buckets: Mapping[int, Mapping[Labels, Mapping[Field, int]]]
+    pruned_before: int | None  # buckets older than this are gone
+    totals: Mapping[Labels, tuple[int, Mapping[Field, int]]]  # changed label sets: (last_seen, totals)
+    forgotten: frozenset[Labels] = frozenset()
+    everything: bool = False  # the whole state: what was saved before is replaced, not updated
 
 
 def _unstorable(bucket: Bucket) -> ProviderError:
@@ -64,6 +99,19 @@ class SourceStore:
         # handle time is exactly the sum of the vendor's milliseconds, never 288.92900000000003.
         self._buckets: dict[int, dict[Labels, dict[Field, int]]] = {}
         self.fetched_until: int | None = None
+        # The `_total` counters: per label set, the sum of every final bucket counted so far, in millionths.
+        # A label set gets its totals, at zero, as soon as it appears in any bucket, final or not: by the
+        # time its first bucket is counted, Prometheus has seen the counter at zero for `refresh`, and the
+        # increase from absent to the first value is never lost.
+        self.totals: dict[Labels, dict[Field, int]] = {}
+        self.last_seen: dict[Labels, int] = {}  # the start of the newest bucket each label set appeared in
+        self.final_until: int | None = None  # buckets before it are counted in `totals`
+        self.unrecovered = 0  # buckets that became final without ever being fetched: the totals lack them
+        # What changed since the last `take_changes`, for the state store to write.
+        self._replaced: tuple[int, int] | None = None
+        self._dirty: set[Labels] = set()
+        self._forgotten: set[Labels] = set()
+        self._pruned_before: int | None = None
 
     @property
     def longest_window(self) -> int:
@@ -94,16 +142,103 @@ class SourceStore:
                     totals[f] = totals.get(f, 0) + round(v * MICRO)
             except (OverflowError, ValueError):
                 raise _unstorable(b) from None
+        if self.fetched_until is not None and start > self.fetched_until:
+            # Never fetched, and never will be (a poll fetches no further back than the longest window):
+            # the exporter was down, or failing, for longer than that. Counted, not hidden.
+            self.unrecovered += (start - self.fetched_until) // self.bucket
         for t in range(start, end, self.bucket):
             self._buckets.pop(t, None)
         self._buckets.update(fresh)
         self.fetched_until = max(end, self.fetched_until or end)
+        if self._replaced is None:
+            self._replaced = (start, end)
+        else:
+            self._replaced = (min(start, self._replaced[0]), max(end, self._replaced[1]))
+        zero = dict.fromkeys(self.fields, 0)
+        for t, groups in fresh.items():
+            for labels in groups:
+                if labels not in self.totals:
+                    self.totals[labels] = dict(zero)
+                    self._dirty.add(labels)
+                if self.last_seen.get(labels, t) < t:
+                    self.last_seen[labels] = t
+                    self._dirty.add(labels)
+                elif labels not in self.last_seen:
+                    self.last_seen[labels] = t
+
+    def finalize(self, until: int) -> int:
+        """Add every bucket that is final at last (`timebuckets.final_until`) to the running totals, once;
+        return how many buckets were added. The first call counts nothing: the totals start at zero when
+        the exporter first sees a source, and history before that is the backfill's (docs/exact-ranges.md).
+        """
+        if self.final_until is None or until <= self.final_until:
+            self.final_until = max(until, self.final_until or until)
+            return 0
+        counted = 0
+        for t in range(self.final_until, until, self.bucket):
+            groups = self._buckets.get(t)
+            if groups is None:
+                continue  # empty, as vendors omit empty buckets (or never fetched: see `unrecovered`)
+            counted += 1
+            for labels, values in groups.items():
+                totals = self.totals.setdefault(labels, dict.fromkeys(self.fields, 0))
+                for f, v in values.items():
+                    totals[f] = totals.get(f, 0) + v
+                self._dirty.add(labels)
+        self.final_until = until
+        return counted
 
     def prune(self, data_end: int) -> None:
-        """Forget buckets that no window ending at `data_end` reaches."""
+        """Forget buckets that no window ending at `data_end` reaches and that are counted in the totals,
+        and the totals of label sets not seen for `TOTALS_RETENTION`."""
         oldest = data_end - self.longest_window
+        if self.final_until is not None:
+            oldest = min(oldest, self.final_until)
         for t in [t for t in self._buckets if t < oldest]:
             del self._buckets[t]
+        self._pruned_before = oldest
+        forget = data_end - TOTALS_RETENTION
+        for labels in [labels for labels, t in self.last_seen.items() if t < forget]:
+            del self.last_seen[labels]
+            self.totals.pop(labels, None)
+            self._dirty.discard(labels)
+            self._forgotten.add(labels)
+
+    def restore(self, state: SourceState) -> None:
+        """Take back what the source had when it last saved (before its first poll after a restart): its
+        next poll fetches only what is missing since, and its totals go on from where they were."""
+        self._buckets = state.buckets
+        self.totals = state.totals
+        self.last_seen = state.last_seen
+        self.fetched_until = state.fetched_until
+        self.final_until = state.final_until
+        self.unrecovered = state.unrecovered
+
+    def take_changes(self, *, everything: bool = False) -> Changes:
+        """What changed since the last call, copied (the store goes on changing on the event loop while the
+        copy is written in a thread). `everything`: the whole state, for a save after one that failed."""
+        if everything:
+            self._dirty = set(self.totals)
+        replaced = self._replaced
+        buckets = {
+            t: {labels: dict(values) for labels, values in groups.items()}
+            for t, groups in self._buckets.items()
+            if everything or (replaced is not None and replaced[0] <= t < replaced[1])
+        }
+        changes = Changes(
+            fetched_until=self.fetched_until,
+            final_until=self.final_until,
+            unrecovered=self.unrecovered,
+            replaced=replaced,
+            buckets=buckets,
+            pruned_before=self._pruned_before,
+            totals={labels: (self.last_seen.get(labels, 0), dict(self.totals[labels])) for labels in self._dirty},
+            forgotten=frozenset(self._forgotten),
+            everything=everything,
+        )
+        self._replaced, self._pruned_before = None, None
+        self._dirty, self._forgotten = set(), set()
+        return changes
 
     def bucket_count(self) -> int:
         return len(self._buckets)
@@ -114,30 +249,35 @@ class SourceStore:
         for w in self.windows:
             sums: dict[Labels, dict[Field, int]] = {}
             for t in range(data_end - w.seconds, data_end, self.bucket):
-                for labels, totals in self._buckets.get(t, {}).items():
+                for labels, values in self._buckets.get(t, {}).items():
                     acc = sums.setdefault(labels, {})
-                    for f, v in totals.items():
+                    for f, v in values.items():
                         acc[f] = acc.get(f, 0) + v
             windows[w.text] = {labels: {f: v / MICRO for f, v in acc.items()} for labels, acc in sums.items()}
-        dropped = _limit_series(windows, self.fields, max_series) if max_series is not None else 0
+        running = {labels: {f: v / MICRO for f, v in acc.items()} for labels, acc in sorted(self.totals.items())}
+        dropped = _limit_series(windows, running, self.fields, max_series) if max_series is not None else 0
         return Snapshot(
             data_end=data_end,
             fields=self.fields,
             windows=windows,
-            names=_names_in_use(names or Names(), windows),
+            names=_names_in_use(names or Names(), {**windows, "": running}),
             series_dropped=dropped,
+            totals=running,
         )
 
 
 def _limit_series(
-    windows: dict[str, dict[Labels, dict[Field, float]]], fields: frozenset[Field], max_series: int
+    windows: dict[str, dict[Labels, dict[Field, float]]],
+    totals: dict[Labels, dict[Field, float]],
+    fields: frozenset[Field],
+    max_series: int,
 ) -> int:
-    """Keep at most `max_series` series, whole label sets at a time and in every window at once, in a
-    stable (sorted) order: every window shows the same queues and agents, none is left empty."""
-    cost: dict[Labels, int] = {}
+    """Keep at most `max_series` series, whole label sets at a time, in every window and in the totals at
+    once, in a stable (sorted) order: every window shows the same queues and agents, none is left empty."""
+    cost: dict[Labels, int] = dict.fromkeys(totals, len(fields))
     for window in windows.values():
-        for labels, totals in window.items():
-            cost[labels] = cost.get(labels, 0) + series_per_labelset(totals, fields)
+        for labels, sums in window.items():
+            cost[labels] = cost.get(labels, 0) + series_per_labelset(sums, fields)
     total = sum(cost.values())
     if total <= max_series:
         return 0
@@ -147,7 +287,9 @@ def _limit_series(
             keep.add(labels)
             kept += cost[labels]
     for text, window in windows.items():
-        windows[text] = {labels: totals for labels, totals in window.items() if labels in keep}
+        windows[text] = {labels: sums for labels, sums in window.items() if labels in keep}
+    for labels in [labels for labels in totals if labels not in keep]:
+        del totals[labels]
     return total - kept
 
 

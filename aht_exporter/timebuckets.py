@@ -89,19 +89,32 @@ def fetch_span(
     bucket: int,
     longest_window: int,
     refresh: int,
+    every: int,
     fetched_until: int | None,
 ) -> tuple[int, int]:
     """The [start, end) span a poll must fetch so that every window ending at `data_end` is complete.
 
     The first poll (nothing fetched yet) backfills the longest window. Later polls re-fetch the
-    trailing `refresh` span, and reach further back when earlier polls failed and left a gap.
-    Never beyond the longest window: older buckets are not exported.
+    trailing `refresh` span, and reach further back when earlier polls failed: to what those polls would
+    have re-fetched (a vendor may have revised it meanwhile), and to the gap they left. Never beyond the
+    longest window: older buckets are not exported. So every bucket is fetched one last time when it is
+    about to leave the `refresh` span, whatever failed before, and is final after (`final_until`).
     """
     oldest_needed = data_end - longest_window
     if fetched_until is None:
         return oldest_needed, data_end
-    refresh_start = data_end - _round_up(refresh, bucket)
-    return max(oldest_needed, min(refresh_start, fetched_until)), data_end
+    refresh = _round_up(refresh, bucket)
+    # The next poll after the last one that succeeded worked up to the next bucket end `every` brought,
+    # and re-fetched `refresh` back from there. If that was an earlier poll that failed, do it now.
+    missed_from = fetched_until + _round_up(every, bucket) - refresh
+    return max(oldest_needed, min(data_end - refresh, missed_from, fetched_until)), data_end
+
+
+def final_until(data_end: int, *, bucket: int, longest_window: int, refresh: int) -> int:
+    """The end of the buckets that are final at `data_end`: no later poll fetches them again, so no revision
+    can change them. Every poll re-fetches the trailing `refresh` span (`fetch_span`), and never reaches
+    beyond the longest window; buckets before the later of the two starts are final."""
+    return max(data_end - _round_up(refresh, bucket), data_end - longest_window)
 
 
 def chunks(start: int, end: int, size: int) -> list[tuple[int, int]]:

@@ -67,6 +67,7 @@ def plan_poll(runner: SourceRunner, now: float) -> PollPlan:
         bucket=cfg.bucket_seconds,
         longest_window=runner.store.longest_window,
         refresh=cfg.refresh_seconds,
+        every=cfg.every.seconds,
         fetched_until=runner.store.fetched_until,
     )
     first = not runner.health.polled

@@ -316,6 +316,7 @@ def accepted_durations_run(config: Config) -> None:
             bucket=source.bucket_seconds,
             longest_window=source.longest_window,
             refresh=source.refresh_seconds,
+            every=source.every.seconds,
             fetched_until=1772445600 - 3600,
         )
         assert 0 <= end - start <= source.max_window.seconds

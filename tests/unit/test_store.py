@@ -107,19 +107,23 @@ def test_max_series_drops_whole_label_sets_and_counts_them() -> None:
     s = store("30m")
     labels = [make_labels(queue=f"q{i:02d}") for i in range(10)]
     s.replace(TEN - 1800, TEN, [bucket(TEN - B, labels=lab) for lab in labels])
-    snap = s.snapshot(TEN, max_series=7)  # 3 series per label set: handle, handled, aht
+    # 5 series per label set: handle, handled, aht, and the two _total counters
+    snap = s.snapshot(TEN, max_series=11)
     assert sorted(snap.windows["30m"]) == labels[:2]
-    assert snap.series_dropped == 30 - 6
-    assert snap.series == 6
+    assert sorted(snap.totals) == labels[:2]  # the counters of the same label sets
+    assert snap.series_dropped == 50 - 10
+    assert snap.series == 10
 
 
 def test_max_series_keeps_the_same_label_sets_in_every_window() -> None:
     s = store("30m", "1h", "1d")
     labels = [make_labels(queue=f"q{i:02d}") for i in range(10)]
     s.replace(TEN - 86400, TEN, [bucket(TEN - B, labels=lab) for lab in labels])
-    snap = s.snapshot(TEN, max_series=20)  # 3 series per label set and window: 9 per label set
+    # 3 series per label set and window, and 2 counters: 11 per label set
+    snap = s.snapshot(TEN, max_series=25)
     assert [sorted(w) for w in snap.windows.values()] == [labels[:2]] * 3  # not 1d left empty for 30m's sake
-    assert snap.series == 18 and snap.series_dropped == 90 - 18
+    assert sorted(snap.totals) == labels[:2]
+    assert snap.series == 22 and snap.series_dropped == 110 - 22
 
 
 def test_names_are_kept_only_for_queues_and_agents_in_the_data() -> None:

@@ -56,30 +56,41 @@ def test_closed_until_ignores_the_bucket_in_progress() -> None:
 
 def test_first_poll_backfills_the_longest_window() -> None:
     end = 1772445600
-    assert fetch_span(end, bucket=1800, longest_window=86400, refresh=7200, fetched_until=None) == (end - 86400, end)
+    assert fetch_span(end, bucket=1800, longest_window=86400, refresh=7200, every=300, fetched_until=None) == (end - 86400, end)
 
 
 def test_later_poll_refetches_only_the_refresh_span() -> None:
     end = 1772445600
-    span = fetch_span(end, bucket=1800, longest_window=86400, refresh=7200, fetched_until=end)
+    span = fetch_span(end, bucket=1800, longest_window=86400, refresh=7200, every=300, fetched_until=end)
     assert span == (end - 7200, end)
 
 
 def test_refresh_is_rounded_up_to_whole_buckets() -> None:
     end = 1772445600
-    span = fetch_span(end, bucket=1800, longest_window=86400, refresh=3000, fetched_until=end)
+    span = fetch_span(end, bucket=1800, longest_window=86400, refresh=3000, every=1800, fetched_until=end)
     assert span == (end - 3600, end)
 
 
 def test_poll_after_failures_reaches_back_to_what_was_fetched() -> None:
     end = 1772445600
-    span = fetch_span(end, bucket=1800, longest_window=86400, refresh=3600, fetched_until=end - 5 * H)
-    assert span == (end - 5 * H, end)
+    span = fetch_span(end, bucket=1800, longest_window=86400, refresh=3600, every=1800, fetched_until=end - 5 * H)
+    # The first missed poll (at end - 4.5h) would have re-fetched an hour back from there.
+    assert span == (end - 5 * H - 1800, end)
+
+
+def test_a_missed_poll_leaves_its_refresh_span_to_the_next_one() -> None:
+    """Missed at 10:05, the poll at 10:10 re-fetches what 10:05 would have (from 09:05), not only from
+    09:10: a revision of the 09:05 bucket made before 10:05 is seen before that bucket is final."""
+    end = 1772446200  # 10:10
+    span = fetch_span(end, bucket=300, longest_window=86400, refresh=3600, every=300, fetched_until=end - 600)
+    assert span == (end - 3600 - 300, end)
+    span = fetch_span(end, bucket=300, longest_window=86400, refresh=3600, every=300, fetched_until=end - 300)
+    assert span == (end - 3600, end)  # none missed: the refresh span alone
 
 
 def test_fetch_never_reaches_beyond_the_longest_window() -> None:
     end = 1772445600
-    span = fetch_span(end, bucket=1800, longest_window=3600, refresh=7200, fetched_until=end - 10 * H)
+    span = fetch_span(end, bucket=1800, longest_window=3600, refresh=7200, every=300, fetched_until=end - 10 * H)
     assert span == (end - 3600, end)
 
 
