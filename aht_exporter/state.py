@@ -47,6 +47,19 @@ CREATE TABLE IF NOT EXISTS buckets (
     data BLOB NOT NULL,
     PRIMARY KEY (source, start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS backfill (
+    source TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    done_until INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS backfill_buckets (
+    source TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (source, start)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS totals (
     source TEXT NOT NULL,
     labels BLOB NOT NULL,
@@ -154,9 +167,7 @@ class StateStore:
             return None
         state = SourceState(fetched_until=row[1], final_until=row[2], unrecovered=row[3])
         for start, data in db.execute("SELECT start, data FROM buckets WHERE source = ?", (source,)):
-            state.buckets[start] = {
-                tuple(labels): {Field(f): v for f, v in values.items()} for labels, values in _decode_bucket(data)
-            }
+            state.buckets[start] = _decode_groups(data)
         for labels_blob, last_seen, data in db.execute(
             "SELECT labels, last_seen, data FROM totals WHERE source = ?", (source,)
         ):
@@ -211,6 +222,72 @@ class StateStore:
             ((source, _labels_key(labels)) for labels in c.forgotten),
         )
 
+    # --- backfill (aht_exporter/backfill.py): fetched history, kept so that a stopped run resumes ---------
+
+    def has_state(self, source: str) -> bool:
+        """Whether the source has live state: the exporter has polled it with this store."""
+        if self._db is None:
+            return False
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM sources WHERE name = ?", (source,)).fetchone() is not None
+
+    def backfill_resume(self, source: str, identity: str, start: int, end: int) -> int:
+        """Where a backfill of [start, end) for the source stands: `start` when none was begun; an earlier run
+        for another span or grain is dropped. Raises sqlite3.Error: a backfill without its store stops."""
+        if self._db is None:
+            return start
+        with self._lock, _transaction(self._db):
+            row = self._db.execute(
+                "SELECT identity, start, end, done_until FROM backfill WHERE source = ?", (source,)
+            ).fetchone()
+            if row is not None and tuple(row[:3]) == (identity, start, end):
+                return int(row[3])
+            _delete_backfill(self._db, source)
+            self._db.execute(
+                "INSERT INTO backfill (source, identity, start, end, done_until) VALUES (?, ?, ?, ?, ?)",
+                (source, identity, start, end, start),
+            )
+        return start
+
+    def backfill_save(
+        self, source: str, done_until: int, buckets: Mapping[int, Mapping[Labels, Mapping[Field, int]]]
+    ) -> None:
+        """One fetched chunk and the progress it makes, in one transaction."""
+        if self._db is None:
+            return
+        with self._lock, _transaction(self._db):
+            self._db.executemany(
+                "INSERT OR REPLACE INTO backfill_buckets (source, start, data) VALUES (?, ?, ?)",
+                ((source, t, _encode_bucket(groups)) for t, groups in buckets.items()),
+            )
+            self._db.execute("UPDATE backfill SET done_until = ? WHERE source = ?", (done_until, source))
+
+    def backfill_buckets(self, source: str) -> Iterator[tuple[int, dict[Labels, dict[Field, int]]]]:
+        """The fetched buckets, oldest first, one at a time (a month of a big tenant is more than memory)."""
+        if self._db is None:
+            return
+        with self._lock:
+            starts = [
+                t
+                for (t,) in self._db.execute(
+                    "SELECT start FROM backfill_buckets WHERE source = ? ORDER BY start", (source,)
+                )
+            ]
+        for t in starts:
+            with self._lock:
+                (data,) = self._db.execute(
+                    "SELECT data FROM backfill_buckets WHERE source = ? AND start = ?", (source, t)
+                ).fetchone()
+            yield t, _decode_groups(data)
+
+    def backfill_finish(self, source: str, identity: str, changes: Changes) -> None:
+        """Hand the backfill's end state to the live exporter and drop the backfill's rows, at once."""
+        if self._db is None:
+            return
+        with self._lock, _transaction(self._db):
+            self._save(self._db, source, identity, changes)
+            _delete_backfill(self._db, source)
+
     def forget(self, sources: Iterable[str]) -> None:
         """Drop the state of sources that are no longer configured (at start and at a reload)."""
         if self._db is None:
@@ -232,6 +309,23 @@ class StateStore:
                 self._db = None
 
 
+def _decode_groups(data: bytes) -> dict[Labels, dict[Field, int]]:
+    return {tuple(labels): {Field(f): v for f, v in values.items()} for labels, values in _decode_bucket(data)}
+
+
+def identity(provider: str, bucket: int, group_by: Iterable[str] | None, fields: Iterable[Field]) -> str:
+    """What a source's saved state is only good for: the same provider, bucket size, grouping and fields.
+    Any change there and the buckets and totals mean something else: the source starts afresh."""
+    return _encode(
+        {
+            "provider": provider,
+            "bucket": bucket,
+            "group_by": sorted(group_by) if group_by is not None else None,
+            "fields": sorted(f.value for f in fields),
+        }
+    ).decode()
+
+
 def _encode_bucket(groups: Mapping[Labels, Mapping[Field, int]]) -> bytes:
     return _encode(
         [
@@ -244,6 +338,11 @@ def _encode_bucket(groups: Mapping[Labels, Mapping[Field, int]]) -> bytes:
 def _delete_source(db: sqlite3.Connection, source: str) -> None:
     for table, key in (("sources", "name"), ("buckets", "source"), ("totals", "source")):
         db.execute(f"DELETE FROM {table} WHERE {key} = ?", (source,))  # the names are fixed above
+
+
+def _delete_backfill(db: sqlite3.Connection, source: str) -> None:
+    for table in ("backfill", "backfill_buckets"):
+        db.execute(f"DELETE FROM {table} WHERE source = ?", (source,))  # the names are fixed above
 
 
 @contextlib.contextmanager

@@ -22,6 +22,9 @@ class Provider(ABC):
     # How often names() is worth calling. Hourly where it costs requests (docs/providers/genesys.md, Request); providers
     # that learn names from the data itself return them every poll (0).
     names_every: ClassVar[float] = 3600.0
+    # How far back from now the vendor's API serves data, in seconds (None: as far as anyone asks). What a
+    # backfill may ask for (aht_exporter/backfill.py); docs/providers/<vendor>.md says where it comes from.
+    history: ClassVar[int | None] = None
 
     def __init__(
         self,

@@ -411,6 +411,7 @@ def error_text(response: httpx.Response) -> str:
 class LivePersonProvider(Provider):
     name = "liveperson"
     config_model = LivePersonConfig
+    history = MAX_TIMEFRAME * 60  # `timeframe` counts back from now, 1440 minutes at most (docs/providers/liveperson.md)
 
     def __init__(self, config: SourceConfig, health: SourceHealth, **kwargs: Any) -> None:
         assert isinstance(config, LivePersonConfig)
