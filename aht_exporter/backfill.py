@@ -35,7 +35,7 @@ from aht_exporter.config import Config, SourceConfig, load_config
 from aht_exporter.exposition import FIELD_HELP
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
-from aht_exporter.model import ConfigError, Field, Labels, ProviderError
+from aht_exporter.model import Bucket, ConfigError, Field, Labels, ProviderError, RateLimited
 from aht_exporter.providers import PROVIDERS, Provider
 from aht_exporter.providers.base import AverageProvider
 from aht_exporter.state import StateStore, identity
@@ -54,7 +54,9 @@ FIELD_TOTAL_HELP: dict[Field, str] = {
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_STORAGE = "data/"
 CHUNK = 86400  # seconds of history fetched, and saved, at a time (less for a provider that serves less)
-SAMPLE_STEP = 240  # seconds between the samples of one counter: under Prometheus' 5-minute lookback
+SAMPLE_STEP = 290  # seconds between the samples of one counter: under Prometheus' 5-minute lookback
+RATE_LIMIT_PAUSE = 60.0  # seconds to wait when a provider still says "slow down" after the client's retries
+MAX_PAUSES = 30  # such waits in a row for one chunk before the run stops (and can be resumed)
 SETTLE = 10  # seconds after a poll fires before its result is sampled (a poll takes a few seconds)
 MARGIN = 30  # seconds before the next poll fires that its predecessor's result is last sampled
 
@@ -311,10 +313,14 @@ class Backfill:
                 )
             history = cls.history
             if history is not None and self.start < now - history:
-                raise ConfigError(
+                reason = (
                     f"--from ({isoformat_z(self.start)}) is further back than {cfg.name} ({cfg.provider}) serves: "
                     f"its API answers the last {history // 3600}h only (docs/providers/{cfg.provider}.md)"
                 )
+                if self.only is not None:
+                    raise ConfigError(reason)
+                print(f"backfill: skipped {cfg.name}: {reason}", file=self.progress_stream)
+                continue
             if self.state.has_state(cfg.name):
                 raise ConfigError(
                     f"{cfg.name} is already counted live in {self.state.path}: backfill before the exporter first "
@@ -353,7 +359,7 @@ class Backfill:
                 print(f"backfill: {p.name}: resuming at {isoformat_z(resume[p.name])}", file=self.progress_stream)
             for s, e in chunks[p.name]:
                 try:
-                    buckets = await p.provider.fetch(s, e)
+                    buckets = await self._fetch(p, s, e)
                     store = SourceStore(
                         bucket=p.config.bucket_seconds, windows=p.config.windows, fields=p.provider.fields
                     )
@@ -382,6 +388,22 @@ class Backfill:
         series = sum(len(t.changes) * len(t.fields) for _, t in timelines)
         print(f"backfill: wrote {samples} samples of {series} series to {self.output}", file=self.progress_stream)
         return EXIT_OK
+
+    async def _fetch(self, plan: Plan, start: int, end: int) -> list[Bucket]:
+        """One chunk. A rate limit is waited out: a big tenant's history takes hours within its budget, and
+        the client's own retries are sized for a poll, not for that."""
+        for pause in range(MAX_PAUSES + 1):
+            try:
+                return await plan.provider.fetch(start, end)
+            except RateLimited as exc:
+                if pause == MAX_PAUSES:
+                    raise
+                print(
+                    f"backfill: {plan.name}: rate limited ({exc}): waiting {RATE_LIMIT_PAUSE:.0f}s",
+                    file=self.progress_stream,
+                )
+                await self.sleep(RATE_LIMIT_PAUSE)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _buckets(self, plan: Plan) -> Iterator[tuple[int, dict[Labels, dict[Field, int]]]]:
         if self.state.enabled:

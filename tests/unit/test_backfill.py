@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from aht_exporter.backfill import Backfill, Plan, counter_lag, parse_when
+from aht_exporter.backfill import RATE_LIMIT_PAUSE, Backfill, Plan, counter_lag, parse_when
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import Config
 from aht_exporter.demo import Demo
@@ -234,3 +234,48 @@ def test_dates_and_times() -> None:
         parse_when("2026-11-01T06:00:00", "--from")
     with pytest.raises(ConfigError, match=r"--to: 'yesterday' is not a date"):
         parse_when("yesterday", "--to")
+
+
+@pytest.mark.asyncio
+async def test_a_rate_limit_the_client_cannot_wait_out_is_waited_out_and_the_history_is_still_exact(
+    demo: tuple[Demo, Config], tmp_path: Path
+) -> None:
+    """Eight 429s in a row: more than the client's retries within a request. The backfill waits (here on a
+    stand-in sleep) and asks again; the counters are still the ground truth."""
+    sim, config = demo
+    genesys = sim.simulators["genesys"]
+    assert isinstance(genesys, GenesysSimulator)
+    genesys.faults.inject(Fault.RATE_LIMITED, count=8)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    progress = io.StringIO()
+    run = Backfill(
+        config,
+        FROM,
+        TO,
+        tmp_path / "g.om",
+        StateStore(None),
+        only="demo-genesys",
+        clock=FakeClock(NOW),
+        sleep=sleep,
+        progress_stream=progress,
+    )
+    assert await run.run() == 0, progress.getvalue()
+    assert "demo-genesys: rate limited (" in progress.getvalue()
+    assert RATE_LIMIT_PAUSE in waits
+    series = quick_samples((tmp_path / "g.om").read_text())
+    source = next(s for s in config.sources if s.name == "demo-genesys")
+    lag = counter_lag(source)
+    a, b = FROM + 3600, TO - 1800
+    truth = genesys.truth(a, b, ["media_type", "queue"], as_of=NOW)
+    handled = {
+        tuple((k, v) for k, v in labels if k in ("media_type", "queue")): at(points, b + lag) - at(points, a + lag)
+        for (name, labels), points in series.items()
+        if name == "aht_contacts_handled_total"
+    }
+    assert {k: v for k, v in handled.items() if v} == {
+        k: float(t.contacts_handled) for k, t in truth.items() if t.contacts_handled
+    }
