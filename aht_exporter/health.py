@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # Poll wall time buckets (seconds): a poll is one request on a good day and minutes of backfill on a bad one.
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A provider's request budget for one endpoint, as the vendor's last reply on it reported it.
+
+    Each part is None where the vendor did not say: only Genesys reports a limit and what is left
+    (docs/providers/genesys.md, Rate-limit headers); any vendor's 429 says nothing is left, and its
+    `Retry-After` when more will be.
+    """
+
+    limit: float | None = None  # requests allowed in the vendor's current window
+    remaining: float | None = None  # of those, not yet used
+    reset_at: float | None = None  # Unix time the window resets or the vendor lets us retry
 
 
 @dataclass
@@ -24,7 +39,11 @@ class SourceHealth:
     next_poll: float | None = None
     data_end: int | None = None
     polls: Counter[str] = field(default_factory=Counter)
-    api_requests: Counter[str] = field(default_factory=Counter)
+    # Requests by (endpoint, status): the endpoint is a fixed name per provider (`token`, `aggregates`, ...).
+    api_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # By endpoint; replaced whole on every change, never changed in place, so that a copy made for
+    # rendering in another thread (scheduler's `view`) can share it.
+    quotas: Mapping[str, Quota] = field(default_factory=dict)
     rate_limited: int = 0
     tokens_issued: int = 0  # tokens the vendor issued to this source (Ozonetel caps them at 10 an hour)
     series_dropped: int = 0
@@ -34,8 +53,17 @@ class SourceHealth:
     duration_count: int = 0
 
     # RequestCounter protocol, fed by the source's ApiClient
-    def count_request(self, status: str) -> None:
-        self.api_requests[status] += 1
+    def count_request(self, endpoint: str, status: str) -> None:
+        self.api_requests[(endpoint, status)] += 1
+
+    def record_quota(self, endpoint: str, quota: Quota | None) -> None:
+        """The budget the vendor's latest reply on `endpoint` reported; None (a reply that reported none)
+        forgets the endpoint's, so that no reading outlives what the vendor last said."""
+        if quota is None:
+            if endpoint in self.quotas:
+                self.quotas = {k: v for k, v in self.quotas.items() if k != endpoint}
+        elif self.quotas.get(endpoint) != quota:
+            self.quotas = {**self.quotas, endpoint: quota}
 
     def count_rate_limited(self) -> None:
         self.rate_limited += 1

@@ -18,12 +18,13 @@ import binascii
 import codecs
 import io
 import logging
+import math
 import re
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl
 
 import httpx
@@ -38,6 +39,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from aht_exporter import __version__
+from aht_exporter.health import Quota
 from aht_exporter.model import ProviderError, RateLimited
 from aht_exporter.redact import MASK, RUNTIME, Redactor, RuntimeSecrets
 
@@ -64,20 +66,44 @@ ErrorText = Callable[[httpx.Response], str]
 RateLimitSign = Callable[[httpx.Response], bool]
 
 
+Step = Literal["token", "data", "names"]
+"""What a request is for: a credential, the data of a poll, or the display names of queues and agents."""
+
 STEP_EXTENSION = "aht_step"
-"""A request an auth flow sends of its own (a token request) carries its step here, `token`, so that its
-failure is not reported against the data request that set it off (httpx passes unknown extensions through)."""
+ENDPOINT_EXTENSION = "aht_endpoint"
+"""Every request carries its step and its endpoint in these request extensions (httpx passes unknown ones
+through, to the event hooks and into a TransportError's request), the requests an auth flow sends of its own
+(a token request) included: so a failure is reported against the request that failed, not the data request
+that set it off, and each request is counted under its endpoint, a fixed name per provider (`token`,
+`aggregates`, `queues`, ...: never a URL or an id, which would make the label's values unbounded)."""
+
+UNNAMED_ENDPOINT = "other"
+"""The endpoint of a request sent without one: no provider does, but a count must never be lost."""
+
+
+def step_extensions(step: Step, endpoint: str) -> dict[str, str]:
+    return {STEP_EXTENSION: step, ENDPOINT_EXTENSION: endpoint}
+
+
+def endpoint_of(request: httpx.Request) -> str:
+    return str(request.extensions.get(ENDPOINT_EXTENSION, UNNAMED_ENDPOINT))
 
 
 def where(request: httpx.Request) -> str:
-    """`token request to login.example.com POST /oauth/token`: the step, the host (and a port it names), the path."""
+    """`token request to login.example.com POST /oauth/token`: the step, the host (and a port it names), the
+    path. Never the query string, nor a `user:password@` (httpx's netloc leaves it out)."""
     step = request.extensions.get(STEP_EXTENSION, "data")
     return f"{step} request to {request.url.netloc.decode('ascii', 'replace')} {request.method} {request.url.path}"
 
 
 class RequestCounter(Protocol):
-    def count_request(self, status: str) -> None: ...
+    def count_request(self, endpoint: str, status: str) -> None: ...
     def count_rate_limited(self) -> None: ...
+    def record_quota(self, endpoint: str, quota: Quota | None) -> None: ...
+
+
+QuotaReader = Callable[[httpx.Response, float], Quota | None]
+"""The budget a vendor reports in a reply's headers (its own names for them), given the Unix time now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,20 +126,44 @@ class Retryable(ProviderError):
         self.retry_after = retry_after
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """`Retry-After` in seconds (RFC 9110 allows seconds or an HTTP date; vendors here send seconds)."""
+def retry_after_seconds(response: httpx.Response, now: float | None = None) -> float | None:
+    """`Retry-After` in seconds (RFC 9110 allows seconds or an HTTP date; vendors here send seconds).
+    `now`: the Unix time an HTTP date is counted from (the wall clock's, unless given)."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         from email.utils import parsedate_to_datetime
 
         try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
+            seconds = parsedate_to_datetime(value).timestamp() - (time.time() if now is None else now)
+        except (TypeError, ValueError, OverflowError):
             return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def reported_quota(
+    response: httpx.Response, now: float, vendor: QuotaReader | None, *, limited: bool = False
+) -> Quota | None:
+    """The budget a reply reports: the vendor's own headers, and for a "slow down" (a 429, or `limited`:
+    the vendor's own form of it) that nothing is left, and its `Retry-After` as the time the budget comes
+    back, the later of the two where both say."""
+    quota = None
+    if vendor is not None:
+        try:
+            quota = vendor(response, now)
+        except Exception:  # a header the reader cannot read reports nothing; the reply itself still counts
+            quota = None
+    if response.status_code != 429 and not limited:
+        return quota
+    quota = quota or Quota()
+    wait = retry_after_seconds(response, now)
+    reset_at = quota.reset_at
+    if wait is not None:
+        reset_at = now + wait if reset_at is None else max(reset_at, now + wait)
+    return Quota(limit=quota.limit, remaining=0.0, reset_at=reset_at)
 
 
 def generic_error_text(response: httpx.Response) -> str:
@@ -142,6 +192,7 @@ class ApiClient:
         auth: httpx.Auth | None = None,
         error_text: ErrorText = generic_error_text,
         rate_limit_sign: RateLimitSign | None = None,
+        quota_reader: QuotaReader | None = None,
         policy: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -151,6 +202,9 @@ class ApiClient:
         self._counter = counter
         self._error_text = error_text
         self._rate_limit_sign = rate_limit_sign
+        self._quota_reader = quota_reader
+        # Public: Provider sets it to its clock's `now`, for the Unix time a budget resets.
+        self.wall: Callable[[], float] = time.time
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         self._deadline: float | None = None
@@ -180,17 +234,31 @@ class ApiClient:
 
     async def _on_response(self, response: httpx.Response) -> None:
         # Sees every response, the auth flow's token requests included, before anything reads its body.
-        self._counter.count_request(str(response.status_code))
+        endpoint = endpoint_of(response.request)
+        self._counter.count_request(endpoint, str(response.status_code))
+        self._counter.record_quota(endpoint, reported_quota(response, self.wall(), self._quota_reader))
         if response.status_code == 429:
             self._counter.count_rate_limited()
         limit_body(response, self.max_response_bytes)
 
-    async def request(self, method: str, url: str, *, token_endpoint: bool = False, **kwargs: Any) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        step: Step = "data",
+        token_endpoint: bool = False,
+        **kwargs: Any,
+    ) -> httpx.Response:
         """Send with retries; return a 2xx response whose body has been read, or raise ProviderError.
 
+        `endpoint` names the request in `aht_exporter_api_requests_total` (a fixed name per provider) and
+        `step` says, with the host, in every error text what failed: `data request to api.example.com ...`.
         `token_endpoint`: the reply may hold a credential, so long credential-like runs are masked in
         the error text made of it.
         """
+        kwargs["extensions"] = {**kwargs.get("extensions", {}), **step_extensions(step, endpoint)}
         policy = self._policy
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(Retryable),
@@ -209,22 +277,22 @@ class ApiClient:
         raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
 
     async def _send_once(self, method: str, url: str, token_endpoint: bool, **kwargs: Any) -> httpx.Response:
-        at = f"{method} {httpx.URL(url).path}"
         try:
             response = await self.http.request(method, url, **kwargs)
         except httpx.TransportError as exc:
-            self._counter.count_request("error")
             what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"{type(exc).__name__}: {exc}"
-            failed = _failed_request(exc)
-            if failed is not None and STEP_EXTENSION in failed.extensions:
-                # An auth flow's own request (a token request, to the login host) that never got an answer:
-                # reported against itself, not against the data path that set it off.
-                raise Retryable(f"{where(failed)}: {what}") from None
-            raise Retryable(f"{at}: {what}") from None
+            # The request that got no answer: an auth flow's own (a token request, to the login host) is
+            # reported against itself, not against the data path that set it off.
+            failed = _failed_request(exc) or httpx.Request(method, url, extensions=kwargs["extensions"])
+            self._counter.count_request(endpoint_of(failed), "error")
+            raise Retryable(f"{where(failed)}: {what}") from None
+        at = where(response.request)
         status = response.status_code
         if status == 429 or self._signals_rate_limit(response):
-            if status != 429:
+            if status != 429:  # the response hook saw a reply like any other: it was a "slow down"
                 self._counter.count_rate_limited()
+                spent = reported_quota(response, self.wall(), self._quota_reader, limited=True)
+                self._counter.record_quota(endpoint_of(response.request), spent)
             words = vendor_words(self._error_text, response, token_endpoint=token_endpoint)
             if not self._policy.retry_rate_limited:
                 raise RateLimited(f"{at}: rate limited: {words}", status=429)
@@ -389,13 +457,9 @@ def _failed_request(exc: httpx.TransportError) -> httpx.Request | None:
         return None
 
 
-def _where(response: httpx.Response) -> str:
-    return f"{response.request.method} {response.request.url.path}"
-
-
 def too_large(response: httpx.Response, limit: int, how: str) -> ProviderError:
     return ProviderError(
-        f"{_where(response)}: response larger than max_response_size {size_text(limit)} ({how}); "
+        f"{where(response.request)}: response larger than max_response_size {size_text(limit)} ({how}); "
         "raise it in the config if this is expected",
         status=response.status_code,
     )
@@ -503,7 +567,7 @@ class _LimitedBody(httpx.AsyncByteStream):
                 yield from self._counted(out, layer)
         except zlib.error as exc:
             raise ProviderError(
-                f"{_where(self._response)}: response body is not valid {inflater.encoding} ({exc})",
+                f"{where(self._response.request)}: response body is not valid {inflater.encoding} ({exc})",
                 status=self._response.status_code,
             ) from None
 

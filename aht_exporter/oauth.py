@@ -21,12 +21,13 @@ from collections.abc import AsyncGenerator, Callable
 import httpx
 
 from aht_exporter.httpclient import (
-    STEP_EXTENSION,
     ErrorText,
     Retryable,
     generic_error_text,
     retry_after_seconds,
+    step_extensions,
     vendor_words,
+    where,
 )
 from aht_exporter.model import ProviderError
 from aht_exporter.redact import RUNTIME, RuntimeSecrets
@@ -82,32 +83,33 @@ class ClientCredentialsAuth(httpx.Auth):
 
     def _token_request_for_step(self) -> httpx.Request:
         request = self._token_request()
-        request.extensions = {**request.extensions, STEP_EXTENSION: "token"}  # a failure names it, and its host
+        # Counted as the `token` endpoint; a failure names the token step and the login host.
+        request.extensions = {**request.extensions, **step_extensions("token", "token")}
         return request
 
     async def _accept(self, response: httpx.Response) -> None:
         # Overriding async_auth_flow means reading the token response ourselves (within the client's bound:
         # its response hook has limited this body already).
         await response.aread()
-        where = f"{response.request.method} {response.request.url.path}"
+        at = where(response.request)  # `token request to login.example.com POST /oauth/token`
         status = response.status_code
         if status == 429 or status >= 500:
             raise Retryable(
-                f"{where}: token request failed: HTTP {status}: {self._words(response)}",
+                f"{at}: HTTP {status}: {self._words(response)}",
                 status=status,
                 retry_after=retry_after_seconds(response),
             )
         if status != 200:
-            raise ProviderError(f"{where}: token request failed: HTTP {status}: {self._words(response)}", status=status)
+            raise ProviderError(f"{at}: HTTP {status}: {self._words(response)}", status=status)
         try:
             body = response.json()
             token = body["access_token"]
             lifetime = float(body.get("expires_in", self._default_lifetime))
         except (ValueError, KeyError, TypeError, RecursionError):
             # Never the body: a reply cut short may hold most of a token.
-            raise ProviderError(f"{where}: token response has no usable access_token/expires_in") from None
+            raise ProviderError(f"{at}: token response has no usable access_token/expires_in") from None
         if not isinstance(token, str) or not token:
-            raise ProviderError(f"{where}: token response has no usable access_token")
+            raise ProviderError(f"{at}: token response has no usable access_token")
         self._runtime_secrets.add(token)
         self._token = token
         self.generations += 1

@@ -59,7 +59,7 @@ async def main(url: str, limit: str) -> None:
     before = rss_mib()
     started = time.perf_counter()
     try:
-        response = await api.request("GET", url)
+        response = await api.request("GET", url, endpoint="bench")
         outcome = f"read {len(response.content)} bytes"
         del response
     except ProviderError as exc:

@@ -226,7 +226,7 @@ async def _koreai_minimum(plan: PollPlan, runner: SourceRunner, agents: int, que
 
     cfg: Any = runner.config
     response = await runner.provider.client.request(
-        "POST", cfg.callvolume_url, json=query_body(cfg, plan.start, plan.end, 0)
+        "POST", cfg.callvolume_url, endpoint="callvolume", json=query_body(cfg, plan.start, plan.end, 0)
     )
     total = parse_page(json_body(response, "callvolume")).total or 0
     return {"callvolume": max(1, math.ceil(total / MAX_PAGE_SIZE))}

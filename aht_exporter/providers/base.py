@@ -41,6 +41,8 @@ class Provider(ABC):
         self.client = self.make_client(config, health, sleep=sleep, transport=transport)
         # Here, not in each make_client: no provider can forget the bound (issue 12, an endless reply).
         self.client.max_response_bytes = config.max_response_bytes
+        # The Unix time a vendor's rate-limit window resets is counted on the source's clock.
+        self.client.wall = self.clock.now
 
     @classmethod
     def check_sources(cls, sources: Sequence[SourceConfig]) -> None:

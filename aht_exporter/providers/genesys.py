@@ -12,6 +12,9 @@ Vendor facts (docs/providers/genesys.md, with sources and tags; Genesys develope
 - Handle time lands in the bucket where after-call work ends, so closed buckets change for a while.
 - OAuth client credentials at `https://login.{region}/oauth/token`, API at `https://api.{region}`.
 - Errors are JSON `{message, code, status, contextId}`; 429 carries `Retry-After`.
+- [sample] Replies carry the token's rate-limit state: `inin-ratelimit-allowed` (requests allowed in the
+  window), `inin-ratelimit-count` (used in it, this one included), `inin-ratelimit-reset` (seconds until
+  it resets); `quota` reads them for the `aht_exporter_api_quota_*` gauges.
 - The maximum interval per query is not documented: we chunk by `max_query_span` and halve on a
   400 that says the query is too large.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -31,8 +35,8 @@ from pydantic import Field as PydanticField
 from pydantic import SecretStr
 
 from aht_exporter.config import DurationField, SourceConfig
-from aht_exporter.health import SourceHealth
-from aht_exporter.httpclient import ApiClient, Sleep, json_body, not_json
+from aht_exporter.health import Quota, SourceHealth
+from aht_exporter.httpclient import ApiClient, Sleep, json_body, not_json, where
 from aht_exporter.model import (
     MAX_COUNT,
     MAX_NAMES,
@@ -53,6 +57,8 @@ from aht_exporter.timebuckets import Duration, chunks, floor_to, isoformat_z, pa
 log = logging.getLogger(__name__)
 
 AGGREGATES_PATH = "/api/v2/analytics/conversations/aggregates/query"
+# The endpoints a source calls, by their `endpoint` label (besides `token`, the OAuth token request).
+NAME_ENDPOINTS = {"queues": "/api/v2/routing/queues", "users": "/api/v2/users"}
 # groupBy dimension for each of our labels.
 DIMENSIONS = {"media_type": "mediaType", "queue": "queueId", "agent": "userId"}
 MAX_NAME_PAGES = MAX_NAMES // 100  # pages of 100: a hard bound on the paging loop
@@ -338,6 +344,30 @@ def error_text(response: httpx.Response) -> str:
     return text or response.reason_phrase
 
 
+def quota(response: httpx.Response, now: float) -> Quota | None:
+    """The token's budget from a reply's `inin-ratelimit-*` headers, or None when they are missing or not
+    numbers. [sample] The Genesys developer blog's SDK trace log of `GET /api/v2/users` shows `count: 1,
+    allowed: 180, reset: 61`: the first request of a window, 180 allowed, the window ends in 61 s
+    (docs/providers/genesys.md, Rate-limit headers)."""
+    allowed, count, reset = (
+        _header_number(response.headers.get(f"inin-ratelimit-{name}")) for name in ("allowed", "count", "reset")
+    )
+    if allowed is None or count is None:
+        return None
+    return Quota(limit=allowed, remaining=max(0.0, allowed - count), reset_at=None if reset is None else now + reset)
+
+
+def _header_number(value: str | None) -> float | None:
+    """A non-negative, finite number of a header (a bound on length: a header can be 64 KiB)."""
+    if value is None or len(value) > 32:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
 class GenesysProvider(Provider):
     name = "genesys"
     config_model = GenesysConfig
@@ -379,6 +409,7 @@ class GenesysProvider(Provider):
             timeout=config.timeout.total_seconds,
             auth=self.auth,
             error_text=error_text,
+            quota_reader=quota,
             sleep=sleep,
             transport=transport,
         )
@@ -396,7 +427,9 @@ class GenesysProvider(Provider):
     async def _fetch_span(self, start: int, end: int) -> list[Bucket]:
         url = self.gconfig.api_url + AGGREGATES_PATH
         try:
-            response = await self.client.request("POST", url, json=query_body(start, end, self.gconfig))
+            response = await self.client.request(
+                "POST", url, endpoint="aggregates", json=query_body(start, end, self.gconfig)
+            )
         except ProviderError as exc:
             bucket = self.gconfig.bucket_seconds
             if exc.status == 400 and _TOO_LARGE.search(str(exc)) and end - start > bucket:
@@ -409,24 +442,33 @@ class GenesysProvider(Provider):
                 )
                 return await self._fetch_span(start, mid) + await self._fetch_span(mid, end)
             raise
-        return parse_aggregates_json(response.content, self.gconfig.group_by, status=response.status_code)
+        try:
+            return parse_aggregates_json(response.content, self.gconfig.group_by, status=response.status_code)
+        except ProviderError as exc:  # the reply's fault: say which request's, and which host answered it
+            raise ProviderError(f"{where(response.request)}: {exc}", status=exc.status) from None
 
     async def names(self) -> Names:
-        queues = await self._entity_names("/api/v2/routing/queues") if "queue" in self.gconfig.group_by else {}
-        agents = await self._entity_names("/api/v2/users") if "agent" in self.gconfig.group_by else {}
+        queues = await self._entity_names("queues") if "queue" in self.gconfig.group_by else {}
+        agents = await self._entity_names("users") if "agent" in self.gconfig.group_by else {}
         return Names(queues=queues, agents=agents)
 
-    async def _entity_names(self, path: str) -> dict[str, str]:
+    async def _entity_names(self, endpoint: str) -> dict[str, str]:
         """[doc] `GET path?pageSize=100&pageNumber=N` -> `entities[].id/name`, `pageCount`."""
+        path = NAME_ENDPOINTS[endpoint]
         names: dict[str, str] = {}
         for page in range(1, MAX_NAME_PAGES + 1):
             response = await self.client.request(
-                "GET", self.gconfig.api_url + path, params={"pageSize": 100, "pageNumber": page}
+                "GET",
+                self.gconfig.api_url + path,
+                endpoint=endpoint,
+                step="names",
+                params={"pageSize": 100, "pageNumber": page},
             )
-            body = json_body(response, path)
+            at = where(response.request)
+            body = json_body(response, at)
             entities = body.get("entities") if isinstance(body, dict) else None
             if not isinstance(entities, list):
-                raise ProviderError(f"{path}: `entities` is missing")
+                raise ProviderError(f"{at}: `entities` is missing")
             for entity in entities:
                 # An entity without a string id or name names nothing; the text itself is cleaned by Names.
                 if not isinstance(entity, dict) or not isinstance(entity.get("id"), str):

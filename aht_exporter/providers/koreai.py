@@ -45,7 +45,7 @@ from pydantic import SecretStr
 from aht_exporter.clock import Clock
 from aht_exporter.config import DurationField, SourceConfig
 from aht_exporter.health import SourceHealth
-from aht_exporter.httpclient import ApiClient, Sleep, generic_error_text, json_body
+from aht_exporter.httpclient import ApiClient, Sleep, generic_error_text, json_body, where
 from aht_exporter.model import (
     MAX_COUNT,
     MAX_NAMES,
@@ -510,7 +510,9 @@ class KoreAIProvider(Provider):
         for _ in range(MAX_PAGES):
             body = query_body(self.kconfig, start, end, len(records))
             try:
-                response = await self.client.request("POST", self.kconfig.callvolume_url, json=body)
+                response = await self.client.request(
+                    "POST", self.kconfig.callvolume_url, endpoint="callvolume", json=body
+                )
             except ProviderError as exc:
                 if exc.status in (401, 403):
                     raise ProviderError(
@@ -519,11 +521,14 @@ class KoreAIProvider(Provider):
                         status=exc.status,
                     ) from None
                 raise
-            page = parse_page(json_body(response, "callvolume"))
-            if page.total is not None and page.total > MAX_PAGES * self.kconfig.page_size:
-                raise self._too_many(start, end, page.total)
-            offset = len(records)
-            records.extend(parse_record(raw, offset + i, self.rules) for i, raw in enumerate(page.records))
+            try:
+                page = parse_page(json_body(response, "callvolume"))
+                if page.total is not None and page.total > MAX_PAGES * self.kconfig.page_size:
+                    raise self._too_many(start, end, page.total)
+                offset = len(records)
+                records.extend(parse_record(raw, offset + i, self.rules) for i, raw in enumerate(page.records))
+            except ProviderError as exc:  # the reply's fault: say which request's, and which host answered it
+                raise ProviderError(f"{where(response.request)}: {exc}", status=exc.status) from None
             if not page.has_more:
                 return records
             if not page.records:

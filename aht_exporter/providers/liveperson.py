@@ -46,7 +46,7 @@ from pydantic import Field as PydanticField
 
 from aht_exporter.config import SourceConfig, is_loopback
 from aht_exporter.health import SourceHealth
-from aht_exporter.httpclient import ApiClient, Sleep, json_body
+from aht_exporter.httpclient import ApiClient, Sleep, json_body, step_extensions, where
 from aht_exporter.model import MAX_COUNT, MAX_SECONDS, Bucket, Field, Labels, ProviderError, figure, out_of_range
 from aht_exporter.oauth import ClientCredentialsAuth
 from aht_exporter.providers.base import Provider
@@ -411,7 +411,7 @@ def error_text(response: httpx.Response) -> str:
 class LivePersonProvider(Provider):
     name = "liveperson"
     config_model = LivePersonConfig
-    history = MAX_TIMEFRAME * 60  # `timeframe` counts back from now, 1440 minutes at most (docs/providers/liveperson.md)
+    history = MAX_TIMEFRAME * 60  # `timeframe` counts back from now, 1440 minutes at most (providers/liveperson.md)
 
     def __init__(self, config: SourceConfig, health: SourceHealth, **kwargs: Any) -> None:
         assert isinstance(config, LivePersonConfig)
@@ -470,21 +470,26 @@ class LivePersonProvider(Provider):
         timeframe = timeframe_minutes(self.clock.now(), start)
         url = f"{api}{ENGACTIVITY_PATH.format(account=cfg.account_id)}?{query_string(timeframe, self.selection)}"
         try:
-            response = await self.client.request("GET", url)
+            response = await self.client.request("GET", url, endpoint="engactivity")
         except ProviderError as exc:
             if exc.status in (None, 404) and self._domains:
                 self._domains.clear()  # maybe the account moved: look the domains up again next poll
             if cfg.auth == "oauth2" and self._refused_by_engactivity(exc, url):
-                # Sentinel issued the token (its own refusals read "token request failed"), the auth flow has
-                # already fetched a new one once on a 401, and engactivity still says no: no token will do.
+                # Sentinel issued the token (its own refusals name the token step), the auth flow has already
+                # fetched a new one once on a 401, and engactivity still says no: no token will do.
                 raise ProviderError(f"{exc}: {refused_token_advice(cfg.token_version)}", status=exc.status) from None
             raise
-        return parse_engactivity(json_body(response, "engactivity"), self.selection, start, end)
+        at = where(response.request)
+        try:
+            return parse_engactivity(json_body(response, "engactivity"), self.selection, start, end)
+        except ProviderError as exc:  # the reply's fault: say which request's, and which host answered it
+            raise ProviderError(f"{at}: {exc}", status=exc.status) from None
 
     @staticmethod
     def _refused_by_engactivity(exc: ProviderError, url: str) -> bool:
         """A 401 or 403 answered by engactivity itself, not by sentinel to a token request made on its way."""
-        return exc.status in (401, 403) and str(exc).startswith(f"GET {httpx.URL(url).path}: HTTP {exc.status}: ")
+        asked = where(httpx.Request("GET", url, extensions=step_extensions("data", "engactivity")))
+        return exc.status in (401, 403) and str(exc).startswith(f"{asked}: HTTP {exc.status}: ")
 
     async def _api_url(self) -> str:
         cfg = self.lconfig
@@ -499,7 +504,10 @@ class LivePersonProvider(Provider):
         return entry[0] if entry is not None and self.clock.now() < entry[1] else None
 
     async def _lookup(self, service: str) -> str:
-        """[doc] `GET {csds}/api/account/{account}/service/{service}/baseURI.json?version=1.0` -> `baseURI`."""
+        """[doc] `GET {csds}/api/account/{account}/service/{service}/baseURI.json?version=1.0` -> `baseURI`.
+
+        Counted as the `domain` endpoint, in the step it serves: the token's for sentinel, else the data's.
+        """
         async with self._lookup_lock:
             cached = self._cached(service)
             if cached is not None:
@@ -510,11 +518,14 @@ class LivePersonProvider(Provider):
                 response = await self.client.request(
                     "GET",
                     csds + CSDS_PATH.format(account=self.lconfig.account_id, service=service),
+                    endpoint="domain",
+                    step="token" if service == SENTINEL_SERVICE else "data",
                     params={"version": "1.0"},
                     auth=None,  # the Domain API is public; the sentinel token may not even exist yet
                 )
             except ProviderError as exc:
                 raise type(exc)(f"{what}: {exc}", status=exc.status) from None
+            what = f"{what}: {where(response.request)}"
             body = json_body(response, what)
             host = body.get("baseURI") if isinstance(body, dict) else None
             if not isinstance(host, str) or not _HOST_RE.match(host):

@@ -51,8 +51,17 @@ from pydantic import Field as PydanticField
 
 from aht_exporter.clock import Clock
 from aht_exporter.config import DurationField, SourceConfig, is_loopback
-from aht_exporter.health import SourceHealth
-from aht_exporter.httpclient import ApiClient, RetryPolicy, Sleep, generic_error_text, json_body, scrub_credentials
+from aht_exporter.health import Quota, SourceHealth
+from aht_exporter.httpclient import (
+    ApiClient,
+    RetryPolicy,
+    Sleep,
+    generic_error_text,
+    json_body,
+    scrub_credentials,
+    step_extensions,
+    where,
+)
 from aht_exporter.model import (
     MAX_SECONDS,
     AverageUpdate,
@@ -295,9 +304,10 @@ def parse_hms(value: object) -> float | None:
     return total
 
 
-def parse_aht_reply(payload: Mapping[str, Any], target: Target) -> Reading:
-    """A success reply -> the target's reading. Pure; raises ProviderError naming the bad field."""
-    what = f"{AHT_PATH} for {target}"
+def parse_aht_reply(payload: Mapping[str, Any], target: Target, what: str | None = None) -> Reading:
+    """A success reply -> the target's reading. Pure; raises ProviderError naming the bad field, after
+    `what` (the request: `data request to <host> POST /ca_apis/aht for agent 'a1'`)."""
+    what = what or f"{AHT_PATH} for {target}"
     fields = _message_object(payload, what)
     id_key, name_key = ("AgentID", "AgentName") if target.kind == "agent" else ("CampaignID", "CampaignName")
     ident = fields.get(id_key)
@@ -669,7 +679,7 @@ class OzonetelProvider(AverageProvider):
         if payload is None:
             raise self._refusal(target, refused, renewed)
         try:
-            return parse_aht_reply(payload, target)
+            return parse_aht_reply(payload, target, self._data_request(self._method, target))
         except ReplyError:
             raise  # "No Data Found" said with "status": "success"
         except ProviderError as exc:
@@ -752,18 +762,26 @@ class OzonetelProvider(AverageProvider):
                 f'refused a token {issued}, so not an expired token: is the account\'s "API Authentication" '
                 "TOKEN_AUTH, as `auth: token` says? (for BASIC_AUTH, set `auth: basic`)"
             )
-        said = "; ".join(str(e) for e in errors)
-        return ProviderError(f"{AHT_PATH} for {target}: {methods} {why} ({said})", status=status)
+        at = f"data request to {httpx.URL(self.oconfig.api_url).netloc.decode('ascii', 'replace')}"
+        said = "; ".join(str(e).removeprefix(f"{at} ") for e in errors)  # each said by the same host
+        return ProviderError(f"{at} {AHT_PATH} for {target}: {methods} {why} ({said})", status=status)
+
+    def _data_request(self, method: Method, target: Target) -> str:
+        """`data request to <host> POST /ca_apis/aht for agent 'a1'`: what an error about a reply starts with."""
+        request = httpx.Request(method, self.oconfig.api_url + AHT_PATH, extensions=step_extensions("data", "aht"))
+        return f"{where(request)} for {target}"
 
     async def _ask(self, target: Target, token: str | None, method: Method) -> dict[str, Any]:
-        what = f"{AHT_PATH} for {target}"
+        what = self._data_request(method, target)
         headers = {"apiKey": self.oconfig.api_key.get_secret_value()}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         url = self.oconfig.api_url + AHT_PATH
         try:
             # [doc] GET takes the same JSON body as POST (reference/get_ca-apis-aht-1).
-            response = await self.client.request(method, url, json=target.body(self.oconfig.user_name), headers=headers)
+            response = await self.client.request(
+                method, url, endpoint="aht", json=target.body(self.oconfig.user_name), headers=headers
+            )
         except RateLimited:
             raise  # 429 or a non-2xx "max limit exceeded": the ApiClient counted it, not retried
         except ProviderError as exc:
@@ -774,16 +792,19 @@ class OzonetelProvider(AverageProvider):
         except ProviderError as exc:
             raise ReplyError(str(exc), Problem.MALFORMED) from None
         if problem is not None:
-            raise self._counted(_scrubbed(problem, response))
+            raise self._counted(_scrubbed(problem, response), "aht")
         assert isinstance(payload, dict)
         return payload
 
     async def _generate_token(self) -> str:
-        what = f"POST {TOKEN_PATH}"
+        url = self.oconfig.api_url + TOKEN_PATH
+        what = where(httpx.Request("POST", url, extensions=step_extensions("token", "token")))
         try:
             response = await self.client.request(
                 "POST",
-                self.oconfig.api_url + TOKEN_PATH,
+                url,
+                endpoint="token",
+                step="token",
                 json={"userName": self.oconfig.user_name},
                 headers={"apiKey": self.oconfig.api_key.get_secret_value()},
                 token_endpoint=True,
@@ -796,15 +817,17 @@ class OzonetelProvider(AverageProvider):
             # No snippet of a reply that is not JSON: one cut short holds most of a token (issue 12).
             token = parse_token_reply(json_body(response, what, snippet=False), what)
         except ReplyError as exc:
-            raise self._counted(_scrubbed(exc, response)) from None
+            raise self._counted(_scrubbed(exc, response), "token") from None
         self.client.runtime_secrets.add(token)  # masked wherever it is echoed, from now on
         self.health.count_token_issued()
         return token
 
-    def _counted(self, error: ReplyError) -> ProviderError:
-        """A 2xx error reply; `max limit exceeded` is counted here, once (the ApiClient saw a success)."""
+    def _counted(self, error: ReplyError, endpoint: str) -> ProviderError:
+        """A 2xx error reply; `max limit exceeded` is counted here, once (the ApiClient saw a success), and
+        says the endpoint's budget is spent, as a 429 would."""
         if error.problem is Problem.RATE_LIMITED:
             self.health.count_rate_limited()
+            self.health.record_quota(endpoint, Quota(remaining=0.0))
             return RateLimited(str(error))
         return error
 

@@ -187,7 +187,8 @@ async def test_once_exits_1_when_a_source_fails_and_still_prints(tmp_path: Path)
     }
     assert samples(series, "aht_handle_time_seconds", source="good")
     assert "wrong-secret-1" not in out + err and "good-secret-1" not in out + err
-    assert 'msg="poll failed" source=bad error="POST /oauth/token: token request failed: HTTP 401' in err
+    host = url.removeprefix("http://").rstrip("/")
+    assert f'msg="poll failed" source=bad error="token request to {host} POST /oauth/token: HTTP 401' in err
     assert "Traceback" not in err
 
 

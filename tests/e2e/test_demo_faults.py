@@ -58,7 +58,7 @@ async def test_count_is_the_next_count_data_requests_and_four_fail_a_poll(stack:
     stack.demo.inject("koreai:503:3")  # three failed attempts, the fourth answers: the poll succeeds
     await stack.exporter.poll_all()
     (runner,) = stack.runners("koreai")
-    assert runner.health.up and runner.health.api_requests["503"] == 3
+    assert runner.health.up and runner.health.api_requests[("callvolume", "503")] == 3
     stack.demo.inject("koreai:503:4")  # every attempt of one request: the poll fails
     await stack.exporter.poll_all()
     assert not runner.health.up and "HTTP 503" in (runner.health.last_error or "")

@@ -199,7 +199,10 @@ async def test_a_figure_out_of_range_fails_its_poll_with_one_line_naming_the_pat
     stack.vendor.query.side_effect = aggregates(stats)
     with caplog.at_level(logging.INFO):
         series = await stack.poll_and_scrape()
-    assert stack.runner(HOSTILE).health.last_error == f"aggregates response: {error}"
+    assert stack.runner(HOSTILE).health.last_error == (
+        "data request to api.hostile.example POST /api/v2/analytics/conversations/aggregates/query: "
+        f"aggregates response: {error}"
+    )
     assert value(series, "aht_exporter_source_up", source=HOSTILE) == 0
     assert samples(series, "aht_seconds", source=HOSTILE) == {}  # never a negative or absurd AHT
     assert_healthy_source_polled(series, 1)

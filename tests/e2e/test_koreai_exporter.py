@@ -283,7 +283,7 @@ async def test_a_wrong_secret_fails_the_poll_with_a_401_that_names_what_to_check
     stack = await make_stack({"client_secret": wrong})
     assert not await stack.exporter.poll_all()
     health = stack.exporter.runners[0].health
-    assert health.api_requests == {"401": 2}  # one fresh JWT, then no retries
+    assert health.api_requests == {("callvolume", "401"): 2}  # one fresh JWT, then no retries
     assert health.last_error is not None
     assert "HTTP 401: 401: Invalid JWT: Signature verification failed" in health.last_error
     assert "check client_id and client_secret" in health.last_error

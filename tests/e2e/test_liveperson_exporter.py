@@ -430,7 +430,7 @@ async def test_engactivity_refusing_the_v2_token_fails_the_poll_in_one_line_sayi
         sim = stack.sim
         (runner,) = stack.exporter.runners
         assert not await stack.exporter.poll_all()
-        assert runner.health.last_error == REFUSED_V2
+        assert runner.health.last_error == f"data request to {httpx.URL(sim.base_url).netloc.decode()} {REFUSED_V2}"
         assert sim.tokens_by_version == {"2.0": 2}  # the token, and the one new token the 401 earns
         stack.clock.advance(300)
         assert not await stack.exporter.poll_all()

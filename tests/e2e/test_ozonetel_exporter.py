@@ -142,7 +142,8 @@ async def test_200_targets_stay_within_50_a_minute_and_export_the_simulators_tru
         assert series[("aht_exporter_source_up", SOURCE)] == 1
         assert series[("aht_exporter_rate_limited_total", SOURCE)] == 0
         assert samples(series, "aht_exporter_api_requests_total", source="oz") == {
-            (("provider", "ozonetel"), ("source", "oz"), ("status", "200")): 201.0
+            (("endpoint", "token"), ("provider", "ozonetel"), ("source", "oz"), ("status", "200")): 1.0,
+            (("endpoint", "aht"), ("provider", "ozonetel"), ("source", "oz"), ("status", "200")): 200.0,
         }
         names = {dict(k)["agent"]: dict(k)["agent_name"] for k in samples(series, "aht_agent_info", source="oz")}
         workload_names = dict(zip(agents, (n for _, n in sim._workload.agents), strict=True))
@@ -282,7 +283,10 @@ async def test_a_server_refusing_both_methods_fails_in_one_line_and_spends_one_t
         for _ in range(6):  # half an hour of failed polls
             assert not await stack.next_poll()
         error = runner.health.last_error or ""
-        assert error.startswith("/ca_apis/aht for agent 'agent001': POST and GET refused a token Ozonetel issued")
+        host = httpx.URL(stack.sim.base_url).netloc.decode()
+        assert error.startswith(
+            f"data request to {host} /ca_apis/aht for agent 'agent001': POST and GET refused a token Ozonetel issued"
+        )
         assert '"API Authentication" TOKEN_AUTH' in error and "another client" not in error
         assert stack.sim.tokens_issued == 1 and runner.health.tokens_issued == 1
         assert stack.sim.requests[AHT_PATH] == 7 * 2  # the first target, by each method, each poll
@@ -323,7 +327,10 @@ async def test_a_refusal_before_anything_was_served_fails_the_poll_until_the_nex
                 await neighbour.post(TOKEN_PATH, json={"userName": "x"}, headers={"apiKey": "y"})
         assert not await stack.exporter.poll_all()
         runner = stack.exporter.runners[0]
-        assert runner.health.last_error == "POST /ca_apis/CAToken/generateToken: max limit exceeded (paused for 60s)"
+        assert runner.health.last_error == (
+            f"token request to {httpx.URL(stack.sim.base_url).netloc.decode()} POST /ca_apis/CAToken/generateToken: "
+            "max limit exceeded (paused for 60s)"
+        )
         assert runner.health.rate_limited == 1
         assert await stack.next_poll()
         assert stack.exported(await stack.scrape()) == stack.truth(stack.sim.agent_ids, stack.sim.campaign_names)

@@ -315,7 +315,8 @@ def test_the_cli_probe_exits_1_when_a_source_fails(tmp_path: Path) -> None:
     done = run("--demo", "--probe", "--demo.fault=koreai:503")
     assert done.returncode == 1
     assert "look at demo-koreai" in done.stdout
-    assert "warning: the poll failed: POST /agentassist/" in done.stdout
+    assert "warning: the poll failed: data request to 127.0.0.1:" in done.stdout
+    assert "POST /agentassist/api/public/analytics/account/" in done.stdout
 
 
 @pytest.mark.asyncio

@@ -29,8 +29,8 @@ from tests.helpers import T0, parse_exposition
 MIB = 1 << 20
 CEILING = 64 * MIB  # a reader that ignores the 1MiB bound takes all of this
 TOO_LARGE = (
-    "POST /api/v2/analytics/conversations/aggregates/query: response larger than max_response_size 1MiB ({}); "
-    "raise it in the config if this is expected"
+    "data request to {host} POST /api/v2/analytics/conversations/aggregates/query: response larger than "
+    "max_response_size 1MiB ({how}); raise it in the config if this is expected"
 )
 
 
@@ -112,7 +112,8 @@ async def test_a_hostile_reply_fails_its_poll_at_the_bound_and_the_other_source_
     assert await healthy.poll()
     assert not await hostile.poll()
 
-    assert hostile.health.last_error == TOO_LARGE.format(how)
+    host = httpx.URL(hostile.config.base_url or "").netloc.decode()
+    assert hostile.health.last_error == TOO_LARGE.format(host=host, how=how)
     assert stack.hostile.queries == 1  # not retried: the next reply would be as large
     if mode == "endless":  # the bomb's 64 MiB inflated is 64 KiB on the wire: the socket buffers take it all
         assert stack.hostile.sent < CEILING // 2  # the reader hung up; the socket buffers took the rest

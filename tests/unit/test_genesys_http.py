@@ -70,7 +70,7 @@ async def test_fetch_sends_the_token_request_and_the_query_exactly(mock: respx.M
     }
     assert len(buckets) == 4
     assert buckets[0].values[Field.HANDLE_TIME] == pytest.approx(4519.876)
-    assert health.api_requests == {"200": 2}
+    assert health.api_requests == {("token", "200"): 1, ("aggregates", "200"): 1}
     await provider.aclose()
 
 
@@ -114,7 +114,7 @@ async def test_a_401_refreshes_the_token_once_and_replays(mock: respx.MockRouter
     provider, health, _ = make()
     assert await provider.fetch(NINE, TEN) == []
     assert [c.request.headers["Authorization"] for c in query.calls] == ["Bearer old", "Bearer new"]
-    assert health.api_requests == {"200": 3, "401": 1}
+    assert health.api_requests == {("token", "200"): 2, ("aggregates", "401"): 1, ("aggregates", "200"): 1}
     assert health.tokens_issued == 2  # aht_exporter_tokens_issued_total counts both
     await provider.aclose()
 
@@ -127,7 +127,7 @@ async def test_a_second_401_fails_the_poll_with_the_vendor_message(mock: respx.M
     with pytest.raises(ProviderError) as info:
         await provider.fetch(NINE, TEN)
     assert str(info.value) == (
-        "POST /api/v2/analytics/conversations/aggregates/query: "
+        "data request to api.mypurecloud.ie POST /api/v2/analytics/conversations/aggregates/query: "
         "HTTP 401: authentication.required: Invalid token (ctx-42)"
     )
     assert info.value.status == 401
@@ -156,7 +156,7 @@ async def test_a_429_waits_for_retry_after_then_succeeds(mock: respx.MockRouter)
     assert await provider.fetch(NINE, TEN) == []
     assert sleep.waits == [7.0]
     assert health.rate_limited == 1
-    assert health.api_requests == {"200": 2, "429": 1}
+    assert health.api_requests == {("token", "200"): 1, ("aggregates", "429"): 1, ("aggregates", "200"): 1}
     await provider.aclose()
 
 
@@ -198,7 +198,12 @@ async def test_a_500_is_retried_with_backoff(mock: respx.MockRouter) -> None:
     assert await provider.fetch(NINE, TEN) == []
     assert len(sleep.waits) == 2
     assert 1.0 <= sleep.waits[0] <= 2.0  # initial 1 s plus up to 1 s of jitter
-    assert health.api_requests == {"200": 2, "500": 1, "503": 1}
+    assert health.api_requests == {
+        ("token", "200"): 1,
+        ("aggregates", "500"): 1,
+        ("aggregates", "503"): 1,
+        ("aggregates", "200"): 1,
+    }
     await provider.aclose()
 
 
@@ -207,9 +212,13 @@ async def test_a_timeout_is_retried_then_fails_the_poll(mock: respx.MockRouter) 
     mock.post(TOKEN).mock(return_value=token_reply())
     mock.post(QUERY).mock(side_effect=httpx.ReadTimeout("read timed out"))
     provider, health, sleep = make()
-    with pytest.raises(ProviderError, match=r"^POST /api/v2/analytics/conversations/aggregates/query: timed out$"):
+    with pytest.raises(
+        ProviderError,
+        match=r"^data request to api\.mypurecloud\.ie POST /api/v2/analytics/conversations/aggregates/query: "
+        r"timed out$",
+    ):
         await provider.fetch(NINE, TEN)
-    assert health.api_requests == {"200": 1, "error": 4}
+    assert health.api_requests == {("token", "200"): 1, ("aggregates", "error"): 4}
     assert len(sleep.waits) == 3
     await provider.aclose()
 
@@ -220,7 +229,7 @@ async def test_a_connection_error_is_retried(mock: respx.MockRouter) -> None:
     mock.post(QUERY).mock(side_effect=[httpx.ConnectError("connection refused"), httpx.Response(200, json={})])
     provider, health, _ = make()
     assert await provider.fetch(NINE, TEN) == []
-    assert health.api_requests["error"] == 1
+    assert health.api_requests == {("token", "200"): 1, ("aggregates", "error"): 1, ("aggregates", "200"): 1}
     await provider.aclose()
 
 
@@ -318,7 +327,9 @@ async def test_bad_client_credentials_fail_without_revealing_the_secret(mock: re
     provider, _, _ = make()
     with pytest.raises(ProviderError) as info:
         await provider.fetch(NINE, TEN)
-    assert "POST /oauth/token: token request failed: HTTP 400: invalid_client" in str(info.value)
+    assert str(info.value) == (
+        "token request to login.mypurecloud.ie POST /oauth/token: HTTP 400: invalid_client: bad secret <redacted>"
+    )
     await provider.aclose()
 
 
@@ -328,7 +339,7 @@ async def test_a_token_endpoint_outage_is_retried(mock: respx.MockRouter) -> Non
     mock.post(QUERY).mock(return_value=httpx.Response(200, json={}))
     provider, health, sleep = make()
     assert await provider.fetch(NINE, TEN) == []
-    assert health.api_requests == {"503": 1, "200": 2}
+    assert health.api_requests == {("token", "503"): 1, ("token", "200"): 1, ("aggregates", "200"): 1}
     assert len(sleep.waits) == 1
     await provider.aclose()
 
@@ -364,3 +375,37 @@ async def test_names_are_only_looked_up_for_grouped_labels(mock: respx.MockRoute
     names = await provider.names()
     assert (names.queues, names.agents) == ({}, {})
     await provider.aclose()
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_login_host_is_reported_as_the_token_step_with_its_host(mock: respx.MockRouter) -> None:
+    """Issue 15: a login host that does not answer was reported against the aggregates query."""
+    token = mock.post(TOKEN).mock(side_effect=httpx.ConnectError("[Errno 111] Connection refused"))
+    query = mock.post(QUERY).mock(return_value=httpx.Response(200, json={}))
+    provider, health, sleep = make()
+    with pytest.raises(ProviderError) as info:
+        await provider.fetch(NINE, TEN)
+    await provider.aclose()
+    assert str(info.value) == (
+        "token request to login.mypurecloud.ie POST /oauth/token: ConnectError: [Errno 111] Connection refused"
+    )
+    assert token.call_count == 4 and query.call_count == 0 and len(sleep.waits) == 3
+    assert health.api_requests == {("token", "error"): 4}
+
+
+@pytest.mark.asyncio
+async def test_a_failed_name_lookup_is_reported_as_the_names_step_with_its_host(mock: respx.MockRouter) -> None:
+    mock.post(TOKEN).mock(return_value=token_reply())
+    queues = mock.get(url__startswith=f"{API}/api/v2/routing/queues").mock(
+        return_value=genesys_error(403, "missing.permissions", "Missing routing:queue:view")
+    )
+    provider, health, _ = make()
+    with pytest.raises(ProviderError) as info:
+        await provider.names()
+    await provider.aclose()
+    assert str(info.value) == (
+        "names request to api.mypurecloud.ie GET /api/v2/routing/queues: "
+        "HTTP 403: missing.permissions: Missing routing:queue:view (ctx-42)"
+    )
+    assert str(queues.calls[0].request.url) == f"{API}/api/v2/routing/queues?pageSize=100&pageNumber=1"
+    assert health.api_requests == {("token", "200"): 1, ("queues", "403"): 1}

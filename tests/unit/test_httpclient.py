@@ -18,10 +18,15 @@ async def test_a_vendor_echoing_the_refused_token_does_not_put_it_in_the_error()
         mock.get(URL).mock(return_value=httpx.Response(403, json={"message": f"token {TOKEN} lacks a permission"}))
         client = ApiClient(counter=SourceHealth("s", "genesys", 3), timeout=1)
         with pytest.raises(ProviderError) as info:
-            await client.request("GET", URL, headers={"Authorization": f"Bearer {TOKEN}", "apiKey": "k3y-0f-the-api"})
+            await client.request(
+                "GET", URL, endpoint="data", headers={"Authorization": f"Bearer {TOKEN}", "apiKey": "k3y-0f-the-api"}
+            )
         await client.aclose()
     assert TOKEN not in str(info.value)
-    assert str(info.value) == 'GET /v1/data: HTTP 403: {"message":"token <redacted> lacks a permission"}'
+    assert (
+        str(info.value)
+        == 'data request to api.example.com GET /v1/data: HTTP 403: {"message":"token <redacted> lacks a permission"}'
+    )
 
 
 def test_every_credential_header_is_scrubbed_and_short_words_are_left_alone() -> None:

@@ -7,6 +7,7 @@ and that time passes instantly here. Retry waits go to a RecordingSleep, so noth
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,9 @@ from aht_exporter.providers.koreai import MAX_PAGES, PACING_SLACK, KoreAIProvide
 from aht_exporter.timebuckets import parse_iso
 from tests.helpers import RecordingSleep, fixture
 from tests.unit.test_koreai_config import ACCOUNT, CALLVOLUME, CLIENT, ORG, SECRET, koreai_config
+
+# What every error about a callvolume request or its reply starts with: the step, the host, the request.
+HERE = re.escape(f"data request to platform.kore.ai POST {httpx.URL(CALLVOLUME).path}")
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
 
@@ -121,7 +125,7 @@ async def test_fetch_sends_the_documented_request_with_a_signed_jwt_in_the_auth_
     assert bucket.labels == make_labels(media_type="chat", queue=SEED_QUEUE)
     assert bucket.values[Field.HANDLE_TIME] / bucket.values[Field.CONTACTS_HANDLED] == 68.043
     assert (bucket.values[Field.TALK_TIME], bucket.values[Field.ACW_TIME]) == (64.094, 3.949)
-    assert health.api_requests == {"200": 1}
+    assert health.api_requests == {("callvolume", "200"): 1}
     await provider.aclose()
 
 
@@ -245,7 +249,7 @@ async def test_a_401_is_answered_once_with_a_fresh_jwt(mock: respx.MockRouter) -
     tokens = [c.request.headers["auth"] for c in route.calls]
     jtis = {jwt.decode(t, SECRET, algorithms=["HS256"], options={"verify_exp": False})["jti"] for t in tokens}
     assert len(jtis) == 2
-    assert health.api_requests == {"401": 1, "200": 1}
+    assert health.api_requests == {("callvolume", "401"): 1, ("callvolume", "200"): 1}
     assert sleep.waits == []
     await provider.aclose()
 
@@ -257,13 +261,14 @@ async def test_a_second_401_fails_the_poll_with_the_vendor_message_and_what_to_c
         await provider.fetch(NINE45, TEN)
     message = str(info.value)
     assert message.startswith(
+        "data request to platform.kore.ai "
         f"POST /agentassist/api/public/analytics/account/{ACCOUNT}/callvolume: HTTP 401: 401: Invalid JWT"
     )
     assert "check client_id and client_secret" in message
     assert SECRET not in message
     assert info.value.status == 401
     assert route.call_count == 2 and sleep.waits == []  # one fresh JWT, then no retries: it will not get better
-    assert health.api_requests == {"401": 2}
+    assert health.api_requests == {("callvolume", "401"): 2}
     await provider.aclose()
 
 
@@ -275,7 +280,7 @@ async def test_a_429_is_retried_and_counted(mock: respx.MockRouter) -> None:
     assert len(await provider.fetch(NINE45, TEN)) == 1
     assert sleep.waits == [7.0]
     assert health.rate_limited == 1
-    assert health.api_requests == {"429": 1, "200": 1}
+    assert health.api_requests == {("callvolume", "429"): 1, ("callvolume", "200"): 1}
     await provider.aclose()
 
 
@@ -297,7 +302,9 @@ async def test_kore_rate_limit_text_in_any_status_is_rate_limiting(mock: respx.M
     provider, health, sleep = make()
     assert len(await provider.fetch(NINE45, TEN)) == 1
     assert health.rate_limited == 1
-    assert health.api_requests == {str(status): 1, "200": 1} if status != 200 else {"200": 2}
+    assert health.api_requests == (
+        {("callvolume", str(status)): 1, ("callvolume", "200"): 1} if status != 200 else {("callvolume", "200"): 2}
+    )
     assert len(sleep.waits) == 1
     await provider.aclose()
 
@@ -321,7 +328,7 @@ async def test_a_5xx_is_retried_with_backoff_then_succeeds(mock: respx.MockRoute
     provider, health, sleep = make()
     assert len(await provider.fetch(NINE45, TEN)) == 1
     assert len(sleep.waits) == 2 and 1.0 <= sleep.waits[0] <= 2.0
-    assert health.api_requests == {"502": 1, "503": 1, "200": 1}
+    assert health.api_requests == {("callvolume", "502"): 1, ("callvolume", "503"): 1, ("callvolume", "200"): 1}
     await provider.aclose()
 
 
@@ -338,10 +345,11 @@ async def test_a_timeout_is_retried_then_fails_the_poll(mock: respx.MockRouter) 
     mock.post(CALLVOLUME).mock(side_effect=httpx.ReadTimeout("read timed out"))
     provider, health, sleep = make()
     with pytest.raises(
-        ProviderError, match=rf"^POST /agentassist/api/public/analytics/account/{ACCOUNT}/callvolume: timed out$"
+        ProviderError,
+        match=rf"^{HERE}: timed out$",
     ):
         await provider.fetch(NINE45, TEN)
-    assert health.api_requests == {"error": 4}
+    assert health.api_requests == {("callvolume", "error"): 4}
     assert len(sleep.waits) == 3
     await provider.aclose()
 
@@ -349,7 +357,9 @@ async def test_a_timeout_is_retried_then_fails_the_poll(mock: respx.MockRouter) 
 async def test_a_kore_error_body_with_a_200_fails_the_poll_with_kore_words(mock: respx.MockRouter) -> None:
     mock.post(CALLVOLUME).mock(return_value=kore_error(200, "Analytics is temporarily unavailable"))
     provider, _, _ = make()
-    with pytest.raises(ProviderError, match=r"^callvolume: answered 200 with an error: 200: Analytics is temporarily"):
+    with pytest.raises(
+        ProviderError, match=rf"^{HERE}: callvolume: answered 200 with an error: 200: Analytics is temporarily"
+    ):
         await provider.fetch(NINE45, TEN)
     await provider.aclose()
 
@@ -375,7 +385,7 @@ async def test_a_missing_field_fails_the_poll_naming_record_and_field(mock: resp
     )
     provider, _, _ = make(page_size=1)
     with pytest.raises(
-        ProviderError, match=r"^callvolume response: CallVolumeUpdate\[1\]\.intervalStartTimeStamp is missing$"
+        ProviderError, match=rf"^{HERE}: callvolume response: CallVolumeUpdate\[1\]\.intervalStartTimeStamp is missing$"
     ):
         await provider.fetch(NINE45, TEN)
     await provider.aclose()
@@ -464,7 +474,7 @@ async def test_requests_never_exceed_60_in_any_minute_retries_included(mock: res
     buckets = await provider.fetch(NINE45, TEN)
 
     assert len(buckets) == 130
-    assert health.api_requests["503"] == 14 and len(server.times) == 144
+    assert health.api_requests[("callvolume", "503")] == 14 and len(server.times) == 144
     assert most_in_any_minute(server.times) <= 60
     # 60 at once, 60 more a window later, the last 24 a window after that: no time wasted either.
     assert server.times[59] - started < 10
@@ -509,3 +519,19 @@ async def test_rate_limit_sets_the_accounts_budget(mock: respx.MockRouter) -> No
     assert len(server.times) == 35 and most_in_any_minute(server.times) <= 30
     assert server.times[30] - server.times[0] >= WINDOW - 1e-6  # the 31st waits for the window
     await provider.aclose()
+
+
+async def test_an_unreachable_api_host_is_reported_as_the_data_step_with_its_host(mock: respx.MockRouter) -> None:
+    """Kore.ai has no token request (each request carries a JWT minted here): what can be unreachable is the
+    API host, and its error says the data step and that host."""
+    route = mock.post(CALLVOLUME).mock(side_effect=httpx.ConnectError("[Errno 111] Connection refused"))
+    provider, health, sleep = make()
+    with pytest.raises(ProviderError) as info:
+        await provider.fetch(NINE45, TEN)
+    await provider.aclose()
+    assert str(info.value) == (
+        f"data request to platform.kore.ai POST {httpx.URL(CALLVOLUME).path}: "
+        "ConnectError: [Errno 111] Connection refused"
+    )
+    assert route.call_count == 4 and len(sleep.waits) == 3
+    assert health.api_requests == {("callvolume", "error"): 4}

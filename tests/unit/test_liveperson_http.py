@@ -113,7 +113,7 @@ async def test_fetch_looks_up_domains_gets_a_token_and_asks_engactivity_exactly(
         (TEN, make_labels(media_type="chat", queue="-1", agent="7")): 0.0,
         (TEN - 600, make_labels(media_type="chat", queue="12", agent="8")): 420.0,
     }
-    assert health.api_requests == {"200": 4}
+    assert health.api_requests == {("domain", "200"): 2, ("token", "200"): 1, ("engactivity", "200"): 1}
     assert provider.fields == frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED})
     await provider.aclose()
 
@@ -221,7 +221,7 @@ async def test_oauth1_signs_the_full_url_with_hmac_sha1(
     )
     tampered.signature = signed.signature
     assert not signature.verify_hmac_sha1(tampered, CONSUMER_SECRET, TOKEN_SECRET)
-    assert health.api_requests == {"200": 2}
+    assert health.api_requests == {("domain", "200"): 1, ("engactivity", "200"): 1}
     await provider.aclose()
 
 
@@ -252,6 +252,7 @@ async def test_a_400_surfaces_the_vendor_message_and_is_not_retried(
     with pytest.raises(ProviderError) as info:
         await provider.fetch(START, END)
     assert str(info.value) == (
+        "data request to va.data.liveperson.net "
         "GET /operations/api/account/12345678/engactivity: HTTP 400: 10: interval must be a divisor of timeframe"
     )
     assert info.value.status == 400
@@ -282,7 +283,12 @@ async def test_a_401_refreshes_the_oauth2_token_once_and_replays(
     assert len(await provider.fetch(START, END)) == 4
     assert token.call_count == 2
     assert [c.request.headers["Authorization"] for c in engactivity.calls] == ["Bearer old", "Bearer new"]
-    assert health.api_requests == {"200": 5, "401": 1}
+    assert health.api_requests == {
+        ("domain", "200"): 2,
+        ("token", "200"): 2,
+        ("engactivity", "401"): 1,
+        ("engactivity", "200"): 1,
+    }
     await provider.aclose()
 
 
@@ -336,7 +342,7 @@ async def test_token_version_picks_the_documented_sentinel_request(
     assert parse_qsl(treq.content.decode()) == [("client_id", "client-lp"), ("client_secret", SECRET), *form]
     assert SECRET not in str(treq.url)
     assert engactivity.calls[0].request.headers["Authorization"] == f"Bearer {replies[reply]['access_token']}"
-    assert health.api_requests == {"200": 4}
+    assert health.api_requests == {("domain", "200"): 2, ("token", "200"): 1, ("engactivity", "200"): 1}
     await provider.aclose()
 
 
@@ -375,6 +381,7 @@ async def test_engactivity_refusing_the_sentinel_token_fails_in_one_line_saying_
         with pytest.raises(ProviderError) as info:
             await provider.fetch(START, END)
         assert str(info.value) == (
+            "data request to va.data.liveperson.net "
             f"GET /operations/api/account/12345678/engactivity: HTTP {status}: {words}: engactivity refused the "
             f"OAuth 2.0 token from sentinel (token_version {version}): try token_version: {others}, or OAuth 1.0 "
             "keys (auth: oauth1) if your account still has them; see docs/providers/liveperson.md"
@@ -399,6 +406,7 @@ async def test_a_refusal_is_one_line_whatever_the_vendor_wrote(
     with pytest.raises(ProviderError) as info:
         await provider.fetch(START, END)
     assert str(info.value).startswith(
+        "data request to va.data.liveperson.net "
         "GET /operations/api/account/12345678/engactivity: HTTP 403: Token not accepted: engactivity refused the "
         "OAuth 2.0 token from sentinel (token_version v2): try token_version: v2-query or v1"
     )
@@ -417,7 +425,7 @@ async def test_sentinel_refusing_the_refresh_is_not_blamed_on_engactivity(
     with pytest.raises(ProviderError) as info:
         await provider.fetch(START, END)
     assert str(info.value) == (
-        "POST /sentinel/api/v2/account/12345678/app/token: token request failed: HTTP 401: "
+        "token request to va.sentinel.liveperson.net POST /sentinel/api/v2/account/12345678/app/token: HTTP 401: "
         "invalid_client: client authentication failed"
     )
     assert token.call_count == 2
@@ -436,7 +444,10 @@ async def test_an_oauth1_refusal_says_nothing_of_sentinel(
     with pytest.raises(ProviderError) as info:
         await provider.fetch(START, END)
     status = REFUSALS[name]["status"]
-    assert str(info.value) == f"GET /operations/api/account/12345678/engactivity: HTTP {status}: {words}"
+    assert (
+        str(info.value) == "data request to va.data.liveperson.net "
+        f"GET /operations/api/account/12345678/engactivity: HTTP {status}: {words}"
+    )
     assert engactivity.call_count == 1
     await provider.aclose()
 
@@ -463,7 +474,12 @@ async def test_a_429_backs_off_at_least_a_second_with_jitter_then_succeeds(
     assert 1.0 <= sleep.waits[0] <= 2.0  # [doc] at least 1 s; no Retry-After: 1 s plus up to 1 s of jitter
     assert 2.0 <= sleep.waits[1] <= 3.0
     assert health.rate_limited == 2
-    assert health.api_requests == {"200": 4, "429": 2}
+    assert health.api_requests == {
+        ("domain", "200"): 2,
+        ("token", "200"): 1,
+        ("engactivity", "429"): 2,
+        ("engactivity", "200"): 1,
+    }
     await provider.aclose()
 
 
@@ -502,7 +518,13 @@ async def test_a_5xx_is_retried(mock: respx.MockRouter, lookups: dict[str, respx
     provider, health, sleep, _ = make()
     assert len(await provider.fetch(START, END)) == 4
     assert len(sleep.waits) == 2
-    assert health.api_requests == {"200": 4, "500": 1, "502": 1}
+    assert health.api_requests == {
+        ("domain", "200"): 2,
+        ("token", "200"): 1,
+        ("engactivity", "500"): 1,
+        ("engactivity", "502"): 1,
+        ("engactivity", "200"): 1,
+    }
     await provider.aclose()
 
 
@@ -513,10 +535,14 @@ async def test_a_timeout_is_retried_then_fails_and_the_domains_are_looked_up_aga
     mock.post(TOKEN).mock(return_value=token_reply())
     engactivity = mock.get(ENGACTIVITY).mock(side_effect=httpx.ReadTimeout("read timed out"))
     provider, health, _, _ = make()
-    with pytest.raises(ProviderError, match=r"^GET /operations/api/account/12345678/engactivity: timed out$"):
+    with pytest.raises(
+        ProviderError,
+        match=r"^data request to va\.data\.liveperson\.net GET /operations/api/account/12345678/engactivity: "
+        r"timed out$",
+    ):
         await provider.fetch(START, END)
     assert engactivity.call_count == 4
-    assert health.api_requests["error"] == 4
+    assert health.api_requests[("engactivity", "error")] == 4
     engactivity.side_effect = None
     engactivity.return_value = engactivity_reply()
     await provider.fetch(START, END)
@@ -529,7 +555,11 @@ async def test_malformed_json_fails_the_poll(mock: respx.MockRouter, lookups: di
     mock.post(TOKEN).mock(return_value=token_reply())
     mock.get(ENGACTIVITY).mock(return_value=httpx.Response(200, text='{"metricsByIntervals": ['))
     provider, _, _, _ = make()
-    with pytest.raises(ProviderError, match=r"^engactivity: response is not JSON \(HTTP 200"):
+    with pytest.raises(
+        ProviderError,
+        match=r"^data request to va\.data\.liveperson\.net GET /operations/api/account/12345678/engactivity: "
+        r"engactivity: response is not JSON \(HTTP 200",
+    ):
         await provider.fetch(START, END)
     await provider.aclose()
 
@@ -548,6 +578,7 @@ async def test_a_missing_field_fails_the_poll_naming_it(
     with pytest.raises(ProviderError) as info:
         await provider.fetch(START, END)
     assert str(info.value) == (
+        "data request to va.data.liveperson.net GET /operations/api/account/12345678/engactivity: "
         "engactivity response: metricsByIntervals[1].metricsData.skillsMetricsPerAgent"
         '.metricsPerSkill["12"].metricsPerAgent["8"].totalInteractiveChats is missing or not a non-negative number'
     )
@@ -571,12 +602,17 @@ async def test_an_error_body_in_a_200_fails_with_the_vendor_message(
     [
         (
             httpx.Response(404, json={"message": "account not found"}),
-            r"^domain lookup \(leDataReporting\): GET /api/account/12345678/service/leDataReporting/baseURI.json: "
+            r"^domain lookup \(leDataReporting\): data request to api\.liveperson\.net "
+            r"GET /api/account/12345678/service/leDataReporting/baseURI.json: "
             r"HTTP 404: account not found$",
         ),
         (httpx.Response(200, json={"service": "leDataReporting"}), r"baseURI is missing or not a host name"),
         (httpx.Response(200, json={"baseURI": "https://evil.example/x"}), r"baseURI is missing or not a host name"),
-        (httpx.Response(200, text="<html>"), r"^domain lookup \(leDataReporting\): response is not JSON"),
+        (
+            httpx.Response(200, text="<html>"),
+            r"^domain lookup \(leDataReporting\): data request to api\.liveperson\.net GET "
+            r"/api/account/12345678/service/leDataReporting/baseURI\.json: response is not JSON",
+        ),
     ],
 )
 @pytest.mark.asyncio
@@ -600,7 +636,7 @@ async def test_a_domain_lookup_outage_is_retried(mock: respx.MockRouter, lookups
     mock.get(ENGACTIVITY).mock(return_value=engactivity_reply())
     provider, health, sleep, _ = make()
     assert len(await provider.fetch(START, END)) == 4
-    assert health.api_requests["error"] == 1 and len(sleep.waits) == 1
+    assert health.api_requests[("domain", "error")] == 1 and len(sleep.waits) == 1
     await provider.aclose()
 
 
@@ -614,8 +650,9 @@ async def test_bad_client_credentials_fail_without_revealing_the_secret(
     provider, _, _, _ = make()
     with pytest.raises(ProviderError) as info:
         await provider.fetch(START, END)
-    assert "POST /sentinel/api/v2/account/12345678/app/token: token request failed: HTTP 401: invalid_client" in str(
-        info.value
+    assert str(info.value) == (
+        "token request to va.sentinel.liveperson.net POST /sentinel/api/v2/account/12345678/app/token: HTTP 401: "
+        "invalid_client: bad secret <redacted>"
     )
     assert SECRET not in str(info.value)
     assert "engactivity refused" not in str(info.value)  # sentinel refused the client, not engactivity a token
@@ -686,3 +723,39 @@ async def test_seed_002_first_example_served_as_documented_exports_aht_12_for_sk
         assert series[("aht_handle_time_seconds", key)] == 12.0
     assert 99999.0 not in series.values()
     await exporter.aclose()
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_sentinel_host_is_reported_as_the_token_step_with_its_host(
+    mock: respx.MockRouter, lookups: dict[str, respx.Route]
+) -> None:
+    token = mock.post(TOKEN).mock(side_effect=httpx.ConnectError("[Errno 111] Connection refused"))
+    engactivity = mock.get(ENGACTIVITY).mock(return_value=engactivity_reply())
+    provider, health, sleep, _ = make()
+    with pytest.raises(ProviderError) as info:
+        await provider.fetch(START, END)
+    await provider.aclose()
+    assert str(info.value) == (
+        "token request to va.sentinel.liveperson.net POST /sentinel/api/v2/account/12345678/app/token: "
+        "ConnectError: [Errno 111] Connection refused"
+    )
+    assert token.call_count == 4 and engactivity.call_count == 0 and len(sleep.waits) == 3
+    assert health.api_requests == {("domain", "200"): 2, ("token", "error"): 4}
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_domain_api_for_sentinel_is_reported_as_the_token_step(mock: respx.MockRouter) -> None:
+    """The sentinel lookup serves the token: its failure says so, and names the Domain API's host."""
+    mock.get(LOOKUP.format(service="leDataReporting")).mock(
+        return_value=lookup_reply("leDataReporting", "va.data.liveperson.net")
+    )
+    mock.get(LOOKUP.format(service="sentinel")).mock(side_effect=httpx.ConnectError("Name or service not known"))
+    provider, health, _, _ = make()
+    with pytest.raises(ProviderError) as info:
+        await provider.fetch(START, END)
+    await provider.aclose()
+    assert str(info.value) == (
+        "domain lookup (sentinel): token request to api.liveperson.net "
+        "GET /api/account/12345678/service/sentinel/baseURI.json: ConnectError: Name or service not known"
+    )
+    assert health.api_requests == {("domain", "200"): 1, ("domain", "error"): 4}

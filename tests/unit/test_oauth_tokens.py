@@ -72,7 +72,7 @@ async def test_the_first_token_is_counted_once_and_the_cached_token_not_again(
     api, auth = client(health, Clock())
 
     for _ in range(3):
-        await api.request("GET", DATA_URL)
+        await api.request("GET", DATA_URL, endpoint="data")
     await api.aclose()
 
     assert token.call_count == 1 and data.call_count == 3
@@ -89,9 +89,9 @@ async def test_a_token_refreshed_before_it_expires_is_counted_again(
     clock = Clock()
     api, _ = client(health, clock)
 
-    await api.request("GET", DATA_URL)
+    await api.request("GET", DATA_URL, endpoint="data")
     clock.now += 3600 - 300  # a tenth of the lifetime before expiry, at most five minutes: refresh due
-    await api.request("GET", DATA_URL)
+    await api.request("GET", DATA_URL, endpoint="data")
     await api.aclose()
 
     assert health.tokens_issued == 2
@@ -106,7 +106,7 @@ async def test_a_401_that_brings_a_new_token_counts_both_tokens(mock: respx.Mock
     )
     api, _ = client(health, Clock())
 
-    await api.request("GET", DATA_URL)
+    await api.request("GET", DATA_URL, endpoint="data")
     await api.aclose()
 
     assert token.call_count == 2 and health.tokens_issued == 2
@@ -133,7 +133,7 @@ async def test_a_token_reply_without_a_usable_token_counts_none(
     api, auth = client(health, Clock())
 
     with pytest.raises(ProviderError):
-        await api.request("GET", DATA_URL)
+        await api.request("GET", DATA_URL, endpoint="data")
     await api.aclose()
 
     assert not data.called
@@ -148,11 +148,12 @@ async def test_a_token_request_retried_after_a_5xx_counts_only_the_token_issued(
     mock.get(DATA_URL).mock(return_value=httpx.Response(200, json={}))
     api, _ = client(health, Clock())
 
-    await api.request("GET", DATA_URL)
+    await api.request("GET", DATA_URL, endpoint="data")
     await api.aclose()
 
     assert token.call_count == 3
-    assert health.api_requests == {"503": 1, "502": 1, "200": 2}  # every request, the token calls included
+    # Every request, the token calls included, each under its endpoint.
+    assert health.api_requests == {("token", "503"): 1, ("token", "502"): 1, ("token", "200"): 1, ("data", "200"): 1}
     assert health.tokens_issued == 1
 
 
@@ -162,7 +163,7 @@ async def test_requests_that_wait_for_one_refresh_count_one_token(mock: respx.Mo
     mock.get(DATA_URL).mock(return_value=httpx.Response(200, json={}))
     api, _ = client(health, Clock())
 
-    await asyncio.gather(*(api.request("GET", DATA_URL) for _ in range(5)))
+    await asyncio.gather(*(api.request("GET", DATA_URL, endpoint="data") for _ in range(5)))
     await api.aclose()
 
     assert token.call_count == 1 and health.tokens_issued == 1
@@ -176,7 +177,7 @@ async def test_without_on_token_tokens_are_still_issued_and_nothing_is_counted(m
     auth = ClientCredentialsAuth(token_request, runtime_secrets=RuntimeSecrets())
     api = ApiClient(counter=health, timeout=5, auth=auth, sleep=RecordingSleep(), runtime_secrets=RuntimeSecrets())
 
-    await api.request("GET", DATA_URL)
+    await api.request("GET", DATA_URL, endpoint="data")
     await api.aclose()
 
     assert auth.generations == 1 and health.tokens_issued == 0
@@ -191,7 +192,7 @@ async def test_an_unreachable_login_host_is_reported_against_the_token_request(m
     data = mock.get(DATA_URL).mock(return_value=httpx.Response(200, json={}))
     api, _ = client(SourceHealth("s", "genesys", 3), Clock())
     with pytest.raises(ProviderError) as info:
-        await api.request("GET", DATA_URL)
+        await api.request("GET", DATA_URL, endpoint="data")
     await api.aclose()
     assert str(info.value) == (
         "token request to login.example.com POST /oauth/token: ConnectError: [Errno -2] Name or service not known"
@@ -205,6 +206,6 @@ async def test_a_token_request_that_times_out_is_not_blamed_on_the_data_path(moc
     auth = ClientCredentialsAuth(lambda: httpx.Request("POST", "https://login.example.com:8443/oauth/token"))
     api = ApiClient(counter=SourceHealth("s", "genesys", 3), timeout=5, auth=auth, sleep=RecordingSleep())
     with pytest.raises(ProviderError) as info:
-        await api.request("GET", DATA_URL)
+        await api.request("GET", DATA_URL, endpoint="data")
     await api.aclose()
     assert str(info.value) == "token request to login.example.com:8443 POST /oauth/token: timed out"

@@ -7,6 +7,7 @@ time, over in no time on the wall.
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from tests.helpers import T0, RecordingSleep, fixture, parse_exposition, samples
 pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
 
 BASE = "https://in1-ccaas-api.ozonetel.com"
+DATA_AT = "data request to in1-ccaas-api.ozonetel.com "  # what an error about a request or its reply starts with
 AHT = f"{BASE}/ca_apis/aht"
 TOKEN = f"{BASE}/ca_apis/CAToken/generateToken"
 KEY = "oz-key-Q7w9e2Lm"
@@ -102,7 +104,7 @@ async def test_the_token_request_then_the_aht_request_are_sent_exactly(mock: res
     assert json.loads(areq.content) == {"userName": "acme", "agentId": "a1"}
     assert update == AverageUpdate({A1: 157.0})
     assert await provider.names() == Names(agents={"a1": "Asha Rao"})
-    assert health.api_requests == {"200": 2}
+    assert health.api_requests == {("token", "200"): 1, ("aht", "200"): 1}
     await provider.aclose()
 
 
@@ -269,7 +271,10 @@ async def test_a_refused_token_fails_the_poll_with_the_vendor_message(mock: resp
     provider, _, _ = make()
     with pytest.raises(ProviderError) as info:
         await provider.fetch_averages()
-    assert str(info.value) == f"POST /ca_apis/CAToken/generateToken: {reply['message']}"
+    assert (
+        str(info.value)
+        == f"token request to in1-ccaas-api.ozonetel.com POST /ca_apis/CAToken/generateToken: {reply['message']}"
+    )
     assert KEY not in str(info.value)
     assert aht.call_count == 0
     await provider.aclose()
@@ -317,6 +322,7 @@ async def test_405_to_both_methods_fails_the_poll(mock: respx.MockRouter) -> Non
     with pytest.raises(ProviderError) as info:
         await provider.fetch_averages()
     assert str(info.value) == (
+        "data request to in1-ccaas-api.ozonetel.com "
         "/ca_apis/aht for agent 'a1': POST and GET not allowed: is base_url (https://in1-ccaas-api.ozonetel.com) "
         "the account's API domain? (POST /ca_apis/aht: HTTP 405: Method Not Allowed; "
         "GET /ca_apis/aht: HTTP 405: Method Not Allowed)"
@@ -358,7 +364,10 @@ async def test_user_name_or_api_key_invalid_fails_the_poll_with_that_message(moc
     provider, health, clock = make()
     runner = SourceRunner(provider.config, provider, clock=clock, redactor=Redactor([KEY]))
     assert not await runner.poll()
-    assert health.last_error == "/ca_apis/aht for agent 'a1': userName or apiKey is Invalid"
+    assert (
+        health.last_error
+        == "data request to in1-ccaas-api.ozonetel.com POST /ca_apis/aht for agent 'a1': userName or apiKey is Invalid"
+    )
     await provider.aclose()
 
 
@@ -449,7 +458,7 @@ async def test_max_limit_exceeded_is_counted_once_and_the_rest_waits_for_the_nex
     assert first.averages == {A1: 157.0}  # what it got before the "slow down"
     assert [by_target(c.request) for c in aht.calls] == ["a1", "a2"]
     assert health.rate_limited == 1
-    assert health.api_requests == {"200": 3}
+    assert health.api_requests == {("token", "200"): 1, ("aht", "200"): 2}
     # The next poll waits out the minute, then starts with the targets that were not served.
     limited.clear()
     started = loop.time()
@@ -467,7 +476,10 @@ async def test_max_limit_exceeded_on_the_first_target_fails_the_poll_and_is_surv
     provider, health, clock = make()
     runner = SourceRunner(provider.config, provider, clock=clock, redactor=Redactor([]))
     assert not await runner.poll()
-    assert health.last_error == "/ca_apis/aht for agent 'a1': max limit exceeded (paused for 60s)"
+    assert (
+        health.last_error == "data request to in1-ccaas-api.ozonetel.com "
+        "POST /ca_apis/aht for agent 'a1': max limit exceeded (paused for 60s)"
+    )
     assert health.rate_limited == 1
     await asyncio.sleep(300 - 10)  # the next poll, five minutes on
     clock.advance(300)
@@ -505,7 +517,10 @@ async def test_an_unknown_error_about_one_target_does_not_fail_the_others(
     assert update.averages == {A1: 157.0}
     (record,) = caplog.records
     assert record.getMessage() == "targets not refreshed"
-    assert record.__dict__["error"] == "/ca_apis/aht for agent 'a2': Agent is on a break"
+    assert (
+        record.__dict__["error"]
+        == "data request to in1-ccaas-api.ozonetel.com POST /ca_apis/aht for agent 'a2': Agent is on a break"
+    )
     await provider.aclose()
 
 
@@ -515,7 +530,10 @@ async def test_an_unknown_error_about_every_target_fails_the_poll(mock: respx.Mo
     provider, _, _ = make(agents=["a1", "a2", "a3"])
     with pytest.raises(ProviderError) as info:
         await provider.fetch_averages()
-    assert str(info.value) == "/ca_apis/aht for agent 'a1': Service temporarily unavailable (and 2 more)"
+    assert str(info.value) == (
+        "data request to in1-ccaas-api.ozonetel.com "
+        "POST /ca_apis/aht for agent 'a1': Service temporarily unavailable (and 2 more)"
+    )
     await provider.aclose()
 
 
@@ -549,7 +567,9 @@ async def test_a_malformed_reply_about_every_target_fails_the_poll_naming_the_fi
     mock.post(TOKEN).mock(return_value=token_reply())
     mock.post(AHT).mock(return_value=reply)
     provider, _, _ = make(agents=["a1", "a2"])
-    with pytest.raises(ProviderError, match=f"^/ca_apis/aht for agent 'a1': {error}.* \\(and 1 more\\)$"):
+    with pytest.raises(
+        ProviderError, match=f"^{re.escape(DATA_AT)}POST /ca_apis/aht for agent 'a1': {error}.* \\(and 1 more\\)$"
+    ):
         await provider.fetch_averages()
     await provider.aclose()
 
@@ -579,5 +599,22 @@ async def test_a_500_is_retried_within_the_budget(mock: respx.MockRouter) -> Non
     provider, health, _ = make()
     assert (await provider.fetch_averages()).averages == {A1: 157.0}
     assert aht.call_count == 2
-    assert health.api_requests == {"200": 2, "503": 1}
+    assert health.api_requests == {("token", "200"): 1, ("aht", "503"): 1, ("aht", "200"): 1}
     await provider.aclose()
+
+
+async def test_an_unreachable_token_endpoint_is_reported_as_the_token_step_with_its_host(
+    mock: respx.MockRouter,
+) -> None:
+    token = mock.post(TOKEN).mock(side_effect=httpx.ConnectError("[Errno 111] Connection refused"))
+    aht = mock.post(AHT).mock(return_value=httpx.Response(200, json={}))
+    provider, health, _ = make()
+    with pytest.raises(ProviderError) as info:
+        await provider.fetch_averages()
+    await provider.aclose()
+    assert str(info.value) == (
+        "token request to in1-ccaas-api.ozonetel.com POST /ca_apis/CAToken/generateToken: "
+        "ConnectError: [Errno 111] Connection refused"
+    )
+    assert token.call_count == 4 and aht.call_count == 0
+    assert health.api_requests == {("token", "error"): 4}

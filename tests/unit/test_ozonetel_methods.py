@@ -70,7 +70,10 @@ async def test_a_401_to_post_is_answered_by_get_with_the_same_token_and_get_is_k
         "POST /ca_apis/aht is refused and GET is answered with the same token: using GET from now on "
         "(set `method: GET` to skip the refused one)"
     )
-    assert warning.__dict__["error"] == "POST /ca_apis/aht: HTTP 401: Unauthorized"
+    assert (
+        warning.__dict__["error"]
+        == "data request to in1-ccaas-api.ozonetel.com POST /ca_apis/aht: HTTP 401: Unauthorized"
+    )
     await provider.aclose()
 
 
@@ -115,6 +118,7 @@ async def test_a_401_to_both_methods_costs_no_second_token_and_says_what_is_wron
 
     assert token.call_count == 1 and health.tokens_issued == 1
     assert health.last_error == (
+        "data request to in1-ccaas-api.ozonetel.com "
         "/ca_apis/aht for agent 'a1': POST and GET refused a token Ozonetel issued and never accepted, so not an "
         'expired token: is the account\'s "API Authentication" TOKEN_AUTH, as `auth: token` says? (for BASIC_AUTH, '
         "set `auth: basic`) (POST /ca_apis/aht: HTTP 401: Unauthorized; GET /ca_apis/aht: HTTP 401: Unauthorized)"
@@ -173,6 +177,7 @@ async def test_never_more_than_one_new_token_a_poll_for_401s(mock: respx.MockRou
     with pytest.raises(ProviderError) as info:
         await provider.fetch_averages(published.append)
     assert str(info.value) == (
+        "data request to in1-ccaas-api.ozonetel.com "
         "/ca_apis/aht for agent 'a3': POST refused the token, already renewed once in this poll: the next poll "
         "tries again (POST /ca_apis/aht: HTTP 401: Unauthorized)"
     )
@@ -190,6 +195,7 @@ async def test_basic_auth_refused_by_both_methods_says_to_check_the_setting(mock
     with pytest.raises(ProviderError) as info:
         await provider.fetch_averages()
     assert str(info.value) == (
+        "data request to in1-ccaas-api.ozonetel.com "
         "/ca_apis/aht for agent 'a1': POST and GET refused with the apiKey alone: is the account's "
         '"API Authentication" BASIC_AUTH, as `auth: basic` says? (for TOKEN_AUTH, set `auth: token`) '
         "(POST /ca_apis/aht: HTTP 401: Unauthorized; GET /ca_apis/aht: HTTP 401: Unauthorized)"
@@ -206,7 +212,11 @@ async def test_a_405_to_post_then_a_401_to_get_tries_no_new_token(mock: respx.Mo
     mock.post(AHT).mock(return_value=refusal("405 to POST"))
     mock.get(AHT).mock(return_value=refusal("401 to GET"))
     provider, health, _ = make()
-    with pytest.raises(ProviderError, match=r"^/ca_apis/aht for agent 'a1': POST and GET refused a token Ozonetel"):
+    with pytest.raises(
+        ProviderError,
+        match=r"^data request to in1-ccaas-api\.ozonetel\.com /ca_apis/aht for agent 'a1': "
+        r"POST and GET refused a token ",
+    ):
         await provider.fetch_averages()
     assert token.call_count == 1 and health.tokens_issued == 1
     await provider.aclose()

@@ -124,7 +124,7 @@ async def test_300_targets_never_exceed_50_requests_in_any_minute(mock: respx.Mo
     gaps = [b - a for a, b in zip(server.times, server.times[1:], strict=False)]
     assert min(gaps) >= 60 / 50  # evenly paced: never two requests closer than the limit allows
     assert server.tokens == 2
-    assert runner.health.api_requests["503"] > 15  # the retries were there, and inside the budget
+    assert runner.health.api_requests[("aht", "503")] > 15  # the retries were there, and inside the budget
     # Every poll used its time: about 233 requests in its 285 s, none in the last 15 s before the next.
     for k in range(3):
         in_poll = [t for t in server.times if k * EVERY <= t < (k + 1) * EVERY]

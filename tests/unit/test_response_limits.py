@@ -149,10 +149,10 @@ async def test_an_endless_body_stops_just_past_max_response_size_and_names_it(mo
     api = client()
 
     with pytest.raises(ProviderError) as info:
-        await api.request("GET", URL)
+        await api.request("GET", URL, endpoint="data")
     await api.aclose()
 
-    assert str(info.value) == too_large("GET /v1/data", "on the wire")
+    assert str(info.value) == too_large("data request to api.example.com GET /v1/data", "on the wire")
     assert LIMIT < body.sent <= LIMIT + CHUNK  # stopped at the first chunk past the bound
     assert body.closed  # and the connection given up, not drained
     assert_plain_get(route)
@@ -169,10 +169,10 @@ async def test_a_compression_bomb_stops_just_past_max_response_size_decompressed
     api = client()
 
     with pytest.raises(ProviderError) as info:
-        await api.request("GET", URL)
+        await api.request("GET", URL, endpoint="data")
     await api.aclose()
 
-    assert str(info.value) == too_large("GET /v1/data", "decompressed")
+    assert str(info.value) == too_large("data request to api.example.com GET /v1/data", "decompressed")
     # 4 GiB on offer; the reader inflated one 1 MiB chunk past the bound, a step at a time.
     assert bomb.fed <= LIMIT + MIB + INFLATE_STEP
     assert bomb.sent < 64 << 10 and bomb.closed
@@ -187,10 +187,10 @@ async def test_a_declared_length_over_the_bound_fails_before_a_byte_is_read(mock
     api = client()
 
     with pytest.raises(ProviderError) as info:
-        await api.request("GET", URL)
+        await api.request("GET", URL, endpoint="data")
     await api.aclose()
 
-    assert str(info.value) == too_large("GET /v1/data", f"Content-Length {200 * MIB}")
+    assert str(info.value) == too_large("data request to api.example.com GET /v1/data", f"Content-Length {200 * MIB}")
     assert body.sent == 0 and body.closed
     assert_plain_get(route)
 
@@ -202,10 +202,10 @@ async def test_an_error_reply_is_bounded_too(mock: respx.MockRouter) -> None:
     api = client()
 
     with pytest.raises(ProviderError) as info:
-        await api.request("GET", URL)
+        await api.request("GET", URL, endpoint="data")
     await api.aclose()
 
-    assert str(info.value) == too_large("GET /v1/data", "on the wire")
+    assert str(info.value) == too_large("data request to api.example.com GET /v1/data", "on the wire")
     assert body.sent <= LIMIT + CHUNK
     assert_plain_get(route)  # a reply too large is not retried: the next one would be as large
 
@@ -230,7 +230,7 @@ async def test_a_compressed_reply_within_the_bound_reads_whole(
     route = mock.get(URL).mock(return_value=httpx.Response(200, headers=headers, stream=Chunks(encode(payload))))
     api = client()
 
-    response = await api.request("GET", URL)
+    response = await api.request("GET", URL, endpoint="data")
     await api.aclose()
 
     assert response.content == payload
@@ -243,7 +243,7 @@ async def test_a_reply_exactly_at_the_bound_is_read(mock: respx.MockRouter) -> N
     route = mock.get(URL).mock(return_value=httpx.Response(200, stream=Chunks(b"7" * LIMIT, CHUNK)))
     api = client()
 
-    response = await api.request("GET", URL)
+    response = await api.request("GET", URL, endpoint="data")
     await api.aclose()
 
     assert len(response.content) == LIMIT
@@ -272,10 +272,10 @@ async def test_a_coding_the_client_cannot_bound_is_never_handed_to_httpx(
     api = client()
 
     with pytest.raises(ProviderError) as info:
-        await api.request("GET", URL)
+        await api.request("GET", URL, endpoint="data")
     await api.aclose()
 
-    assert str(info.value) == too_large("GET /v1/data", "on the wire")
+    assert str(info.value) == too_large("data request to api.example.com GET /v1/data", "on the wire")
     assert body.sent <= LIMIT + CHUNK
     assert_plain_get(route)
 
@@ -286,8 +286,11 @@ async def test_a_body_that_is_not_the_gzip_it_claims_fails_the_request(mock: res
     route = mock.get(URL).mock(return_value=httpx.Response(200, headers=headers, stream=Chunks(b"not gzip at all")))
     api = client()
 
-    with pytest.raises(ProviderError, match=r"^GET /v1/data: response body is not valid gzip \(Error -3"):
-        await api.request("GET", URL)
+    with pytest.raises(
+        ProviderError,
+        match=r"^data request to api\.example\.com GET /v1/data: response body is not valid gzip \(Error -3",
+    ):
+        await api.request("GET", URL, endpoint="data")
     await api.aclose()
     assert_plain_get(route)
 
@@ -317,7 +320,9 @@ async def test_a_genesys_token_endpoint_cannot_send_an_endless_body(mock: respx.
         await provider.fetch(NINE, NINE + 3600)
     await provider.aclose()
 
-    assert str(info.value) == too_large("POST /oauth/token", "on the wire", "64KiB")
+    assert str(info.value) == too_large(
+        "token request to login.mypurecloud.ie POST /oauth/token", "on the wire", "64KiB"
+    )
     assert body.sent <= (64 << 10) + CHUNK and body.closed
     assert token.call_count == 1 and token.calls[0].request.content == b"grant_type=client_credentials"
     assert token.calls[0].request.headers["Authorization"].startswith("Basic ")
@@ -340,7 +345,9 @@ async def test_a_401_the_auth_flow_reads_itself_is_bounded(mock: respx.MockRoute
         await provider.fetch(NINE, NINE + 3600)
     await provider.aclose()
 
-    assert str(info.value) == too_large("POST /api/v2/analytics/conversations/aggregates/query", "decompressed")
+    assert str(info.value) == too_large(
+        "data request to api.mypurecloud.ie POST /api/v2/analytics/conversations/aggregates/query", "decompressed"
+    )
     assert bomb.fed <= LIMIT + MIB + INFLATE_STEP and bomb.closed
     assert query.call_count == 1 and query.calls[0].request.headers["Authorization"] == "Bearer " + "t" * 20
 
@@ -361,7 +368,9 @@ async def test_a_liveperson_sentinel_token_endpoint_cannot_send_an_endless_body(
         await provider.fetch(NINE - 600, NINE)
     await provider.aclose()
 
-    assert str(info.value) == too_large("POST /sentinel/api/v2/account/12345678/app/token", "on the wire")
+    assert str(info.value) == too_large(
+        "token request to va.sentinel.liveperson.net POST /sentinel/api/v2/account/12345678/app/token", "on the wire"
+    )
     assert body.sent <= LIMIT + CHUNK and body.closed
     assert token.call_count == 1
     assert "grant_type=client_credentials" in token.calls[0].request.content.decode()  # v2: in the form body
@@ -383,7 +392,9 @@ async def test_an_ozonetel_token_endpoint_cannot_send_an_endless_body(mock: resp
         await provider.fetch_averages()
     await provider.aclose()
 
-    assert str(info.value) == too_large("POST /ca_apis/CAToken/generateToken", "on the wire", "64KiB")
+    assert str(info.value) == too_large(
+        "token request to in1-ccaas-api.ozonetel.com POST /ca_apis/CAToken/generateToken", "on the wire", "64KiB"
+    )
     assert body.sent <= (64 << 10) + CHUNK and body.closed
     assert token.call_count == 1 and token.calls[0].request.headers["apiKey"] == "oz-key-Q7w9e2Lm"
     assert not aht.called
@@ -407,7 +418,9 @@ async def test_a_koreai_reply_is_bounded_by_its_config(mock: respx.MockRouter) -
         await provider.fetch(int(parse_iso("2023-06-01T09:45:00Z")), int(parse_iso("2023-06-01T10:00:00Z")))
     await provider.aclose()
 
-    assert str(info.value) == too_large(f"POST {httpx.URL(CALLVOLUME).path}", "decompressed")
+    assert str(info.value) == too_large(
+        f"data request to platform.kore.ai POST {httpx.URL(CALLVOLUME).path}", "decompressed"
+    )
     assert bomb.fed <= LIMIT + MIB + INFLATE_STEP and bomb.closed
     assert route.call_count == 1 and route.calls[0].request.headers["auth"].startswith("eyJ")
 
@@ -450,7 +463,9 @@ async def test_an_error_reply_nested_too_deeply_for_the_vendor_reader_still_give
         await provider.fetch(NINE, NINE + 3600)
     await provider.aclose()
 
-    assert str(info.value).startswith("POST /api/v2/analytics/conversations/aggregates/query: HTTP 400: [[[[")
+    assert str(info.value).startswith(
+        "data request to api.mypurecloud.ie POST /api/v2/analytics/conversations/aggregates/query: HTTP 400: [[[["
+    )
     assert route.call_count == 1
 
 
@@ -463,7 +478,9 @@ async def test_a_token_reply_nested_too_deeply_is_a_provider_error(mock: respx.M
         await provider.fetch(NINE, NINE + 3600)
     await provider.aclose()
 
-    assert str(info.value) == "POST /oauth/token: token response has no usable access_token/expires_in"
+    assert str(info.value) == (
+        "token request to login.mypurecloud.ie POST /oauth/token: token response has no usable access_token/expires_in"
+    )
 
 
 @pytest.mark.asyncio
@@ -482,7 +499,10 @@ async def test_a_koreai_reply_nested_too_deeply_around_the_slow_down_text_is_a_p
         await provider.fetch(NINE - 900, NINE)
     await provider.aclose()
 
-    assert str(info.value) == "callvolume: response is nested too deeply to be JSON we read (HTTP 200)"
+    assert str(info.value) == (
+        f"data request to platform.kore.ai POST {httpx.URL(CALLVOLUME).path}: "
+        "callvolume: response is nested too deeply to be JSON we read (HTTP 200)"
+    )
     assert route.call_count == 1
 
 
@@ -503,7 +523,10 @@ async def test_an_ozonetel_reply_nested_too_deeply_is_a_provider_error(mock: res
         await provider.fetch_averages()
     await provider.aclose()
 
-    assert str(info.value) == "/ca_apis/aht for agent 'a1': response is nested too deeply to be JSON we read (HTTP 200)"
+    assert (
+        str(info.value) == "data request to in1-ccaas-api.ozonetel.com "
+        "POST /ca_apis/aht for agent 'a1': response is nested too deeply to be JSON we read (HTTP 200)"
+    )
     assert aht.call_count == 1
 
 
@@ -514,8 +537,8 @@ async def test_an_error_reply_in_a_charset_python_lacks_still_gives_its_text(moc
     api = client()
 
     with pytest.raises(ProviderError) as info:
-        await api.request("GET", URL)
+        await api.request("GET", URL, endpoint="data")
     await api.aclose()
 
-    assert str(info.value) == "GET /v1/data: HTTP 403: forbidden here"
+    assert str(info.value) == "data request to api.example.com GET /v1/data: HTTP 403: forbidden here"
     assert_plain_get(route)

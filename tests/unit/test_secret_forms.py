@@ -225,8 +225,8 @@ async def test_a_genesys_token_401_echoing_the_basic_header_shows_no_form_of_it(
 
     assert token.calls[0].request.headers["Authorization"] == f"Basic {b64(f'{CLIENT_ID}:{SECRET}')}"
     assert (
-        str(info.value)
-        == "POST /oauth/token: token request failed: HTTP 401: invalid_client: bad Authorization: Basic <redacted>"
+        str(info.value) == "token request to login.mypurecloud.ie "
+        "POST /oauth/token: HTTP 401: invalid_client: bad Authorization: Basic <redacted>"
     )
     for text in (str(info.value), runner.health.last_error or ""):
         assert_absent(text, SECRET, user=CLIENT_ID)
@@ -261,7 +261,7 @@ async def test_a_liveperson_sentinel_401_echoing_the_form_body_shows_no_form_of_
 
     assert quote_plus(SECRET) in token.calls[0].request.content.decode()  # what the vendor echoed
     token_path = "/sentinel/api/v2/account/12345678/app/token"
-    assert str(info.value).startswith(f"POST {token_path}: token request failed: HTTP 401:")
+    assert str(info.value).startswith(f"token request to va.sentinel.liveperson.net POST {token_path}: HTTP 401:")
     for text in (str(info.value), runner.health.last_error or ""):
         assert "<redacted>" in text
         assert_absent(text, SECRET)
@@ -299,8 +299,8 @@ async def test_an_ozonetel_200_error_echoing_the_runtime_token_shows_no_part_of_
     assert token.calls[0].request.headers["apiKey"] == OZ_KEY
     assert aht.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert (
-        str(info.value)
-        == "/ca_apis/aht for agent 'a1': Bearer <redacted> is not valid for this account (first seen as <redacted>)"
+        str(info.value) == "data request to in1-ccaas-api.ozonetel.com "
+        "POST /ca_apis/aht for agent 'a1': Bearer <redacted> is not valid for this account (first seen as <redacted>)"
     )
     for text in (str(info.value), runner.health.last_error or ""):
         assert_absent(text, TOKEN)
@@ -321,6 +321,7 @@ async def test_a_truncated_ozonetel_token_reply_shows_no_part_of_the_token(mock:
 
     assert token.call_count == 2 and not aht.called
     assert str(info.value) == (
+        "token request to in1-ccaas-api.ozonetel.com "
         "POST /ca_apis/CAToken/generateToken: response is not JSON (HTTP 200; not shown: it may hold a credential)"
     )
     for text in (str(info.value), runner.health.last_error or ""):
@@ -338,7 +339,10 @@ async def test_a_token_endpoints_error_text_masks_what_looks_like_a_token(mock: 
         await provider.fetch_averages()
     await provider.aclose()
 
-    assert str(info.value) == "POST /ca_apis/CAToken/generateToken: HTTP 400: internal error after issuing <redacted>"
+    assert (
+        str(info.value) == "token request to in1-ccaas-api.ozonetel.com "
+        "POST /ca_apis/CAToken/generateToken: HTTP 400: internal error after issuing <redacted>"
+    )
 
 
 # --- log lines ------------------------------------------------------------------------------------------------
@@ -364,7 +368,7 @@ async def test_a_token_the_client_sent_is_masked_in_log_lines(
     install_redactor(Redactor.for_config(build_config({"sources": [source | {"client_secret": SECRET}]}, "t", {})))
     route = mock.get("https://api.example.com/x").mock(return_value=httpx.Response(200, json={}))
     api = ApiClient(counter=SourceHealth("g", "genesys", 3), timeout=5)
-    await api.request("GET", "https://api.example.com/x", headers={"Authorization": f"Bearer {token}"})
+    await api.request("GET", "https://api.example.com/x", endpoint="x", headers={"Authorization": f"Bearer {token}"})
     await api.aclose()
     assert route.calls[0].request.headers["Authorization"] == f"Bearer {token}"
     assert token in RUNTIME
