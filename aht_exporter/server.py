@@ -1,4 +1,4 @@
-"""HTTP endpoints: /metrics, /, /-/healthy, /-/ready. Serves cached bytes; never calls a provider.
+"""HTTP endpoints: /metrics, /, /-/healthy, /-/ready, /-/reload. Serves cached bytes; never calls a provider.
 
 No client can hold more than its share: every connection passes a `ConnectionGuard` (a cap below the
 process's file limit, a deadline for a request's headers), and a /metrics body that is not read in
@@ -26,12 +26,14 @@ from aht_exporter.connections import (
     listen,
 )
 from aht_exporter.model import utf8
+from aht_exporter.reload import Reloader
 from aht_exporter.scheduler import Exporter
 from aht_exporter.webconfig import BasicAuth, WebConfig, auth_middleware, response_headers
 
 log = logging.getLogger(__name__)
 
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
+RELOADER_KEY = web.AppKey("reloader", Reloader)  # set only with --web.enable-lifecycle
 WRITE_TIMEOUT_KEY = web.AppKey("write_timeout", float)
 TELEMETRY_PATH = "/metrics"  # --web.telemetry-path
 TELEMETRY_PATH_KEY = web.AppKey("telemetry_path", str)
@@ -67,9 +69,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if gzipped:
         headers["Content-Encoding"] = "gzip"
-    # The cached parts are written one after another, never joined, in slices that wait for the socket to
-    # drain: the transport then never buffers more than a slice of a body per scrape, however many
-    # scrapers read a 10 MB body at once.
+    # The parts (the cached ones, then the few process_* and python_gc_* families `body` just read) are
+    # written one after another, never joined, in slices that wait for the socket to drain: the transport
+    # then never buffers more than a slice of a body per scrape, however many scrapers read a 10 MB body at once.
     response = web.StreamResponse(headers=headers)
     response.content_length = sum(len(part) for part in parts)
     try:
@@ -94,11 +96,26 @@ async def healthy(_: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    exporter = request.app[EXPORTER_KEY]
-    waiting = [r.name for r in exporter.runners if not r.health.polled]
+    waiting = request.app[EXPORTER_KEY].first_polls_pending()
     if waiting:
         return text_response(f"Not ready: first poll pending for {', '.join(waiting)}.\n", status=503)
     return text_response("Ready.\n")
+
+
+async def reload(request: web.Request) -> web.Response:
+    """POST or PUT /-/reload, as Prometheus answers it: 200 once the new config runs, 500 with the one-line
+    reason when it was refused (the old one still runs), 403 without --web.enable-lifecycle."""
+    reloader = request.app.get(RELOADER_KEY)
+    if reloader is None:
+        return text_response("Lifecycle API is not enabled.\n", status=403)
+    outcome = await reloader.reload()
+    return text_response(f"{outcome.message}\n", status=200 if outcome.ok else 500)
+
+
+async def reload_needs_post(_: web.Request) -> web.Response:
+    response = text_response("Only POST or PUT requests allowed\n", status=405)
+    response.headers["Allow"] = "POST, PUT"
+    return response
 
 
 def _when(t: float | None) -> str:
@@ -166,7 +183,9 @@ def make_app(
     guard: ConnectionGuard | None = None,
     write_timeout: float = WRITE_TIMEOUT,
     telemetry_path: str = TELEMETRY_PATH,
+    reloader: Reloader | None = None,
 ) -> web.Application:
+    """`reloader`: the lifecycle API (--web.enable-lifecycle); without it POST /-/reload is refused."""
     middlewares = [guard.middleware()] if guard else []  # outermost: a request in hand is never cut short
     if web_config and web_config.users:
         middlewares.append(auth_middleware(BasicAuth(web_config.users)))
@@ -174,6 +193,8 @@ def make_app(
     app[EXPORTER_KEY] = exporter
     app[WRITE_TIMEOUT_KEY] = write_timeout
     app[TELEMETRY_PATH_KEY] = telemetry_path
+    if reloader is not None:
+        app[RELOADER_KEY] = reloader
     if guard:
         app[GUARD_KEY] = guard
         app.on_cleanup.append(guard.cleanup)
@@ -182,10 +203,13 @@ def make_app(
     app.router.add_get("/", status_page)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+    app.router.add_put("/-/reload", reload)
+    app.router.add_get("/-/reload", reload_needs_post)
     return app
 
 
-RESERVED_PATHS = ("/", "/-/healthy", "/-/ready")
+RESERVED_PATHS = ("/", "/-/healthy", "/-/ready", "/-/reload")
 
 
 def check_telemetry_path(path: str) -> str:
@@ -215,6 +239,7 @@ async def start_server(
     max_connections: int | None = None,
     write_timeout: float = WRITE_TIMEOUT,
     telemetry_path: str = TELEMETRY_PATH,
+    reloader: Reloader | None = None,
 ) -> tuple[web.AppRunner, list[str]]:
     """Start serving on each address; return the runner and the bound addresses (the real port when asked
     for 0). One connection cap covers every address.
@@ -223,7 +248,9 @@ async def start_server(
     addresses = [address] if isinstance(address, str) else list(address)
     parsed = [parse_listen_address(a) for a in addresses]
     guard = ConnectionGuard(max_connections or connection_cap(), header_timeout)
-    app = make_app(exporter, web_config, guard=guard, write_timeout=write_timeout, telemetry_path=telemetry_path)
+    app = make_app(
+        exporter, web_config, guard=guard, write_timeout=write_timeout, telemetry_path=telemetry_path, reloader=reloader
+    )
     # A scrape is a few milliseconds: at shutdown, wait at most a second for open ones.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()

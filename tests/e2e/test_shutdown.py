@@ -73,7 +73,7 @@ async def test_a_hanging_provider_cannot_stall_shutdown(tmp_path: Path) -> None:
         "sources:\n  - {name: hang, provider: genesys, client_id: a, client_secret: b, timeout: 4m,"
         f" base_url: 'http://127.0.0.1:{port}', login_url: 'http://127.0.0.1:{port}'}}\n"
     )
-    proc = await start(f"--config.file={config}")
+    proc = await start(f"--config.file={config}", f"--storage.path={tmp_path / 'data'}")
     seen: list[str] = []
     await read_until(proc, "msg=listening", seen)
     await asyncio.wait_for(connected.wait(), timeout=30)  # the first poll is in flight
