@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -46,3 +48,25 @@ def samples(series: Series, name: str, **match: str) -> dict[tuple[tuple[str, st
         for (n, labels), v in series.items()
         if n == name and all(dict(labels).get(k) == want for k, want in match.items())
     }
+
+
+def mask_scrape_time_values(body: bytes) -> bytes:
+    """The body with the value of every process_* and python_gc_* sample replaced by `V`.
+
+    Those families are read anew at each scrape (exposition.ScrapeTail), so two scrapes, or a scrape and
+    a body taken after it, differ in their values only: masked, the rest compares byte for byte."""
+    return re.sub(rb"(?m)^((?:process|python_gc)_\S*) \S+$", rb"\1 V", body)
+
+
+class FixedScrapeFamilies:
+    """A stand-in for the process and GC collectors whose values never change, for byte-exact bodies."""
+
+    def collect(self) -> list[Metric]:
+        cpu = CounterMetricFamily("process_cpu_seconds", "Total user and system CPU time spent in seconds.", 1.25)
+        fds = GaugeMetricFamily("process_open_fds", "Number of open file descriptors.", 7.0)
+        gc = CounterMetricFamily(
+            "python_gc_collections", "Number of times this generation was collected", labels=["generation"]
+        )
+        for generation in "012":
+            gc.add_metric([generation], 10.0 - int(generation))
+        return [cpu, fds, gc]

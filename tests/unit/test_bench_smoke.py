@@ -1,6 +1,6 @@
 """Every benchmark runs, at a tiny size, so that none of them can rot. No timing is asserted.
 
-The four run side by side, each its own command as a user runs it (the Python client stands in for wrk,
+The five run side by side, each its own command as a user runs it (the Python client stands in for wrk,
 which CI does not install); run_all's report is checked on a made-up result, without a second run.
 """
 
@@ -51,6 +51,12 @@ def outputs() -> dict[str, str]:
         assert proc.returncode == 0, f"bench/{name}.py failed:\n{stderr[-3000:]}"
         out[name] = stdout
     return out
+
+
+def test_scrape_tail_prints_the_per_scrape_steps_and_the_server_cpu(outputs: dict[str, str]) -> None:
+    text = outputs["scrape_tail"]
+    assert "== Per-scrape work at 200 series" in text and "== Server CPU per scrape at 200 series" in text
+    assert "finish the gzip stream" in text and "per-scrape tail (now)" in text
 
 
 def test_scrape_prints_both_tables_and_its_targets(outputs: dict[str, str]) -> None:
