@@ -18,6 +18,7 @@ import reprlib
 import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -33,7 +34,7 @@ from pydantic import (
     ValidationError,
 )
 
-from aht_exporter.model import ConfigError
+from aht_exporter.model import MAX_LABEL_VALUE, ConfigError, Labels
 from aht_exporter.timebuckets import Duration
 
 FIVE_MINUTES = 300
@@ -61,6 +62,11 @@ MAX_WINDOW = Duration.parse("7d")  # a provider that can serve less says so (Liv
 MAX_WINDOWS = 16  # windows per source: each one multiplies the source's series
 # Requests a minute (Ozonetel's and Kore.ai's `rate_limit`): 1000 a second is beyond any vendor's limit.
 MAX_RATE_LIMIT = 60_000
+
+# Routing labels (`labels:`, `queue_labels:`): a few per source, a bounded text each.
+MAX_ROUTING_LABELS = 16  # names per source or per queue
+MAX_ROUTING_VALUE = 128  # characters in a value: a team or site name, not a document
+MAX_QUEUE_LABELS = 10_000  # queues in `queue_labels`: each is one series of aht_queue_labels_info
 
 _SHOWN = reprlib.Repr()
 _SHOWN.maxstring = _SHOWN.maxother = 60
@@ -123,6 +129,61 @@ class ByteSize:
 ByteSizeField = Annotated[ByteSize, BeforeValidator(ByteSize.parse), PlainSerializer(str, return_type=str)]
 
 
+# --- routing labels -----------------------------------------------------------------------------------
+# Static labels the user sets per source (`labels:`) and per queue (`queue_labels:`), exported on the info
+# series aht_source_labels_info and aht_queue_labels_info for the shipped alerts to join (README, "Labels
+# for routing"). A name must not be one the exporter, Prometheus or the alert rules already give a series
+# or an alert: the join would overwrite it, or the alert would carry two meanings under one name.
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+RESERVED_LABELS = frozenset(
+    {
+        # the exporter's own, on its data, info and health series
+        "source", "provider", "window", "queue", "agent", "media_type", "queue_name", "agent_name",
+        "endpoint", "status", "result", "le", "version", "python_version",
+        # what Prometheus gives every scraped series, and every alert and rule result
+        "job", "instance", "quantile", "alertname", "alertstate", "severity",
+    }
+)  # fmt: skip
+
+
+def _label_problems(labels: object, path: str) -> Iterator[tuple[str, str]]:
+    """Why `labels` (a mapping of label name to value) cannot be routing labels, as (key path, message)."""
+    if not isinstance(labels, dict):
+        yield path, f"{shown(labels)} is not a mapping of label names to values"
+        return
+    if len(labels) > MAX_ROUTING_LABELS:
+        yield path, f"{len(labels)} labels are more than {MAX_ROUTING_LABELS}"
+        return
+    for name, value in labels.items():
+        where = f"{path}.{_plain(str(name), 64)}"
+        if not isinstance(name, str) or not _LABEL_NAME_RE.match(name) or len(name) > 64:
+            yield where, "is not a label name (letters, digits and _, not starting with a digit, at most 64)"
+        elif name.startswith("__"):
+            yield where, "names starting with __ are reserved for Prometheus"
+        elif name in RESERVED_LABELS or name.startswith("exported_"):
+            yield where, f"{name} is a label the exporter or Prometheus sets already: choose another name"
+        elif not isinstance(value, str):
+            yield where, f"{shown(value)} is not a string (quote it)"
+        elif not value.strip():
+            yield where, "must not be empty (Prometheus reads an empty label as no label)"
+        elif len(value) > MAX_ROUTING_VALUE:
+            yield where, f"is longer than {MAX_ROUTING_VALUE} characters"
+        elif not value.isprintable():
+            yield where, f"{shown(value)} holds a control character"
+
+
+def _yaml_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "null" if value is None else type(value).__name__
+
+
+def _sorted_labels(labels: Mapping[str, str]) -> Labels:
+    return tuple(sorted(labels.items()))
+
+
 class StrictModel(BaseModel):
     # Unknown keys are errors: a typo must not silently disable a setting.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -141,6 +202,12 @@ class Defaults(StrictModel):
     # Bytes read from one response, before and after decompression (issue 12: an endless body or a
     # gzip bomb must fail that poll, not exhaust the host's memory).
     max_response_size: ByteSizeField = ByteSize.parse("64MiB")
+    # Routing labels (`team`, `site`...): validated by SourceConfig.problems, which names the key path.
+    labels: dict[Any, Any] = Field(default_factory=dict)
+
+
+# `defaults` keys every source inherits, whatever its provider's `from_defaults` says.
+INHERITED_BY_EVERY_SOURCE = frozenset({"labels"})
 
 
 class SourceConfig(Defaults):
@@ -162,6 +229,18 @@ class SourceConfig(Defaults):
     provider: str
     base_url: str | None = None
     allow_insecure_http: bool = False
+    # Queue id -> routing labels for that queue, over the source's own (`labels`) where both set a name.
+    queue_labels: dict[Any, Any] = Field(default_factory=dict)
+
+    @cached_property  # the config is frozen: computed once, not once per render
+    def routing_labels(self) -> Labels:
+        """The source's routing labels, sorted by name (valid once `problems` found none)."""
+        return _sorted_labels(self.labels)
+
+    @cached_property
+    def queue_routing_labels(self) -> dict[str, Labels]:
+        """Queue id -> its routing labels: the source's, with the queue's own over them."""
+        return {queue: _sorted_labels({**self.labels, **labels}) for queue, labels in self.queue_labels.items()}
 
     @property
     def bucket_seconds(self) -> int:
@@ -232,6 +311,24 @@ class SourceConfig(Defaults):
             secret = getattr(self, key)
             if secret is not None and not secret.get_secret_value().strip():
                 yield key, "must not be empty"
+        yield from self._routing_problems()
+
+    def _routing_problems(self) -> Iterator[tuple[str, str]]:
+        yield from _label_problems(self.labels, "labels")
+        if len(self.queue_labels) > MAX_QUEUE_LABELS:
+            yield "queue_labels", f"{len(self.queue_labels)} queues are more than {MAX_QUEUE_LABELS}"
+            return
+        for queue, labels in self.queue_labels.items():
+            where = f"queue_labels.{_plain(str(queue), 64)}"
+            if not isinstance(queue, str):
+                # `12345:` and `0123:` are numbers to YAML (the second one octal, 83): quoting keeps the id.
+                yield where, f"YAML reads this queue id as a {_yaml_kind(queue)} ({shown(queue)}): quote it"
+            elif not queue.strip() or len(queue) > MAX_LABEL_VALUE or not queue.isprintable():
+                yield where, "is not a queue id (empty, too long or holding a control character)"
+            elif not labels:
+                yield where, "sets no labels"
+            else:
+                yield from _label_problems(labels, where)
 
     def _longest(self) -> str:
         return f"the longest window a {self.provider} source can serve"
@@ -560,7 +657,8 @@ def build_config(raw: object, name: str, env: Mapping[str, str]) -> Config:
             known = ", ".join(sorted(PROVIDERS))
             raise _Problem(f"{where}.provider", f"{shown(provider)} is not a known provider ({known})")
         model = PROVIDERS[provider].config_model
-        inherited = {k: v for k, v in defaults_raw.items() if k in model.from_defaults}
+        takes = model.from_defaults | INHERITED_BY_EVERY_SOURCE
+        inherited = {k: v for k, v in defaults_raw.items() if k in takes}
         merged = {**inherited, **_read_secret_files(item, model, where)}
         source = _validate(model, merged, where)
         for key, message in source.problems():
@@ -673,6 +771,9 @@ def redacted(config: Config) -> str:
         "sources": [s.model_dump(mode="json", exclude_none=True, exclude=set(s.fixed_keys)) for s in config.sources]
     }
     for source, model in zip(data["sources"], config.sources, strict=True):
+        for key in ("labels", "queue_labels"):
+            if not source.get(key):  # none set: as quiet as before the keys existed
+                source.pop(key, None)
         for key, seconds in (("bucket", model.bucket_seconds), ("refresh", model.refresh_seconds)):
             if key not in model.fixed_keys:
                 source[key] = str(Duration.of(seconds))

@@ -86,7 +86,8 @@ DEMO_PROVIDERS: dict[str, DemoProvider] = {
     "ozonetel": DemoProvider(make=ozonetel.demo_simulator, sources=lambda url: [ozonetel.demo_source(url)]),
 }
 
-DEMO_DEFAULTS: dict[str, Any] = {"every": "5m", "delay": "1m"}
+# Routing labels on every demo source, so that the shipped alerts show them (README, "Labels for routing").
+DEMO_DEFAULTS: dict[str, Any] = {"every": "5m", "delay": "1m", "labels": {"team": "contact-center", "site": "demo"}}
 
 
 def demo_config(sources: list[dict[str, Any]], defaults: dict[str, Any] | None = None) -> Config:

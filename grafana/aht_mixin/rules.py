@@ -54,6 +54,35 @@ purpose: set real ones per queue."""
 DEFAULT_DELAY = 60
 """The exporter's default `delay` after a bucket boundary."""
 
+ALERT_WINDOW_QUEUE = 'window="1h", queue!="", queue!="none"'
+"""The series the abandon-rate and volume alerts judge: the 1h window (a shorter one is too noisy to page
+on), queues only. `none` holds the contacts outside any queue (model.MISSING_LABEL): Kore.ai's abandoned
+before reaching one, so its abandon rate is 100% by nature."""
+
+ABANDON_RATE_DEFAULT_THRESHOLD = 0.1
+"""The abandon rate (abandoned / offered, 0 to 1) of every queue nobody set a threshold for: above the 5 to
+8% most contact centers aim for, so that it pages on a real problem only. Set real ones per queue."""
+
+ABANDON_ALERT_MIN_OFFERED = 20
+"""Queues offered fewer contacts than this in the window never fire the abandon-rate alert: 2 of 3 callers
+hanging up is not a trend."""
+
+VOLUME_COLLAPSE_RATIO = 0.5
+"""AhtContactVolumeCollapsed fires when a queue's contacts over the last hour are below this fraction of
+the same hour a week before."""
+
+VOLUME_MIN_LAST_WEEK = 20
+"""Queues with fewer contacts than this in the same hour a week before never fire the volume alert: 3
+contacts instead of 8 is noise."""
+
+VOLUME_LOOKBACK = "1w"
+"""How far back the volume alert compares: the same hour of the same weekday."""
+
+ROUTING_LABELS = ("team", "site")
+"""The routing labels the shipped alerts carry, from aht_source_labels_info and aht_queue_labels_info (the
+config's `labels` and `queue_labels`). A fixed set: PromQL's group_left copies the labels it is told, not
+all of them. To route by another label, add its name here and regenerate (README, "Labels for routing")."""
+
 DATA_AGE_DEFAULTS: dict[str, int] = {
     # 2 buckets + delay (the issue's threshold): data one whole bucket late. Bucket sizes:
     # docs/providers/<vendor>.md, Configuration.
@@ -89,6 +118,19 @@ TOKEN_BUDGET_THRESHOLD = TOKEN_BUDGET_WARN - 0.5
 """`increase()` extrapolates to the ends of its range: 7 tokens read up to 7 * 60 / (60 - scrape interval in
 minutes), 7.06 at a 30s scrape, and 8 tokens read 8 or a little more. Halfway between tells the two apart at
 any scrape interval under 4 minutes."""
+
+API_BUDGET_LOW = 0.1
+"""AhtExporterApiBudgetLow fires when a provider endpoint's last reply left less than this fraction of the
+requests its rate-limit window allows (aht_exporter_api_quota_remaining / _limit: Genesys reports both)."""
+
+API_BUDGET_RANGE = "15m"
+"""The endpoint was called within this range: "while requests continue". An endpoint called hourly (Genesys'
+queue and user names) keeps its last reading between calls; that old reading never fires."""
+
+API_BUDGET_FOR = "9m"
+"""Two low readings in a row of a source polled every 5m: each reading stands until the next poll replaces
+it, so one busy minute (another client's burst) stays pending and resolves. Genesys' window is a minute: a
+budget low at two polls five minutes apart is shared with something that spends it all the time."""
 
 DATA_AGE_FOR = "2m"
 """How long data must stay past its threshold before AhtExporterDataStale fires. Data that is exactly one
@@ -131,10 +173,29 @@ def aht_records() -> list[Record]:
     return out
 
 
-def _most_specific(base: str, tiers: list[tuple[str, str]], fallback: int) -> str:
+def contact_records() -> list[Record]:
+    """Abandon rate per queue and media type, and contact volume per queue: what the business alerts read."""
+    keys = (*SERIES_KEY, "queue", "media_type")
+    abandoned, offered = "queue_media_type:aht_contacts_abandoned:sum", "queue_media_type:aht_contacts_offered:sum"
+    queue_keys = (*SERIES_KEY, "queue")
+    # Offered where the source counts it (Genesys grouped by queue, Kore.ai), else handled (LivePerson, Genesys
+    # grouped by agent): contacts that reached the queue either way. Ozonetel counts none: not judged.
+    volume = (
+        f"{summed('aht_contacts_offered', queue_keys)}\nor\n"
+        f"sum{by(queue_keys)} (aht_contacts_handled unless on (source) aht_contacts_offered)"
+    )
+    return [
+        Record(abandoned, summed("aht_contacts_abandoned", keys)),
+        Record(offered, summed("aht_contacts_offered", keys)),
+        Record("queue_media_type:aht_abandon_rate:ratio", f"{abandoned}\n  / ({offered} > 0)"),
+        Record("queue:aht_contact_volume:sum", volume),
+    ]
+
+
+def _most_specific(base: str, tiers: list[tuple[str, str]], fallback: float) -> str:
     """`base` shaped series (value 0) plus the first tier that matches, else `fallback`."""
     parts = [f"{base}\n  + {on} group_left {series}" for on, series in tiers]
-    parts.append(f"{base} + {fallback}")
+    parts.append(f"{base} + {number(fallback)}")
     return "\nor\n".join(parts)
 
 
@@ -143,7 +204,8 @@ def threshold_records() -> list[Record]:
         Record("aht_exporter:data_age_threshold_default_seconds", f"vector({seconds})", {"provider": provider})
         for provider, seconds in DATA_AGE_DEFAULTS.items()
     ]
-    per_source = "max by (source, provider) (0 * aht_exporter_data_end_timestamp_seconds)"
+    # Every source the exporter knows (source_up), also one that never succeeded and has no data_end yet.
+    per_source = "max by (source, provider) (0 * aht_exporter_source_up)"
     out.append(
         Record(
             "aht_exporter:data_age_threshold_seconds",
@@ -174,6 +236,22 @@ def threshold_records() -> list[Record]:
             ),
         )
     )
+    t = "aht_abandon_rate_threshold_ratio"
+    out.append(
+        Record(
+            "queue_media_type:aht_abandon_rate:threshold",
+            _most_specific(
+                '0 * queue_media_type:aht_abandon_rate:ratio{queue!=""}',
+                [
+                    ("on (queue, media_type)", f'{t}{{queue!="", media_type!=""}}'),
+                    ("on (queue)", f'{t}{{queue!="", media_type=""}}'),
+                    ("on (media_type)", f'{t}{{queue="", media_type!=""}}'),
+                    ("on ()", f'{t}{{queue="", media_type=""}}'),
+                ],
+                ABANDON_RATE_DEFAULT_THRESHOLD,
+            ),
+        )
+    )
     return out
 
 
@@ -197,6 +275,12 @@ class Alert:
     fire_when_absent: bool = False
     dashboard: str = DASHBOARD_HEALTH
     panel: str = ""
+    # Which routing labels the alert carries (README, "Labels for routing"): the source's, the queue's
+    # (over the source's), or none for an alert without a `source` label (the target's `up`).
+    routing: Literal["source", "queue", "none"] = "source"
+    # How far back the query reads (an `offset`): before Prometheus holds that much history it returns no
+    # series, which the end-to-end test allows for.
+    lookback: str = ""
 
     @property
     def expr(self) -> str:
@@ -205,13 +289,14 @@ class Alert:
             expr += f"\nunless\n{parenthesized(self.unless)}"
         if self.fire_when_absent:
             expr += f"\nor\nabsent({self.query})"
-        return expr
+        return routed(expr, self.routing)
 
     @property
     def grafana_query(self) -> str:
+        query = self.query
         if self.unless:
-            return f"{parenthesized(self.query)}\nunless\n{parenthesized(self.unless)}"
-        return self.query
+            query = f"{parenthesized(self.query)}\nunless\n{parenthesized(self.unless)}"
+        return routed(query, self.routing)
 
     @property
     def runbook_url(self) -> str:
@@ -223,6 +308,39 @@ class Alert:
             "description": self.description.replace(VALUE, value),
             "runbook_url": self.runbook_url,
         }
+
+
+def routed(expr: str, scope: Literal["source", "queue", "none"]) -> str:
+    """`expr` with the ROUTING_LABELS of its source (and queue) copied onto each series, as a left join.
+
+    `topk by (...) (1, ...)` keeps one info series per source (queue): two of them for one source, as while
+    an old and a new pod are both scraped, would otherwise make the join fail. `or on (...)` brings back
+    every series the join found no info series for (an exporter older than the info series, a source
+    name Prometheus has not scraped yet), so that a missing label never loses an alert. The left side is
+    the alert's condition (only the series that fire), so the join costs next to nothing.
+    """
+    if scope == "none":
+        return expr
+    labels = ", ".join(ROUTING_LABELS)
+    left = parenthesized(expr)
+    by_source = f"{left}\n* on (source) group_left ({labels})\n  topk by (source) (1, aht_source_labels_info)"
+    if scope == "source":
+        return f"{by_source}\nor on (source)\n{left}"
+    by_queue = (
+        f"{left}\n* on (source, queue) group_left ({labels})\n  topk by (source, queue) (1, aht_queue_labels_info)"
+    )
+    return f"{by_queue}\nor on (source, queue)\n{by_source}\nor on (source, queue)\n{left}"
+
+
+def _contact_volume() -> str:
+    """Contacts over the last hour per queue, against the same hour VOLUME_LOOKBACK before.
+
+    A queue with no contacts at all in the last hour has no series now: it counts as 0 while its source
+    polls fine (a queue that went silent is the collapse this alert is for), never while the source fails
+    (AhtExporterSourceDown and AhtExporterDataStale say so)."""
+    now = f"queue:aht_contact_volume:sum{{{ALERT_WINDOW_QUEUE}}}"
+    before = f"{now} offset {VOLUME_LOOKBACK}"
+    return f"(\n  {now}\n  or\n  0 * {before}\n  and on (source) (aht_exporter_source_up == 1)\n)\n/ {before}"
 
 
 def _aht_per_queue() -> str:
@@ -248,6 +366,7 @@ ALERTS: tuple[Alert, ...] = (
         for_="5m",
         severity="critical",
         fire_when_absent=True,
+        routing="none",  # a scrape target, not a source: route it by the target's labels
         summary=(
             "aht-exporter down or missing: job {{ $labels.job }}{{ with $labels.instance }}, instance {{ . }}{{ end }}"
         ),
@@ -275,8 +394,13 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         name="AhtExporterDataStale",
+        # A source that never succeeded has no data_end: its data is as old as the exporter (its process).
         query=(
-            "time() - aht_exporter_data_end_timestamp_seconds\n"
+            "time() - (\n"
+            "  aht_exporter_data_end_timestamp_seconds\n"
+            "  or\n"
+            "  0 * aht_exporter_source_up + ignoring (source, provider) group_left process_start_time_seconds\n"
+            ")\n"
             "  - on (source, provider) group_left aht_exporter:data_age_threshold_seconds"
         ),
         op=">",
@@ -287,8 +411,9 @@ ALERTS: tuple[Alert, ...] = (
         description=(
             "The newest closed bucket exported for source {{ $labels.source }} ended "
             f"{{{{ {VALUE} | humanizeDuration }}}} longer ago than its threshold "
-            "(aht_exporter:data_age_threshold_seconds: two buckets plus the delay). "
-            "Dashboards show old AHT figures for it."
+            "(aht_exporter:data_age_threshold_seconds: two buckets plus the delay), or the source has not "
+            "succeeded once in that long since the exporter started. Dashboards show old AHT figures for it, "
+            "or none."
         ),
         panel="Data age",
     ),
@@ -306,6 +431,30 @@ ALERTS: tuple[Alert, ...] = (
             "and may miss their deadline; the API quota is shared with whatever else uses it."
         ),
         panel="Rate-limited responses",
+    ),
+    Alert(
+        name="AhtExporterApiBudgetLow",
+        query=(
+            "aht_exporter_api_quota_remaining\n"
+            "  / on (job, instance, source, provider, endpoint) (aht_exporter_api_quota_limit > 0)"
+        ),
+        op="<",
+        threshold=API_BUDGET_LOW,
+        unless=(
+            "sum by (job, instance, source, provider, endpoint) "
+            f"(increase(aht_exporter_api_requests_total[{API_BUDGET_RANGE}])) == 0"
+        ),
+        for_=API_BUDGET_FOR,
+        severity="warning",
+        summary="Provider API budget of source {{ $labels.source }} nearly spent ({{ $labels.endpoint }})",
+        description=(
+            "The last replies of {{ $labels.provider }} to source {{ $labels.source }} on endpoint "
+            f"{{{{ $labels.endpoint }}}} left {{{{ {VALUE} | humanizePercentage }}}} of the requests its rate-limit "
+            "window allows (aht_exporter_api_quota_remaining / aht_exporter_api_quota_limit), and the source "
+            "keeps calling it. The budget is the OAuth client's, shared with whatever else uses the same "
+            "client: 429s and slower polls come next."
+        ),
+        panel="API budget left",
     ),
     Alert(
         name="AhtExporterSeriesDropped",
@@ -327,6 +476,7 @@ ALERTS: tuple[Alert, ...] = (
         # account's spend is split and 8 could hide as 4 + 4. The series carry no account: the exporter is
         # the smallest group that holds every source of an account (docs/alerts.md says why, and the limit).
         query='sum without (source) (\n  increase(aht_exporter_tokens_issued_total{provider="ozonetel"}[1h])\n)',
+        routing="none",  # per exporter, not per source: route it by the target's labels
         op=">",
         threshold=TOKEN_BUDGET_THRESHOLD,
         severity="warning",
@@ -349,6 +499,7 @@ ALERTS: tuple[Alert, ...] = (
         unless=f"queue_media_type:aht_contacts_handled:sum < {AHT_ALERT_MIN_CONTACTS}",
         for_="15m",
         severity="warning",
+        routing="queue",
         summary="AHT of queue {{ $labels.queue }} ({{ $labels.media_type }}) is above its threshold",
         description=(
             "The average handle time of queue {{ $labels.queue }} ({{ $labels.media_type }}) on source "
@@ -359,6 +510,50 @@ ALERTS: tuple[Alert, ...] = (
         dashboard=DASHBOARD_OVERVIEW,
         panel="AHT by queue",
     ),
+    Alert(
+        name="AhtAbandonRateAboveThreshold",
+        query=(
+            f"queue_media_type:aht_abandon_rate:ratio{{{ALERT_WINDOW_QUEUE}}}\n"
+            "  - queue_media_type:aht_abandon_rate:threshold"
+        ),
+        op=">",
+        threshold=0,
+        unless=f"queue_media_type:aht_contacts_offered:sum < {ABANDON_ALERT_MIN_OFFERED}",
+        for_="15m",
+        severity="warning",
+        routing="queue",
+        summary="Abandon rate of queue {{ $labels.queue }} ({{ $labels.media_type }}) is above its threshold",
+        description=(
+            "Of the contacts offered to queue {{ $labels.queue }} ({{ $labels.media_type }}) on source "
+            "{{ $labels.source }} over the last {{ $labels.window }}, the share abandoned exceeds its threshold "
+            f"(queue_media_type:aht_abandon_rate:threshold) by {{{{ {VALUE} | humanizePercentage }}}} "
+            "(percentage points). The queue's name: "
+            'aht_queue_info{queue="{{ $labels.queue }}"}.'
+        ),
+        dashboard=DASHBOARD_OVERVIEW,
+        panel="Abandon rate",
+    ),
+    Alert(
+        name="AhtContactVolumeCollapsed",
+        query=_contact_volume(),
+        op="<",
+        threshold=VOLUME_COLLAPSE_RATIO,
+        unless=f"queue:aht_contact_volume:sum offset {VOLUME_LOOKBACK} < {VOLUME_MIN_LAST_WEEK}",
+        for_="15m",
+        severity="warning",
+        routing="queue",
+        lookback=VOLUME_LOOKBACK,
+        summary="Contacts to queue {{ $labels.queue }} on {{ $labels.source }} collapsed against last week",
+        description=(
+            "Queue {{ $labels.queue }} on source {{ $labels.source }} received "
+            f"{{{{ {VALUE} | humanizePercentage }}}} of the contacts of the same hour a week ago "
+            f"(offered, or handled where the provider counts no offers; at least {VOLUME_MIN_LAST_WEEK} then). "
+            "Contacts may be failing to reach it: routing, IVR, a number or a chat entry point. The queue's "
+            'name: aht_queue_info{queue="{{ $labels.queue }}"}.'
+        ),
+        dashboard=DASHBOARD_OVERVIEW,
+        panel="Contacts handled, offered, answered, abandoned",
+    ),
 )
 
 
@@ -367,7 +562,10 @@ ALERTS: tuple[Alert, ...] = (
 
 def prometheus_groups() -> list[dict[str, Any]]:
     return [
-        {"name": "aht-exporter.rules", "rules": [r.rule() for r in (*aht_records(), *threshold_records())]},
+        {
+            "name": "aht-exporter.rules",
+            "rules": [r.rule() for r in (*aht_records(), *contact_records(), *threshold_records())],
+        },
         {"name": "aht-exporter.alerts", "rules": [prometheus_alert(a) for a in ALERTS]},
     ]
 
@@ -416,6 +614,10 @@ def _how_to_set() -> str:
 # The most specific one that matches a queue wins; with none, {AHT_DEFAULT_THRESHOLD} s. `queue` is the provider's
 # queue id (aht_queue_info maps ids to names). Define each label set once: two for one queue are an error.
 #
+#   aht_abandon_rate_threshold_ratio{{queue="<id>"}}              the same four tiers, as a fraction (0.15: 15%)
+#
+# AhtAbandonRateAboveThreshold fires above the most specific one; with none, {ABANDON_RATE_DEFAULT_THRESHOLD}.
+#
 #   aht_exporter_data_age_threshold_seconds{{source="<name>"}}   AhtExporterDataStale fires past it
 #
 # Without one, a source gets its provider's default, two buckets plus the delay ({DEFAULT_DELAY} s):
@@ -438,6 +640,10 @@ USER_THRESHOLDS_EXAMPLE = """\
 #      expr: vector(1800)
 #      labels:
 #        media_type: email
+#    - record: aht_abandon_rate_threshold_ratio
+#      expr: vector(0.15)
+#      labels:
+#        queue: <queue id>
 #    - record: aht_exporter_data_age_threshold_seconds
 #      expr: vector(2 * 900 + 60)
 #      labels:

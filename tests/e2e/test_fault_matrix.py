@@ -100,7 +100,10 @@ def data_of(series: Series, source: str) -> dict[tuple[str, tuple[tuple[str, str
     return {
         k: v
         for k, v in series.items()
-        if k[0].startswith("aht_") and not k[0].startswith("aht_exporter") and dict(k[1]).get("source") == source
+        if k[0].startswith("aht_")
+        and not k[0].startswith("aht_exporter")
+        and not k[0].endswith("_labels_info")  # the routing labels: config, shown whatever the polls do
+        and dict(k[1]).get("source") == source
     }
 
 
