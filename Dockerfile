@@ -37,6 +37,10 @@ ENV PATH=/opt/aht-exporter/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     AHT_HEALTHCHECK_URL=http://127.0.0.1:9779/-/healthy
+# The store (--storage.path): buckets and _total counters that survive a restart. Mount a volume here, or
+# every new container resets the counters (docs/exact-ranges.md).
+RUN mkdir -p /var/lib/aht-exporter && chown 10001:10001 /var/lib/aht-exporter
+VOLUME ["/var/lib/aht-exporter"]
 WORKDIR /etc/aht-exporter
 USER 10001:10001
 EXPOSE 9779
@@ -45,4 +49,4 @@ EXPOSE 9779
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['AHT_HEALTHCHECK_URL'], timeout=4)"]
 ENTRYPOINT ["aht-exporter"]
-CMD ["--config.file=/etc/aht-exporter/config.yaml"]
+CMD ["--config.file=/etc/aht-exporter/config.yaml", "--storage.path=/var/lib/aht-exporter"]

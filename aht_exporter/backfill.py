@@ -30,6 +30,7 @@ from typing import TextIO
 
 import httpx
 
+from aht_exporter import timebuckets
 from aht_exporter.clock import Clock, SystemClock
 from aht_exporter.config import Config, SourceConfig, load_config
 from aht_exporter.exposition import FIELD_HELP
@@ -58,20 +59,23 @@ SAMPLE_STEP = 290  # seconds between the samples of one counter: under Prometheu
 RATE_LIMIT_PAUSE = 60.0  # seconds to wait when a provider still says "slow down" after the client's retries
 MAX_PAUSES = 30  # such waits in a row for one chunk before the run stops (and can be resumed)
 SETTLE = 10  # seconds after a poll fires before its result is sampled (a poll takes a few seconds)
-MARGIN = 30  # seconds before the next poll fires that its predecessor's result is last sampled
+MARGIN = timebuckets.COUNTER_READ_MARGIN  # seconds before the next poll that the last one's result is sampled
 
 
 def counter_lag(config: SourceConfig) -> int:
-    """Seconds after a bucket-aligned instant `b` at which a source's `_total` counters hold exactly the
-    buckets before `b`: the poll that makes `b` the end of the final buckets fires `refresh` (cut to the
-    longest window) plus `delay` after it, and its result stands until the next poll, `every` later. Read
-    `MARGIN` seconds before that next poll (docs/exact-ranges.md)."""
-    return _refresh_span(config) + config.every.seconds + config.delay.seconds - MARGIN
+    """`timebuckets.counter_lag` for a source: where its exact ranges are read, and its samples written."""
+    return timebuckets.counter_lag(
+        bucket=config.bucket_seconds,
+        every=config.every.seconds,
+        delay=config.delay.seconds,
+        refresh=config.refresh_seconds,
+        longest_window=config.longest_window,
+    )
 
 
 def _refresh_span(config: SourceConfig) -> int:
-    bucket = config.bucket_seconds
-    return min(-(-config.refresh_seconds // bucket) * bucket, config.longest_window)
+    """`refresh` in whole buckets, cut to the longest window: the span every poll re-fetches."""
+    return counter_lag(config) - config.every.seconds - config.delay.seconds + MARGIN
 
 
 def parse_when(text: str, flag: str) -> int:

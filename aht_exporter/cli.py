@@ -18,9 +18,11 @@ from aht_exporter.config import Config, load_config, redacted
 from aht_exporter.logs import install_redactor, setup_logging
 from aht_exporter.model import ConfigError
 from aht_exporter.redact import Redactor
+from aht_exporter.reload import Reloader
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import TELEMETRY_PATH, check_telemetry_path, parse_listen_address, start_server
 from aht_exporter.simulator.faults import Fault
+from aht_exporter.state import StateStore
 from aht_exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("aht_exporter")
@@ -28,6 +30,7 @@ log = logging.getLogger("aht_exporter")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = "config.yaml"
 DEFAULT_LISTEN = ":9779"
+DEFAULT_STORAGE = "data/"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
         dest="web_config",
         metavar="PATH",
         help="TLS and basic-auth config, in the Prometheus exporter-toolkit format",
+    )
+    p.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="serve POST /-/reload, which re-reads the config file and its *_file secrets as SIGHUP does "
+        "(200 when the new config runs; 500 and the reason when it is refused and the old one keeps running); "
+        "off by default, as in Prometheus, and guarded by --web.config.file like every endpoint but /-/healthy",
+    )
+    p.add_argument(
+        "--storage.path",
+        dest="storage_path",
+        metavar="DIR",
+        help=f"where the state that survives a restart is kept: each source's buckets and counters, in SQLite "
+        f"(default {DEFAULT_STORAGE}; with --demo, none unless given; empty: memory only, and a restart resets "
+        "the _total counters and fetches each source's longest window again)",
     )
     p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
@@ -94,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["backfill"]:
+        from aht_exporter import backfill
+
+        setup_logging("info", "logfmt")
+        return backfill.main(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
@@ -144,7 +169,23 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         return asyncio.run(run_once(config))
     if args.probe:
         return asyncio.run(run_probe(config, args.record))
-    return asyncio.run(serve(config, args.listen, args.web, telemetry_path=args.telemetry_path))
+    return asyncio.run(
+        serve(
+            config,
+            args.listen,
+            args.web,
+            telemetry_path=args.telemetry_path,
+            config_path=args.config_file or DEFAULT_CONFIG,
+            lifecycle=args.enable_lifecycle,
+            storage=_storage(args.storage_path, DEFAULT_STORAGE),
+        )
+    )
+
+
+def _storage(path: str | None, default: str | None) -> Path | None:
+    """The state store's directory: the flag's, else `default`; an empty value keeps everything in memory."""
+    chosen = default if path is None else path
+    return Path(chosen) if chosen else None
 
 
 def _install_redaction(config: Config) -> None:
@@ -182,6 +223,8 @@ async def _run_demo(args: argparse.Namespace) -> int:
             after_stop=demo.stop,
             on_start=demo.watch,
             telemetry_path=args.telemetry_path,
+            lifecycle=args.enable_lifecycle,
+            storage=_storage(args.storage_path, None),
         )
     finally:
         await demo.stop()
@@ -216,16 +259,27 @@ async def serve(
     after_stop: Callable[[], Awaitable[None]] | None = None,
     on_start: Callable[[Exporter], None] | None = None,
     telemetry_path: str = TELEMETRY_PATH,
+    config_path: str | None = None,
+    lifecycle: bool = False,
+    storage: Path | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then stop within SHUTDOWN_LIMIT: in-flight polls get what is left after
-    the server's stop (1 s), `after_stop` (AFTER_STOP_LIMIT, if given) and a margin."""
-    exporter = Exporter(config)
+    the server's stop (1 s), `after_stop` (AFTER_STOP_LIMIT, if given) and a margin.
+
+    SIGHUP, and POST /-/reload with `lifecycle`, reload `config_path` (None: nothing to reload, the demo).
+    `storage`: the state store's directory (None: memory only)."""
+    state = StateStore(storage)
+    exporter = Exporter(config, state=state)
+    reloader = Reloader(exporter, config_path)
     try:
-        runner, bound = await start_server(exporter, listen, web, telemetry_path=telemetry_path)
+        runner, bound = await start_server(
+            exporter, listen, web, telemetry_path=telemetry_path, reloader=reloader if lifecycle else None
+        )
     except OSError as exc:
         address = listen if isinstance(listen, str) else ",".join(listen)
         log.error("cannot listen", extra={"address": address, "error": str(exc)})
         await exporter.aclose()
+        state.close()
         return EXIT_FAILURE
     log.info(
         "listening",
@@ -235,12 +289,14 @@ async def serve(
             "sources": len(config.sources),
             "tls": bool(web and web.ssl_context),
             "basic_auth": bool(web and web.users),
+            "lifecycle": lifecycle,
         },
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
     if on_start is not None:
         on_start(exporter)
     exporter.start()
@@ -248,11 +304,13 @@ async def serve(
         await stop.wait()
         log.info("shutting down")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         _shutdown_watchdog(SHUTDOWN_LIMIT)
+        await reloader.aclose()
         reserved = 2.0 + (AFTER_STOP_LIMIT if after_stop else 0.0)
         await exporter.aclose(grace=SHUTDOWN_LIMIT - reserved)
+        state.close()
         await runner.cleanup()
         if after_stop is not None:
             try:

@@ -1,7 +1,8 @@
 """Metric families from store snapshots and health, rendered once per poll into cached bytes.
 
-Scrapes never call a provider and never render: they pick one of the four cached bodies (text or
-OpenMetrics, identity or gzip), so a scrape costs the same at 100 series or 100,000.
+Scrapes never call a provider and never render the data: they pick one of the four cached bodies (text or
+OpenMetrics, identity or gzip) and finish it with a small tail read at that scrape (the process_* and
+python_gc_* families, `ScrapeTail`), so a scrape costs the same at 100 series or 100,000.
 
 The data series are formatted straight from each source's snapshot, once per poll of that source, into
 the very bytes prometheus_client would write for the same gauges (the unit tests compare the two); the
@@ -14,9 +15,10 @@ import logging
 import math
 import platform
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from prometheus_client import ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -24,7 +26,9 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import generate_latest as generate_text
+from prometheus_client.gc_collector import GCCollector
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from aht_exporter import __version__
@@ -53,47 +57,164 @@ FIELD_HELP: dict[Field, str] = {
 
 @dataclass(frozen=True, slots=True)
 class SourceView:
-    """One source as the exposition sees it."""
+    """One source as the exposition sees it.
+
+    `labels` and `queue_labels` are the source's routing labels from its config (config.SourceConfig's
+    `routing_labels` and `queue_routing_labels`: each queue's already merged over the source's).
+    """
 
     health: SourceHealth
     snapshot: Snapshot | None
+    labels: Labels = ()
+    queue_labels: Mapping[str, Labels] = field(default_factory=dict)
+    # Seconds after a bucket boundary at which the `_total` counters hold exactly the buckets before it
+    # (timebuckets.counter_lag); None for a source without counters (Ozonetel).
+    counter_lag: int | None = None
+
+
+OPENMETRICS_EOF = b"# EOF\n"
+
+_FINAL = (
+    "summed over every final bucket since counting began: a bucket is added once, when it is older than the "
+    "source's refresh (docs/exact-ranges.md)"
+)
+TOTAL_HELP: dict[Field, str] = {
+    Field.HANDLE_TIME: f"Handle time of the contacts handled, in seconds, {_FINAL}.",
+    Field.CONTACTS_HANDLED: f"Contacts handled, {_FINAL}.",
+    Field.TALK_TIME: f"Talk time of the contacts handled, in seconds, {_FINAL}.",
+    Field.HOLD_TIME: f"Hold time of the contacts handled, in seconds, {_FINAL}.",
+    Field.ACW_TIME: f"After-contact work time of the contacts handled, in seconds, {_FINAL}.",
+    Field.CONTACTS_OFFERED: f"Contacts offered, {_FINAL}.",
+    Field.CONTACTS_ANSWERED: f"Contacts answered, {_FINAL}.",
+    Field.CONTACTS_ABANDONED: f"Contacts abandoned, {_FINAL}.",
+}
+"""The `_total` counters' HELP texts (also in the backfill's OpenMetrics)."""
+
+
+class _Families:
+    """Metric families already collected, as the collector `generate_latest` wants."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def default_scrape_collectors() -> list[Collector]:
+    """The process's own families, and CPython's garbage collector's.
+
+    - process_*: CPU seconds, resident and virtual memory, open and maximum file descriptors, start time
+      (prometheus_client's ProcessCollector; it reads /proc and yields nothing where there is none).
+    - python_gc_*: objects collected, uncollectable objects and collections, per generation. Cheap, and
+      what tells a growing resident memory from garbage the cyclic collector has yet to reach (replies
+      that refer to themselves wait for it: docs/performance.md).
+    - Not python_info: aht_exporter_build_info already carries python_version, and a second series
+      saying the same thing would only cost bytes at every scrape.
+    """
+    collectors: list[Collector] = [ProcessCollector(registry=None)]
+    if platform.python_implementation() == "CPython":  # as prometheus_client's own default registry decides
+        # GCCollector registers itself somewhere: a registry of its own, never the process-wide one.
+        collectors.append(GCCollector(registry=CollectorRegistry()))
+    return collectors
+
+
+class ScrapeTail:
+    """The families read anew at every scrape, written after the cached part of each body.
+
+    Values such as CPU seconds and open file descriptors must be current at the scrape, not as of the
+    last poll. They are a few families, rendered by prometheus_client itself in the format asked for:
+    a fraction of a millisecond, whatever the number of data series (docs/performance.md).
+
+    A collector that fails is left out of that scrape (logged when it starts failing); the body is
+    served without it.
+    """
+
+    def __init__(self, collectors: Sequence[Collector] | None = None) -> None:
+        self._collectors = list(default_scrape_collectors() if collectors is None else collectors)
+        self._failing: set[int] = set()  # indexes of the collectors whose last collect failed
+
+    def collect(self) -> list[Metric]:
+        families: list[Metric] = []
+        for i, collector in enumerate(self._collectors):
+            try:
+                families += collector.collect()
+            except Exception as exc:  # an unexpected /proc, or a bug: never the whole scrape
+                if i not in self._failing:
+                    error = clean_text(f"{type(exc).__name__}: {exc}")
+                    log.error(
+                        "scrape-time metrics left out", extra={"collector": type(collector).__name__, "error": error}
+                    )
+                    self._failing.add(i)
+            else:
+                self._failing.discard(i)
+        return families
+
+    def render(self, *, openmetrics: bool) -> bytes:
+        """The tail of one body; in OpenMetrics it ends with the body's only `# EOF` line."""
+        families = _Families(self.collect())
+        if openmetrics:
+            return generate_openmetrics(families)  # type: ignore[no-any-return,no-untyped-call]
+        return generate_text(families)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedBody:
+    """One format's body as the last render left it: everything but its per-scrape tail.
+
+    `gzip_parts` is an unfinished gzip stream: all that the compressor gave for `parts`, flushed to a
+    byte boundary (Z_SYNC_FLUSH). `deflate` is the compressor's state after them; it is never finished
+    itself. Each gzipped scrape finishes a copy with that scrape's tail, so the body stays ONE gzip stream
+    (some clients, httpx among them, decode only the first member of a multi-member one) and the cached
+    part is never compressed again.
+    """
+
+    parts: tuple[bytes, ...]
+    gzip_parts: tuple[bytes, ...]
+    deflate: zlib._Compress = field(repr=False)
+
+    def finish(self, tail: bytes, *, gzipped: bool) -> tuple[bytes, ...]:
+        if not gzipped:
+            return (*self.parts, tail)
+        deflate = self.deflate.copy()  # a few microseconds, and a tail's worth of compressing
+        return (*self.gzip_parts, deflate.compress(tail) + deflate.flush())
 
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """The four bodies, each as the parts it is written in, one after another.
+    """The two formats' cached bodies, and the tail each scrape adds to them.
 
     Parts are never joined: the text and OpenMetrics bodies share their data parts (the same bytes in
     both formats, and the same objects the renderer caches per source), the two gzip bodies share their
     compressed data part, and no scrape copies a body.
     """
 
-    text_parts: tuple[bytes, ...]
-    text_gzip_parts: tuple[bytes, ...]
-    openmetrics_parts: tuple[bytes, ...]
-    openmetrics_gzip_parts: tuple[bytes, ...]
+    text_format: CachedBody
+    openmetrics_format: CachedBody
+    tail: ScrapeTail
 
     def body(self, *, openmetrics: bool, gzipped: bool) -> tuple[tuple[bytes, ...], str]:
-        if openmetrics:
-            return (self.openmetrics_gzip_parts if gzipped else self.openmetrics_parts), OPENMETRICS_CONTENT_TYPE
-        return (self.text_gzip_parts if gzipped else self.text_parts), TEXT_CONTENT_TYPE
+        """One scrape's body, as the parts to write one after another, and its content type."""
+        cached = self.openmetrics_format if openmetrics else self.text_format
+        parts = cached.finish(self.tail.render(openmetrics=openmetrics), gzipped=gzipped)
+        return parts, (OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE)
 
-    # Whole bodies, for --once and the tests.
+    # Whole bodies as a scrape would get them now, for --once and the tests.
     @property
     def text(self) -> bytes:
-        return b"".join(self.text_parts)
+        return b"".join(self.body(openmetrics=False, gzipped=False)[0])
 
     @property
     def text_gzip(self) -> bytes:
-        return b"".join(self.text_gzip_parts)
+        return b"".join(self.body(openmetrics=False, gzipped=True)[0])
 
     @property
     def openmetrics(self) -> bytes:
-        return b"".join(self.openmetrics_parts)
+        return b"".join(self.body(openmetrics=True, gzipped=False)[0])
 
     @property
     def openmetrics_gzip(self) -> bytes:
-        return b"".join(self.openmetrics_gzip_parts)
+        return b"".join(self.body(openmetrics=True, gzipped=True)[0])
 
 
 # The data families, in the order they appear; each is left out when no source fills it.
@@ -110,6 +231,26 @@ DATA_FAMILIES: tuple[tuple[str, str], ...] = (
     # The _info series are gauges of value 1 (README, Metrics).
     (QUEUE_INFO, f"Display name of a queue (skill, campaign); value 1. {_SERVED}"),
     (AGENT_INFO, f"Display name of an agent; value 1. {_SERVED}"),
+    *((f"aht_{f.value}_total", TOTAL_HELP[f]) for f in Field),
+)
+
+
+# The routing labels (README, "Labels for routing"): static, from the config, so they are shown for every
+# source whatever its polls do (the alerts about a failing or never-polled source need them most), and kept
+# off the data series (a label on every series would cost bytes on each of 100,000 series, and a reload that
+# changed one would start every series anew). The shipped alerts join them by `source` (and `queue`).
+SOURCE_LABELS_INFO = "aht_source_labels_info"
+QUEUE_LABELS_INFO = "aht_queue_labels_info"
+ROUTING_FAMILIES: tuple[tuple[str, str], ...] = (
+    (
+        SOURCE_LABELS_INFO,
+        "Routing labels of a source, from the config (labels); one series per source, also one without "
+        "labels; value 1.",
+    ),
+    (
+        QUEUE_LABELS_INFO,
+        "Routing labels of a queue, from the config (queue_labels over the source's labels); value 1.",
+    ),
 )
 
 
@@ -134,10 +275,16 @@ def _family_header(name: str, help_text: str) -> bytes:
     """
     if any(c in help_text for c in '"\\\n'):
         raise ValueError(f"the HELP text of {name} would read differently in the two formats")
+    if name.endswith("_total"):
+        # The `_total` counters have no TYPE line, in either format. In OpenMetrics a counter named
+        # aht_handle_time_seconds_total is the family aht_handle_time_seconds, the name of the window gauge
+        # beside it, and two families may not share a name; without a TYPE it is a family of its own name
+        # (type unknown), and the body still reads the same in both formats. Queries are not affected.
+        return f"# HELP {name} {help_text}\n".encode()
     return f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode()
 
 
-_HEADERS = {name: _family_header(name, text) for name, text in DATA_FAMILIES}
+_HEADERS = {name: _family_header(name, text) for name, text in (*DATA_FAMILIES, *ROUTING_FAMILIES)}
 
 
 def go_float(value: float) -> str:
@@ -190,6 +337,20 @@ def source_samples(view: SourceView) -> dict[str, bytes]:
         if f in snap.fields:
             name = f"aht_{f.value}"
             emit(name, [f"{name}{{{text}}} {go_float(totals.get(f, 0.0))}\n" for text, totals in sums])
+    if snap.totals:
+        counters = [
+            (
+                ",".join(
+                    f'{k}="{v}"' for k, v in sorted({**base, **{k: _escape_label_value(v) for k, v in labels}}.items())
+                ),
+                t,
+            )
+            for labels, t in snap.totals.items()
+        ]
+        for f in Field:
+            if f in snap.fields:
+                name = f"aht_{f.value}_total"
+                emit(name, [f"{name}{{{text}}} {go_float(totals.get(f, 0.0))}\n" for text, totals in counters])
     for family, label, names in ((QUEUE_INFO, "queue", snap.names.queues), (AGENT_INFO, "agent", snap.names.agents)):
         emit(
             family,
@@ -202,10 +363,80 @@ def source_samples(view: SourceView) -> dict[str, bytes]:
     return out
 
 
+def routing_samples(view: SourceView) -> dict[str, bytes]:
+    """One source's routing-label info series, per family, in the same form as `source_samples`."""
+    source = _escape_label_value(view.health.source)
+
+    def label_text(labels: Labels, **own: str) -> str:
+        # Validated names never collide with `source` or `queue` (config.RESERVED_LABELS).
+        series = {**{k: _escape_label_value(v) for k, v in labels}, "source": source, **own}
+        return ",".join(f'{k}="{v}"' for k, v in sorted(series.items()))
+
+    out = {SOURCE_LABELS_INFO: encode(f"{SOURCE_LABELS_INFO}{{{label_text(view.labels)}}} 1.0\n")}
+    queues = [
+        f"{QUEUE_LABELS_INFO}{{{label_text(labels, queue=_escape_label_value(queue))}}} 1.0\n"
+        for queue, labels in view.queue_labels.items()
+    ]
+    if queues:
+        out[QUEUE_LABELS_INFO] = encode("".join(queues))
+    return out
+
+
+def routing_part(views: Sequence[SourceView]) -> list[bytes]:
+    """The routing-label info series of every source, stale or never polled alike: a line per source and
+    labelled queue, formatted anew each render (they change only with the config)."""
+    routing = [routing_samples(view) for view in views]
+    out: list[bytes] = []
+    for name, _ in ROUTING_FAMILIES:
+        lines = [chunks[name] for chunks in routing if name in chunks]
+        if lines:
+            out += (_HEADERS[name], *lines)
+    return out
+
+
 _AS_OF = "As of the last poll: scrapes never call the provider."
 
 
-def health_families(healths: Sequence[SourceHealth]) -> Iterator[Metric]:
+@dataclass(frozen=True, slots=True)
+class ReloadStatus:
+    """The outcome of the last config load (the one at start, then each SIGHUP or POST /-/reload)."""
+
+    successful: bool
+    success_timestamp: float  # Unix time of the last successful one
+
+
+def quota_families(healths: Sequence[SourceHealth]) -> tuple[Metric, ...]:
+    """The request budget each provider endpoint's last reply reported (SourceHealth.quotas): a series only
+    where the vendor said (only Genesys reports a limit; any "slow down" says none is left)."""
+    names = ["source", "provider", "endpoint"]
+    limit = GaugeMetricFamily(
+        "aht_exporter_api_quota_limit",
+        "Requests the provider allows in its current rate-limit window, as its last reply on the endpoint said. "
+        + _AS_OF,
+        labels=names,
+    )
+    remaining = GaugeMetricFamily(
+        "aht_exporter_api_quota_remaining",
+        "Requests left in the provider's current rate-limit window, as its last reply on the endpoint said "
+        f'(0 after a "slow down"). {_AS_OF}',
+        labels=names,
+    )
+    reset = GaugeMetricFamily(
+        "aht_exporter_api_quota_reset_timestamp_seconds",
+        "Unix time the provider's rate-limit window resets, or its Retry-After ends, as its last reply on the "
+        f"endpoint said. {_AS_OF}",
+        labels=names,
+    )
+    for h in healths:
+        for endpoint, quota in sorted(h.quotas.items()):
+            key = [h.source, h.provider, endpoint]
+            for family, value in ((limit, quota.limit), (remaining, quota.remaining), (reset, quota.reset_at)):
+                if value is not None:
+                    family.add_metric(key, value)
+    return limit, remaining, reset
+
+
+def health_families(healths: Sequence[SourceHealth], reload: ReloadStatus | None = None) -> Iterator[Metric]:
     names = ["source", "provider"]
     up = GaugeMetricFamily(
         "aht_exporter_source_up", f"1 if the source's last poll succeeded, else 0. {_AS_OF}", labels=names
@@ -226,8 +457,8 @@ def health_families(healths: Sequence[SourceHealth]) -> Iterator[Metric]:
     polls = CounterMetricFamily("aht_exporter_polls", "Polls, by result.", labels=[*names, "result"])
     requests = CounterMetricFamily(
         "aht_exporter_api_requests",
-        "HTTP requests to the provider, by status code (error: no response).",
-        labels=[*names, "status"],
+        "HTTP requests to the provider, by endpoint (a fixed name per provider) and status code (error: no response).",
+        labels=[*names, "endpoint", "status"],
     )
     limited = CounterMetricFamily(
         "aht_exporter_rate_limited",
@@ -252,12 +483,23 @@ def health_families(healths: Sequence[SourceHealth]) -> Iterator[Metric]:
         duration.add_metric(key, buckets=h.histogram_buckets(), sum_value=h.duration_sum)
         for result in ("success", "error"):
             polls.add_metric([*key, result], float(h.polls[result]))
-        for status in sorted(h.api_requests):
-            requests.add_metric([*key, status], float(h.api_requests[status]))
+        for endpoint, status in sorted(h.api_requests):
+            requests.add_metric([*key, endpoint, status], float(h.api_requests[(endpoint, status)]))
         limited.add_metric(key, float(h.rate_limited))
         tokens.add_metric(key, float(h.tokens_issued))
         dropped.add_metric(key, float(h.series_dropped))
-    yield from (up, last, data_end, duration, polls, requests, limited, tokens, dropped)
+    yield from (up, last, data_end, duration, polls, requests, *quota_families(healths), limited, tokens, dropped)
+    if reload is not None:  # Prometheus' own two, under our prefix
+        yield GaugeMetricFamily(
+            "aht_exporter_config_last_reload_successful",
+            "1 if the last config reload succeeded (or there was none since start), 0 if it was refused.",
+            value=1.0 if reload.successful else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "aht_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load: at start, or by a reload.",
+            value=reload.success_timestamp,
+        )
     info = GaugeMetricFamily(
         "aht_exporter_build_info", "Build information; value 1.", labels=["version", "python_version"]
     )
@@ -265,14 +507,52 @@ def health_families(healths: Sequence[SourceHealth]) -> Iterator[Metric]:
     yield info
 
 
+def counting_families(views: Sequence[SourceView], storage_errors: int | None) -> Iterator[Metric]:
+    """How the `_total` counters stand: each source's lag, what could not be recovered, and the store."""
+    names = ["source", "provider"]
+    lag = GaugeMetricFamily(
+        "aht_exporter_totals_lag_seconds",
+        "Seconds after a bucket boundary at which the source's _total counters hold exactly the buckets before "
+        "it: refresh, every and delay, less 30 s (docs/exact-ranges.md).",
+        labels=names,
+    )
+    lost = CounterMetricFamily(
+        "aht_exporter_buckets_unrecovered",
+        "Buckets that became final without ever being fetched (the exporter was down or failing for longer "
+        "than the longest window): the _total counters lack their values.",
+        labels=names,
+    )
+    for view in views:
+        if view.counter_lag is None:
+            continue
+        key = [view.health.source, view.health.provider]
+        lag.add_metric(key, float(view.counter_lag))
+        lost.add_metric(key, float(view.snapshot.unrecovered if view.snapshot is not None else 0))
+    yield from (lag, lost)
+    if storage_errors is not None:
+        yield CounterMetricFamily(
+            "aht_exporter_storage_errors",
+            "Failed opens, reads and writes of the state store (--storage.path); polling goes on from memory.",
+            value=float(storage_errors),
+        )
+
+
 class _Health:
     """The health families as a client_python collector: few series, rendered anew each time."""
 
-    def __init__(self, healths: Sequence[SourceHealth]) -> None:
-        self._healths = healths
+    def __init__(
+        self,
+        views: Sequence[SourceView],
+        reload: ReloadStatus | None = None,
+        storage_errors: int | None = None,
+    ) -> None:
+        self._views = views
+        self._reload = reload
+        self._storage_errors = storage_errors
 
     def collect(self) -> Iterator[Metric]:
-        return health_families(self._healths)
+        yield from counting_families(self._views, self._storage_errors)
+        yield from health_families([v.health for v in self._views], self._reload)
 
 
 class Renderer:
@@ -282,13 +562,18 @@ class Renderer:
     Not thread-safe: one render at a time (the Exporter's render task guarantees it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tail: ScrapeTail | None = None) -> None:
+        self.tail = ScrapeTail() if tail is None else tail
         # (id(snapshot), source, provider) -> (snapshot, its samples). Holding the snapshot keeps its id
         # from being reused while the entry lives.
         self._samples: dict[tuple[int, str, str], tuple[Snapshot, dict[str, bytes]]] = {}
         # The sources whose data failed to render in the last render, and why: new failures only (a
         # snapshot that failed once is not tried again, and not reported again).
         self.failures: dict[str, str] = {}
+        # The last config load's outcome, shown with the health families (the Exporter sets it).
+        self.reload: ReloadStatus | None = None
+        # The state store's failures so far, or None without a store (the Exporter sets a callable).
+        self.storage_errors: Callable[[], int | None] = lambda: None
 
     def render(self, views: Sequence[SourceView]) -> Rendered:
         """CPU-bound: call it off the event loop."""
@@ -307,9 +592,13 @@ class Renderer:
             lines = [chunks[name] for _, chunks in samples.values() if name in chunks]
             if lines:
                 data += (_HEADERS[name], *lines)
-        health = _Health([v.health for v in views])
-        # OpenMetrics ends with its own "# EOF" line, here in the health part.
-        return bodies(data, generate_text(health), generate_openmetrics(health))  # type: ignore[no-untyped-call]
+        data += routing_part(views)
+        health = _Health(views, self.reload, self.storage_errors())
+        health_openmetrics: bytes = generate_openmetrics(health)  # type: ignore[no-untyped-call]
+        # OpenMetrics ends with one "# EOF" line: the scrape tail's, after the health part.
+        if not health_openmetrics.endswith(OPENMETRICS_EOF):
+            raise ValueError("prometheus_client's OpenMetrics no longer ends with # EOF")
+        return bodies(data, generate_text(health), health_openmetrics.removesuffix(OPENMETRICS_EOF), self.tail)
 
     def _source_samples(self, view: SourceView) -> dict[str, bytes]:
         """One source's samples; a source whose data cannot be rendered shows none, and the others still do."""
@@ -330,22 +619,23 @@ GZIP_LEVEL = 6
 SMALL_PART = 64 * 1024
 
 
-def bodies(data: Sequence[bytes], text_tail: bytes, openmetrics_tail: bytes) -> Rendered:
-    """The four bodies: the parts of a data part both formats share, then each format's own tail.
+def bodies(data: Sequence[bytes], text_end: bytes, openmetrics_end: bytes, tail: ScrapeTail) -> Rendered:
+    """The cached part of each format: the data parts both formats share, then each format's own end
+    (the health families; OpenMetrics without its "# EOF", which ends the scrape tail instead).
 
     The data part, nearly all of the bytes, is compressed once: the compressor's state after it is
-    copied, and each copy finishes its own format's gzip stream.
+    copied, each copy compresses one format's end, and is flushed to a byte boundary so that a scrape
+    only compresses its tail.
     """
     deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: a gzip wrapper
     head = b"".join([deflate.compress(part) for part in data])
     text_deflate = deflate.copy()
-    text_gzip = (head, text_deflate.compress(text_tail) + text_deflate.flush())
-    openmetrics_gzip = (head, deflate.compress(openmetrics_tail) + deflate.flush())
+    text_gzip = (head, text_deflate.compress(text_end) + text_deflate.flush(zlib.Z_SYNC_FLUSH))
+    openmetrics_gzip = (head, deflate.compress(openmetrics_end) + deflate.flush(zlib.Z_SYNC_FLUSH))
     return Rendered(
-        _coalesce([*data, text_tail]),
-        _coalesce(text_gzip),
-        _coalesce([*data, openmetrics_tail]),
-        _coalesce(openmetrics_gzip),
+        CachedBody(_coalesce([*data, text_end]), _coalesce(text_gzip), text_deflate),
+        CachedBody(_coalesce([*data, openmetrics_end]), _coalesce(openmetrics_gzip), deflate),
+        tail,
     )
 
 
@@ -366,6 +656,6 @@ def _coalesce(parts: Sequence[bytes]) -> tuple[bytes, ...]:
     return tuple(p for p in out if p)
 
 
-def render(views: Sequence[SourceView]) -> Rendered:
-    """Render all four bodies from scratch. CPU-bound: call it off the event loop."""
-    return Renderer().render(views)
+def render(views: Sequence[SourceView], tail: ScrapeTail | None = None) -> Rendered:
+    """Render both formats' cached bodies from scratch. CPU-bound: call it off the event loop."""
+    return Renderer(tail).render(views)

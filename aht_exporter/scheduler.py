@@ -15,9 +15,11 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -25,7 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from aht_exporter.clock import Clock, SystemClock
 from aht_exporter.config import Config, SourceConfig
-from aht_exporter.exposition import Rendered, Renderer, SourceView
+from aht_exporter.exposition import ReloadStatus, Rendered, Renderer, SourceView
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
 from aht_exporter.memory import release_free_memory
@@ -33,14 +35,17 @@ from aht_exporter.model import AverageUpdate, Names, ProviderError
 from aht_exporter.providers import PROVIDERS, Provider
 from aht_exporter.providers.base import AverageProvider
 from aht_exporter.redact import Redactor
+from aht_exporter.state import StateStore, identity
 from aht_exporter.store import AverageStore, Snapshot, SourceStore
-from aht_exporter.timebuckets import closed_until, fetch_span, poll_boundary
+from aht_exporter.timebuckets import closed_until, counter_lag, fetch_span, final_until, isoformat_z, poll_boundary
 
 log = logging.getLogger(__name__)
 
 
 # A poll's partial results (Ozonetel's answers, one per request) are shown at most this often.
 MIN_PUBLISH_GAP = 1.0
+# Seconds a reload waits for the cancelled polls of the sources it restarts or removes to end.
+RETIRE_LIMIT = 2.0
 
 
 def poll_deadline(config: SourceConfig) -> float:
@@ -60,6 +65,7 @@ class SourceRunner:
         redactor: Redactor,
         on_update: Callable[[], None] = lambda: None,
         publish_gap: Callable[[], float] = lambda: MIN_PUBLISH_GAP,
+        state: StateStore | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -69,15 +75,59 @@ class SourceRunner:
         self.on_update = on_update
         self.store = SourceStore(bucket=config.bucket_seconds, windows=config.windows, fields=provider.fields)
         self.averages = AverageStore(max(config.windows))
+        # Buckets and totals survive a restart in the state store, for sources that have them (docs/exact-ranges.md).
+        self.state = state if state is not None and not isinstance(provider, AverageProvider) else StateStore(None)
+        self.identity = identity(
+            config.provider, config.bucket_seconds, getattr(config, "group_by", None), provider.fields
+        )
+        self._resave = False  # the last save failed: the next one writes the whole state
+        self.counter_lag = (
+            None
+            if isinstance(provider, AverageProvider)
+            else counter_lag(
+                bucket=config.bucket_seconds,
+                every=config.every.seconds,
+                delay=config.delay.seconds,
+                refresh=config.refresh_seconds,
+                longest_window=config.longest_window,
+            )
+        )
+        if self.state.enabled:
+            self._restore()
         self.snapshot: Snapshot | None = None
         self._names = Names()
         self._names_at: float | None = None
         self.publish_gap = publish_gap
+        self.job_id = config.name  # the Exporter gives each runner's scheduler job an id of its own
         self._published_at = -math.inf
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def _restore(self) -> None:
+        saved = self.state.load(self.name, self.identity)
+        if saved is None:
+            return
+        self.store.restore(saved)
+        log.info(
+            "state restored",
+            extra={
+                "source": self.name,
+                "fetched_until": isoformat_z(saved.fetched_until) if saved.fetched_until is not None else "none",
+                "buckets": len(saved.buckets),
+                "series": len(saved.totals),
+            },
+        )
+
+    async def _save(self) -> None:
+        """Write what the poll changed, off the event loop. A failed save is logged by the store once and
+        never fails the poll: the next save writes the whole state instead."""
+        if not self.state.enabled:
+            return
+        changes = self.store.take_changes(everything=self._resave)
+        self._resave = True  # until the write is known to have succeeded (a cancelled poll does not know)
+        self._resave = not await asyncio.to_thread(self.state.save, self.name, self.identity, changes)
 
     async def poll(self) -> bool:
         """One poll; never raises for a provider failure. Returns whether it succeeded."""
@@ -123,7 +173,16 @@ class SourceRunner:
         )
         buckets = await self.provider.fetch(start, end) if start < end else []
         self.store.replace(start, end, buckets)
+        self.store.finalize(
+            final_until(
+                data_end,
+                bucket=cfg.bucket_seconds,
+                longest_window=self.store.longest_window,
+                refresh=cfg.refresh_seconds,
+            )
+        )
         self.store.prune(data_end)
+        await self._save()
         return data_end, {"span": f"{(end - start) // 60}m", "buckets": len(buckets)}
 
     def _publish_part(self, update: AverageUpdate) -> None:
@@ -193,7 +252,40 @@ class SourceRunner:
             api_requests=Counter(h.api_requests),
             duration_buckets=list(h.duration_buckets),
         )
-        return SourceView(frozen, self.snapshot)
+        return SourceView(
+            frozen, self.snapshot, self.config.routing_labels, self.config.queue_routing_labels, self.counter_lag
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a new config changes, by source name, each in the order of the config that has it."""
+
+    kept: tuple[str, ...] = ()  # the whole resolved config is equal: runner, store, counters and job stay
+    restarted: tuple[str, ...] = ()  # same name, anything else differs: closed, and started afresh
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+def diff_sources(old: Sequence[SourceConfig], new: Sequence[SourceConfig]) -> Changes:
+    """Compare two configs' sources by name. Equal means every resolved value is equal, the secrets read
+    from `*_file`s and `${VAR}`s included (pydantic compares SecretStr by value) and the provider too (a
+    source that moves to another provider is another model)."""
+    before = {s.name: s for s in old}
+    after = {s.name for s in new}
+    kept: list[str] = []
+    restarted: list[str] = []
+    added: list[str] = []
+    for source in new:
+        was = before.get(source.name)
+        if was is None:
+            added.append(source.name)
+        elif type(was) is type(source) and was == source:
+            kept.append(source.name)
+        else:
+            restarted.append(source.name)
+    removed = tuple(s.name for s in old if s.name not in after)
+    return Changes(tuple(kept), tuple(restarted), tuple(added), removed)
 
 
 def trigger_for(every: int, delay: int) -> BaseTrigger:
@@ -223,42 +315,67 @@ class Exporter:
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
+        state: StateStore | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.redactor = Redactor.for_config(config)
-        self.runners: list[SourceRunner] = []
-        for source in config.sources:
-            cls = PROVIDERS[source.provider]
-            health = SourceHealth(source.name, source.provider, source.stale_after)
-            provider = cls(source, health, clock=self.clock, sleep=sleep, transport=transport)
-            self.runners.append(
-                SourceRunner(
-                    source,
-                    provider,
-                    clock=self.clock,
-                    redactor=self.redactor,
-                    on_update=self.request_render,
-                    publish_gap=self.publish_gap,
-                )
-            )
-        for name, cls in PROVIDERS.items():
-            cls.check_sources([s for s in config.sources if s.provider == name])
+        self._sleep = sleep
+        self._transport = transport
+        self.state = state or StateStore(None)  # --storage.path: memory only unless given one
+        self._jobs = 0  # scheduler jobs made so far: each runner's job has an id of its own
+        self.runners: list[SourceRunner] = [self._make_runner(source) for source in config.sources]
+        _check_sources(config)
+        # The config file was read at start: as Prometheus does, that counts as the first successful load.
+        self.reload_status = ReloadStatus(successful=True, success_timestamp=self.clock.now())
+        self._was_ready = False  # every source has finished a first poll, once (a reload never undoes it)
+        self._retiring: list[SourceRunner] = []  # taken out by a reload, and not yet closed
         self.render_seconds = 0.0  # wall time of the last render
         self._renderer = Renderer()  # keeps each source's formatted series until its next poll
+        self._renderer.reload = self.reload_status
+        self._renderer.storage_errors = lambda: self.state.errors if self.state.directory is not None else None
         self.rendered: Rendered = self._renderer.render(self.views())
         self._render_task: asyncio.Task[None] | None = None
         self._render_dirty = False
         self._render_error: str | None = None  # the last failed render's, logged once
-        self._polls: set[asyncio.Task[bool]] = set()
+        self._polls: dict[asyncio.Task[bool], SourceRunner] = {}
         self.scheduler: AsyncIOScheduler | None = None
+
+    def _make_runner(self, source: SourceConfig) -> SourceRunner:
+        cls = PROVIDERS[source.provider]
+        health = SourceHealth(source.name, source.provider, source.stale_after)
+        provider = cls(source, health, clock=self.clock, sleep=self._sleep, transport=self._transport)
+        runner = SourceRunner(
+            source,
+            provider,
+            clock=self.clock,
+            redactor=self.redactor,
+            on_update=self.request_render,
+            publish_gap=self.publish_gap,
+            state=self.state,
+        )
+        # Not the source's name: a restarted source's new job is added while the old one may still be
+        # ending, and APScheduler counts a job's running instances by its id.
+        self._jobs += 1
+        runner.job_id = f"{source.name}#{self._jobs}"
+        return runner
 
     def views(self) -> list[SourceView]:
         return [r.view() for r in self.runners]
 
     @property
     def ready(self) -> bool:
-        return all(r.health.polled for r in self.runners)
+        return not self.first_polls_pending()
+
+    def first_polls_pending(self) -> list[str]:
+        """The sources /-/ready waits for: each whose first poll has not finished, until every source has
+        finished one. From then on none: a source a reload adds or restarts does not make a serving
+        exporter unready (its series are missing until it polls, as on any first poll)."""
+        if self._was_ready:
+            return []
+        pending = [r.name for r in self.runners if not r.health.polled]
+        self._was_ready = not pending
+        return pending
 
     # --- rendering ----------------------------------------------------------------------------
 
@@ -320,10 +437,10 @@ class Exporter:
     def _start_poll(self, runner: SourceRunner) -> asyncio.Task[bool]:
         """A poll in a task of its own, tracked so that shutdown can let it finish."""
         task = asyncio.get_running_loop().create_task(runner.poll(), name=f"poll {runner.name}")
-        self._polls.add(task)
+        self._polls[task] = runner
 
         def done(t: asyncio.Task[bool]) -> None:
-            self._polls.discard(t)
+            self._polls.pop(t, None)
             self._update_next_poll(runner)
 
         task.add_done_callback(done)
@@ -339,28 +456,31 @@ class Exporter:
     def start(self) -> None:
         """Schedule every source; the first poll of each fires now, then on its aligned cadence."""
         self.scheduler = AsyncIOScheduler(timezone=UTC)
-        now = datetime.now(UTC)
         for runner in self.runners:
-            cfg = runner.config
-            self.scheduler.add_job(
-                self._scheduled_poll,
-                trigger=trigger_for(cfg.every.seconds, cfg.delay.seconds),
-                args=[runner],
-                id=runner.name,
-                name=f"poll {runner.name}",
-                max_instances=1,
-                coalesce=True,
-                # The default of 1 s silently drops runs on a busy loop; a late poll is still worth running
-                # while it can finish before the next one is due.
-                misfire_grace_time=max(1, cfg.every.seconds // 2),
-                next_run_time=now,
-            )
+            self._schedule(self.scheduler, runner)
         self.scheduler.start()
+
+    def _schedule(self, scheduler: AsyncIOScheduler, runner: SourceRunner) -> None:
+        """The source's job: its first poll now, then on its aligned cadence."""
+        cfg = runner.config
+        scheduler.add_job(
+            self._scheduled_poll,
+            trigger=trigger_for(cfg.every.seconds, cfg.delay.seconds),
+            args=[runner],
+            id=runner.job_id,
+            name=f"poll {runner.name}",
+            max_instances=1,
+            coalesce=True,
+            # The default of 1 s silently drops runs on a busy loop; a late poll is still worth running
+            # while it can finish before the next one is due.
+            misfire_grace_time=max(1, cfg.every.seconds // 2),
+            next_run_time=datetime.now(UTC),
+        )
 
     def _update_next_poll(self, runner: SourceRunner) -> None:
         if self.scheduler is None:
             return
-        job = self.scheduler.get_job(runner.name)
+        job = self.scheduler.get_job(runner.job_id)
         if job is not None and job.next_run_time is not None:
             runner.health.next_poll = job.next_run_time.timestamp()
 
@@ -378,4 +498,76 @@ class Exporter:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=1.0)
-        await asyncio.gather(*(r.provider.aclose() for r in self.runners), return_exceptions=True)
+        closing = [*self.runners, *self._retiring]
+        await asyncio.gather(*(r.provider.aclose() for r in closing), return_exceptions=True)
+
+    # --- reloading ------------------------------------------------------------------------------
+
+    async def apply(self, config: Config, *, retire_limit: float = RETIRE_LIMIT) -> Changes:
+        """Run `config` (valid, loaded) in place of the current one.
+
+        A source whose resolved config is unchanged keeps its runner, provider, HTTP client, store, health
+        counters and scheduler job, untouched and unpaused. A changed one's in-flight poll is cancelled
+        (its result would belong to a config that is gone), waited for up to `retire_limit` seconds, and
+        its provider closed; its new runner polls at once, as an added source does. A removed source's
+        series leave /metrics with the render this asks for. Raises only before anything has changed.
+        """
+        changes = diff_sources(self.config.sources, config.sources)
+        old = {r.name: r for r in self.runners}
+        redactor = Redactor.for_config(config)
+        made: list[SourceRunner] = []
+        try:
+            for source in config.sources:
+                if source.name not in changes.kept:
+                    made.append(self._make_runner(source))
+            _check_sources(config)
+        except BaseException:
+            await asyncio.gather(*(r.provider.aclose() for r in made), return_exceptions=True)
+            raise
+        # From here to the first await, one step as the event loop sees it: a render, a scrape or a poll's
+        # end sees the old sources or the new ones, never a mix.
+        self.first_polls_pending()  # an exporter ready before the reload stays ready
+        fresh = iter(made)
+        self.runners = [old[s.name] if s.name in changes.kept else next(fresh) for s in config.sources]
+        self.config = config
+        self.redactor = redactor
+        for runner in self.runners:
+            runner.redactor = redactor
+        retired = [old[name] for name in (*changes.restarted, *changes.removed)]
+        self._retiring += retired
+        if self.scheduler is not None:
+            for runner in retired:
+                with contextlib.suppress(JobLookupError):
+                    self.scheduler.remove_job(runner.job_id)
+        self.request_render()
+        await self._retire(retired, retire_limit)
+        if self.scheduler is not None and self.scheduler.running:
+            for runner in made:
+                self._schedule(self.scheduler, runner)
+        return changes
+
+    async def _retire(self, runners: Sequence[SourceRunner], limit: float) -> None:
+        """Cancel the retired runners' polls, wait up to `limit` for them to end, close their providers.
+
+        A poll that has not ended by then stays tracked, and shutdown waits for it as for any other."""
+        polls = [task for task, runner in self._polls.items() if runner in runners]
+        for task in polls:
+            task.cancel()
+        if polls:
+            _, still = await asyncio.wait(polls, timeout=limit)
+            if still:
+                names = ",".join(sorted({self._polls[t].name for t in still if t in self._polls}))
+                log.warning("reload: cancelled polls have not ended yet", extra={"sources": names})
+        await asyncio.gather(*(r.provider.aclose() for r in runners), return_exceptions=True)
+        self._retiring = [r for r in self._retiring if r not in runners]
+
+    def set_reload_status(self, status: ReloadStatus) -> None:
+        """Record a reload's outcome, and show it on /metrics."""
+        self.reload_status = status
+        self._renderer.reload = status  # read once per render, by whichever thread renders
+        self.request_render()
+
+
+def _check_sources(config: Config) -> None:
+    for name, cls in PROVIDERS.items():
+        cls.check_sources([s for s in config.sources if s.provider == name])

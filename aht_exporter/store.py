@@ -31,6 +31,7 @@ class Snapshot:
     averages: Mapping[str, Mapping[Labels, float]] = field(default_factory=dict)
     # Running totals of the final buckets per label set (the `_total` counters), every field present.
     totals: Mapping[Labels, Totals] = field(default_factory=dict)
+    unrecovered: int = 0  # buckets final without ever being fetched (`SourceStore.unrecovered`)
 
     @property
     def series(self) -> int:
@@ -263,6 +264,7 @@ class SourceStore:
             names=_names_in_use(names or Names(), {**windows, "": running}),
             series_dropped=dropped,
             totals=running,
+            unrecovered=self.unrecovered,
         )
 
 

@@ -117,6 +117,18 @@ def final_until(data_end: int, *, bucket: int, longest_window: int, refresh: int
     return max(data_end - _round_up(refresh, bucket), data_end - longest_window)
 
 
+COUNTER_READ_MARGIN = 30
+"""Seconds before a poll fires at which the result of the poll before it is read (`counter_lag`)."""
+
+
+def counter_lag(*, bucket: int, every: int, delay: int, refresh: int, longest_window: int) -> int:
+    """Seconds after a bucket-aligned instant `b` at which a source's `_total` counters hold exactly the
+    buckets before `b`: the poll that makes `b` the end of the final buckets (`final_until`) fires `refresh`
+    (rounded up to whole buckets, cut to the longest window) plus `delay` after it, and its result stands
+    until the next poll, `every` later. Read `COUNTER_READ_MARGIN` seconds before that (docs/exact-ranges.md)."""
+    return min(_round_up(refresh, bucket), longest_window) + every + delay - COUNTER_READ_MARGIN
+
+
 def chunks(start: int, end: int, size: int) -> list[tuple[int, int]]:
     """Split [start, end) into consecutive spans of at most `size` seconds."""
     return [(s, min(s + size, end)) for s in range(start, end, size)]

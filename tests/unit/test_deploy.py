@@ -32,6 +32,7 @@ from tests.prometheus_bin import require
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
+STATE_DIR = "/var/lib/aht-exporter"
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 DEFAULT_CONFIG = "/etc/aht-exporter/config.yaml"
 
@@ -84,9 +85,23 @@ def test_image_runs_as_a_numeric_non_root_user_and_exposes_9779() -> None:
 
 def test_image_reads_the_default_config_path_and_demo_replaces_it() -> None:
     assert exec_form("ENTRYPOINT") == ["aht-exporter"]
-    assert exec_form("CMD") == [f"--config.file={DEFAULT_CONFIG}"]
+    assert exec_form("CMD") == [f"--config.file={DEFAULT_CONFIG}", f"--storage.path={STATE_DIR}"]
     (workdir,) = [a for op, a in final_stage() if op == "WORKDIR"]
     assert workdir == str(Path(DEFAULT_CONFIG).parent), "a bare --check-config finds config.yaml in the cwd"
+
+
+def test_image_declares_the_store_as_a_volume_the_exporter_may_write() -> None:
+    """The store under --storage.path survives the container only on a volume; the non-root user must own
+    the directory, or the first write fails (one log line, and counters that reset on every restart)."""
+    assert exec_form("VOLUME") == [STATE_DIR]
+    assert f"chown 10001:10001 {STATE_DIR}" in DOCKERFILE
+    c = container()
+    assert f"--storage.path={STATE_DIR}" in c["args"]
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == STATE_DIR]
+    (volume,) = [v for v in one("Deployment")["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    claim = one("PersistentVolumeClaim")
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # one pod: the Deployment's one replica, Recreate
 
 
 def healthcheck_command() -> list[str]:
@@ -300,7 +315,16 @@ def container() -> dict[str, Any]:
 def test_kubernetes_has_the_expected_kinds() -> None:
     kinds = sorted(d["kind"] for docs in manifests().values() for d in docs)
     assert kinds == sorted(
-        ["Deployment", "Service", "ServiceMonitor", "Secret", "PrometheusRule", "PrometheusRule", "Kustomization"]
+        [
+            "Deployment",
+            "PersistentVolumeClaim",
+            "Service",
+            "ServiceMonitor",
+            "Secret",
+            "PrometheusRule",
+            "PrometheusRule",
+            "Kustomization",
+        ]
     )
 
 
@@ -456,7 +480,14 @@ def kustomized(path: Path = K8S) -> str:
 
 def test_kustomize_renders_the_config_map_and_the_image_tag() -> None:
     docs = {d["kind"]: d for d in yaml.safe_load_all(kustomized())}
-    assert set(docs) == {"ConfigMap", "Service", "Deployment", "ServiceMonitor", "PrometheusRule"}
+    assert set(docs) == {
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "PersistentVolumeClaim",
+    }
     (c,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
     assert c["image"] == "aht-exporter:0.1.0"
     volume = next(v for v in docs["Deployment"]["spec"]["template"]["spec"]["volumes"] if "configMap" in v)

@@ -4,11 +4,11 @@ import platform
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from aht_exporter import __version__
-from aht_exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, SourceView, render
+from aht_exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, ScrapeTail, SourceView, render
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import Field, Names, make_labels
 from aht_exporter.store import Snapshot
-from tests.helpers import parse_exposition, samples
+from tests.helpers import FixedScrapeFamilies, parse_exposition, samples
 
 FIELDS = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED, Field.TALK_TIME})
 VOICE = make_labels(media_type="voice", queue="q1")
@@ -74,8 +74,8 @@ def test_a_stale_source_has_its_data_withdrawn_but_keeps_its_health() -> None:
 
 def test_health_metrics_are_all_present() -> None:
     health = SourceHealth("g1", "genesys", 3)
-    health.count_request("200")
-    health.count_request("error")
+    health.count_request("aggregates", "200")
+    health.count_request("token", "error")
     health.count_rate_limited()
     health.record_success(1772445000.0, 0.3, 1772445600)
     health.record_failure(1772445300.0, 12.0, "boom")
@@ -89,8 +89,8 @@ def test_health_metrics_are_all_present() -> None:
     assert series[("aht_exporter_data_end_timestamp_seconds", key())] == 1772445600
     assert series[("aht_exporter_polls_total", key(result="error"))] == 1
     assert series[("aht_exporter_polls_total", key(result="success"))] == 1
-    assert series[("aht_exporter_api_requests_total", key(status="200"))] == 1
-    assert series[("aht_exporter_api_requests_total", key(status="error"))] == 1
+    assert series[("aht_exporter_api_requests_total", key(endpoint="aggregates", status="200"))] == 1
+    assert series[("aht_exporter_api_requests_total", key(endpoint="token", status="error"))] == 1
     assert series[("aht_exporter_rate_limited_total", key())] == 1
     assert series[("aht_exporter_tokens_issued_total", key())] == 0
     assert series[("aht_exporter_series_dropped_total", key())] == 0
@@ -109,7 +109,8 @@ def test_help_texts_say_scrapes_never_call_the_provider() -> None:
 
 
 def test_openmetrics_and_gzip_bodies_say_the_same() -> None:
-    rendered = render([view()])
+    tail = ScrapeTail([FixedScrapeFamilies()])  # values that hold still from one body to the next
+    rendered = render([view()], tail)
     assert gzip.decompress(rendered.text_gzip) == rendered.text
     assert gzip.decompress(rendered.openmetrics_gzip) == rendered.openmetrics
     om = rendered.openmetrics.decode()
@@ -117,8 +118,14 @@ def test_openmetrics_and_gzip_bodies_say_the_same() -> None:
     families = {f.name: f for f in parse_openmetrics(om)}
     assert families["aht_exporter_polls"].type == "counter"
     assert families["aht_seconds"].type == "gauge"
-    assert rendered.body(openmetrics=True, gzipped=False) == (rendered.openmetrics_parts, OPENMETRICS_CONTENT_TYPE)
-    assert rendered.body(openmetrics=False, gzipped=True) == (rendered.text_gzip_parts, TEXT_CONTENT_TYPE)
+    assert om.count("# EOF") == 1
+    openmetrics_tail = tail.render(openmetrics=True)
+    assert rendered.body(openmetrics=True, gzipped=False) == (
+        (*rendered.openmetrics_format.parts, openmetrics_tail),
+        OPENMETRICS_CONTENT_TYPE,
+    )
+    parts, content_type = rendered.body(openmetrics=False, gzipped=True)
+    assert (parts[:-1], content_type) == (rendered.text_format.gzip_parts, TEXT_CONTENT_TYPE)
 
 
 TOKENS_HELP = (

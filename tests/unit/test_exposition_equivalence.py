@@ -19,13 +19,26 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.utils import floatToGoString
 
-from aht_exporter.exposition import FIELD_HELP, Renderer, SourceView, go_float, health_families, render
-from aht_exporter.health import SourceHealth
+from aht_exporter.exposition import (
+    FIELD_HELP,
+    TOTAL_HELP,
+    Renderer,
+    ScrapeTail,
+    SourceView,
+    counting_families,
+    go_float,
+    health_families,
+    render,
+)
+from aht_exporter.health import Quota, SourceHealth
 from aht_exporter.model import Field, Labels, Names, make_labels
 from aht_exporter.store import Snapshot
+from tests.helpers import FixedScrapeFamilies
 
 SERVED = "Served from the last poll; scrapes never call the provider."
 NASTY = 'back\\slash "quoted"\nnew line'
+# The families read at each scrape, held still so that a body compares byte for byte.
+TAIL = ScrapeTail([FixedScrapeFamilies()])
 SPECIAL = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1e6, 999_999.999, 1_234_567.5, 1e-7, 5e-324, -2.5e9, 1e22]
 
 
@@ -66,15 +79,58 @@ class Reference:
                 queue_info.add_sample(queue_info.name, {"source": source, "queue": queue, "queue_name": name}, 1)
             for agent, name in snap.names.agents.items():
                 agent_info.add_sample(agent_info.name, {"source": source, "agent": agent, "agent_name": name}, 1)
-        yield from (m for m in (aht, *per_field.values(), queue_info, agent_info) if m.samples)
+        counters = {f: Metric(f"aht_{f.value}_total", TOTAL_HELP[f], "unknown") for f in Field}
+        for view in live:
+            snap = view.snapshot
+            assert snap is not None
+            base = {"source": view.health.source, "provider": view.health.provider}
+            for labels, totals in snap.totals.items():
+                for f in snap.fields:
+                    counters[f].add_sample(counters[f].name, {**base, **dict(labels)}, totals.get(f, 0.0))
+        yield from (m for m in (aht, *per_field.values(), queue_info, agent_info, *counters.values()) if m.samples)
+        yield from routing_info(self.views)
+        yield from counting_families(self.views, None)
         yield from health_families([v.health for v in self.views])
+        yield from FixedScrapeFamilies().collect()  # last: the scrape-time families end each body
+
+
+def routing_info(views: Sequence[SourceView]) -> Iterator[Metric]:
+    """The routing labels: one series per source, stale or not, and one per labelled queue."""
+    source_info = Metric(
+        "aht_source_labels_info",
+        "Routing labels of a source, from the config (labels); one series per source, also one without labels; "
+        "value 1.",
+        "gauge",
+    )
+    queue_info = Metric(
+        "aht_queue_labels_info",
+        "Routing labels of a queue, from the config (queue_labels over the source's labels); value 1.",
+        "gauge",
+    )
+    for view in views:
+        source = view.health.source
+        source_info.add_sample(source_info.name, {**dict(view.labels), "source": source}, 1)
+        for queue, labels in view.queue_labels.items():
+            queue_info.add_sample(queue_info.name, {**dict(labels), "source": source, "queue": queue}, 1)
+    yield from (m for m in (source_info, queue_info) if m.samples)
+
+
+def without_total_types(body: bytes) -> bytes:
+    """client_python's body, but for the one difference by design: the `_total` counters carry no TYPE line
+    (`untyped` in the text format, `unknown` in OpenMetrics), so that their lines read the same in both
+    formats and the OpenMetrics family name cannot clash with the window gauge's (exposition._family_header)."""
+    return b"".join(
+        line
+        for line in body.splitlines(keepends=True)
+        if not (line.startswith(b"# TYPE aht_") and line.split()[3] in (b"untyped", b"unknown"))
+    )
 
 
 def assert_same_as_client_python(views: Sequence[SourceView]) -> None:
-    rendered = render(views)
+    rendered = render(views, TAIL)
     reference = Reference(views)
-    assert rendered.text == generate_text(reference)
-    assert rendered.openmetrics == generate_openmetrics(reference)  # type: ignore[no-untyped-call]
+    assert rendered.text == without_total_types(generate_text(reference))
+    assert rendered.openmetrics == without_total_types(generate_openmetrics(reference))  # type: ignore[no-untyped-call]
     assert gzip.decompress(rendered.text_gzip) == rendered.text
     assert gzip.decompress(rendered.openmetrics_gzip) == rendered.openmetrics
     # And both parse with client_python's own parsers.
@@ -84,7 +140,9 @@ def assert_same_as_client_python(views: Sequence[SourceView]) -> None:
 
 def healthy(source: str = "g1", provider: str = "genesys") -> SourceHealth:
     health = SourceHealth(source, provider, 3)
-    health.count_request("200")
+    health.count_request("aggregates", "200")
+    health.record_quota("aggregates", Quota(limit=300.0, remaining=12.0, reset_at=1772445061.0))
+    health.record_quota("token", Quota(remaining=0.0))  # a "slow down" with no limit said
     health.record_success(1772445000.0, 0.3, 1772445600)
     return health
 
@@ -153,7 +211,7 @@ def test_a_renderer_reuses_a_source_s_lines_until_its_snapshot_changes() -> None
     first = snapshot({"30m": {labels: {Field.HANDLE_TIME: 5.0, Field.CONTACTS_HANDLED: 1}}})
     second = snapshot({"30m": {labels: {Field.HANDLE_TIME: 8.0, Field.CONTACTS_HANDLED: 2}}})
     other = snapshot({"30m": {labels: {Field.HANDLE_TIME: 1.0, Field.CONTACTS_HANDLED: 1}}})
-    renderer = Renderer()
+    renderer = Renderer(TAIL)
     a, b = healthy("a"), healthy("b")
     for views in (
         [SourceView(a, first), SourceView(b, other)],
@@ -161,7 +219,8 @@ def test_a_renderer_reuses_a_source_s_lines_until_its_snapshot_changes() -> None
         [SourceView(a, second), SourceView(b, other)],  # a polled again
         [SourceView(a, None), SourceView(b, other)],  # a lost its data
     ):
-        assert renderer.render(views).openmetrics == generate_openmetrics(Reference(views))  # type: ignore[no-untyped-call]
+        reference = without_total_types(generate_openmetrics(Reference(views)))  # type: ignore[no-untyped-call]
+        assert renderer.render(views).openmetrics == reference
 
 
 label_values = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
@@ -188,7 +247,36 @@ def test_any_labels_and_values_match_client_python(
         }
     }
     snap = snapshot(windows, names=Names(queues=names, agents=names))
-    rendered = render([SourceView(healthy(source), snap)])
+    rendered = render([SourceView(healthy(source), snap)], TAIL)
     reference = Reference([SourceView(healthy(source), snap)])
-    assert rendered.text == generate_text(reference)
-    assert rendered.openmetrics == generate_openmetrics(reference)  # type: ignore[no-untyped-call]
+    assert rendered.text == without_total_types(generate_text(reference))
+    assert rendered.openmetrics == without_total_types(generate_openmetrics(reference))  # type: ignore[no-untyped-call]
+
+
+def test_the_total_counters_the_way_client_python_writes_them_and_a_strict_openmetrics_parser_reads_them() -> None:
+    """The `_total` counters beside the window gauges of the same names: byte for byte as client_python
+    writes `unknown` families (but the TYPE line), and valid OpenMetrics, where a counter family
+    `aht_handle_time_seconds` would clash with the gauge family of that name."""
+    labels = make_labels(media_type="voice", queue=NASTY)
+    snap = Snapshot(
+        data_end=1772445600,
+        fields=frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED}),
+        windows={"1h": {labels: {Field.HANDLE_TIME: 300.0, Field.CONTACTS_HANDLED: 2.0}}},
+        totals={
+            labels: {Field.HANDLE_TIME: 86_400.125, Field.CONTACTS_HANDLED: 321.0},
+            make_labels(media_type="chat", queue="q2"): {Field.HANDLE_TIME: 0.0, Field.CONTACTS_HANDLED: 0.0},
+        },
+        unrecovered=3,
+    )
+    views = [SourceView(healthy(), snap, counter_lag=7530)]
+    assert_same_as_client_python(views)
+    body = render(views, TAIL).openmetrics.decode()
+    families = {f.name: f for f in parse_openmetrics(body)}  # type: ignore[no-untyped-call]
+    assert families["aht_handle_time_seconds"].type == "gauge"
+    total = families["aht_handle_time_seconds_total"]
+    assert total.type == "unknown"
+    assert {s.labels["queue"]: s.value for s in total.samples} == {NASTY: 86_400.125, "q2": 0.0}
+    assert families["aht_exporter_totals_lag_seconds"].samples[0].value == 7530
+    assert families["aht_exporter_buckets_unrecovered"].samples[0].value == 3
+    text = {f.name: f for f in parse_text(render(views, TAIL).text.decode())}  # type: ignore[no-untyped-call]
+    assert [s.value for s in text["aht_contacts_handled_total"].samples] == [321.0, 0.0]

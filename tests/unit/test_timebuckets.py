@@ -56,7 +56,10 @@ def test_closed_until_ignores_the_bucket_in_progress() -> None:
 
 def test_first_poll_backfills_the_longest_window() -> None:
     end = 1772445600
-    assert fetch_span(end, bucket=1800, longest_window=86400, refresh=7200, every=300, fetched_until=None) == (end - 86400, end)
+    assert fetch_span(end, bucket=1800, longest_window=86400, refresh=7200, every=300, fetched_until=None) == (
+        end - 86400,
+        end,
+    )
 
 
 def test_later_poll_refetches_only_the_refresh_span() -> None:
