@@ -11,8 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 from . import grafana as g
-from .promql import aht, averages_only, grouped_by, indent, selector, summed, with_name
+from .promql import (
+    LAG,
+    RANGE_END,
+    aht,
+    averages_only,
+    exact_aht,
+    exact_increase,
+    grouped_by,
+    indent,
+    selector,
+    source_lag,
+    summed,
+    with_name,
+)
 from .rules import (
+    API_BUDGET_LOW,
     DASHBOARD_HEALTH,
     DASHBOARD_OVERVIEW,
     DATA_AGE_DEFAULTS,
@@ -31,6 +45,85 @@ F_ANY_WINDOW = [*SOURCE, 'media_type=~"$media_type"', 'queue=~"$queue"']
 """Providers with ready-made averages export one fixed window of their own (Ozonetel: 2h)."""
 
 AGENT_TOP = 10
+
+EXACT_ROW = "Over the dashboard's time range (exact): sources with a lag of ${lag}s"
+EXACT_NOTE = (
+    " Exact: the growth of the _total counters between the range's start and end, each read the sources' "
+    "lag ($lag s, aht_exporter_totals_lag_seconds) later (docs/exact-ranges.md). The range must end at least "
+    "the lag ago: a later end shows nothing (for today so far, end the range at now-${lag}s). Ranges snap to "
+    "whole buckets: a range off the sources' bucket grid counts the whole buckets nearest to its ends. One row "
+    "per lag: sources with another lag are in their own row."
+)
+EXACT_NO_VALUE = "No final buckets here: the range must end at least the lag (row title) ago"
+
+
+def _exact_for(expr: str, kind: str) -> str:
+    """`expr` (an exact range) for the sources whose lag is this row's `$lag` and that are grouped by `kind`.
+
+    Reading a source's counters at another source's lag is not exact, so each row keeps its own sources. A
+    source grouped by agent only has no queue label and would show up as one nameless queue holding all its
+    contacts; its counters at the range's end tell (the window gauges may be gone for an old range)."""
+    grouped = selector("aht_contacts_handled_total", [*SOURCE, f'{kind}!=""'])
+    return (
+        f"{expr}\nand on (source) (\n  (\n{indent(source_lag(SOURCE), 4)}\n  ) == {LAG}\n)\n"
+        f"and on (source) group by (source) ({grouped} @ {RANGE_END} offset -{LAG}s)"
+    )
+
+
+def exact_range_panels() -> list[g.Panel]:
+    """AHT and contacts over exactly the dashboard's time range, in a row repeated per lag."""
+    by_queue = ["source", "queue"]
+
+    def named(expr: str) -> str:
+        return f"sort_desc(\n{indent(with_name(_exact_for(expr, 'queue'), 'queue', SOURCE[:1]))}\n)"
+
+    return [
+        g.row(EXACT_ROW, repeat="lag"),
+        g.bargauge(
+            "AHT by queue over the time range",
+            "Handle time / contacts handled per queue and source over exactly the dashboard's time range "
+            "(sources grouped by queue); names from aht_queue_info. A queue without contacts handled in the "
+            "range shows no bar." + EXACT_NOTE,
+            g.targets(
+                (named(exact_aht(by_queue, F_ANY_WINDOW)), "{{queue_name}} {{queue}} ({{source}})"), instant=True
+            ),
+            unit="s",
+            width=8,
+            no_value=EXACT_NO_VALUE,
+        ),
+        g.bargauge(
+            "AHT by media type over the time range",
+            "Handle time / contacts handled per media type and source over exactly the dashboard's time range "
+            "(sources grouped by media type)." + EXACT_NOTE,
+            g.targets(
+                (
+                    "sort_desc(\n"
+                    + indent(_exact_for(exact_aht(["source", "media_type"], F_ANY_WINDOW), "media_type"))
+                    + "\n)",
+                    "{{media_type}} ({{source}})",
+                ),
+                instant=True,
+            ),
+            unit="s",
+            width=8,
+            no_value=EXACT_NO_VALUE,
+        ),
+        g.bargauge(
+            "Contacts handled by queue over the time range",
+            "Contacts handled per queue and source over exactly the dashboard's time range (sources grouped by "
+            "queue): what the AHT beside it stands on." + EXACT_NOTE,
+            g.targets(
+                (
+                    named(exact_increase("aht_contacts_handled_total", by_queue, F_ANY_WINDOW)),
+                    "{{queue_name}} {{queue}} ({{source}})",
+                ),
+                instant=True,
+            ),
+            unit="short",
+            width=8,
+            no_value=EXACT_NO_VALUE,
+        ),
+    ]
 
 
 def _agents_ranked(fn: str) -> str:
@@ -149,6 +242,7 @@ def overview_panels() -> list[g.Panel]:
                 "Value #D",
             ),
         ),
+        *exact_range_panels(),
         g.row("Handle-time components"),
         components,
         g.row("Contacts"),
@@ -243,6 +337,15 @@ def overview() -> dict[str, Any]:
             "Min contacts (agent ranking)",
             "3",
             "Agents with fewer contacts handled in the window are left out of the agent rankings.",
+        ),
+        g.query_result_variable(
+            "lag",
+            "Counter lag (s)",
+            # One line: Grafana recognises query_result(...) only when it is on one line.
+            f'count_values("lag", {source_lag(SOURCE)})'.replace("\n", " "),
+            r'/lag="(\d+)"/',
+            "The distinct aht_exporter_totals_lag_seconds of the sources picked, near the range's end: the "
+            "exact-range row repeats once per value (docs/exact-ranges.md).",
         ),
     ]
     return g.dashboard(
@@ -396,6 +499,24 @@ def health_panels() -> list[g.Panel]:
             "(AhtExporterSeriesDropped). Any value above 0 means that source's sums are incomplete.",
             g.targets((_increase("aht_exporter_series_dropped_total", ["source"], "1h"), "{{source}}")),
             unit="short",
+        ),
+        g.timeseries(
+            "API budget left",
+            "Share of the provider's rate-limit window its last reply on each endpoint left, per source and "
+            "endpoint: aht_exporter_api_quota_remaining / aht_exporter_api_quota_limit, where the provider says "
+            "(Genesys, in its inin-ratelimit-* headers). The budget is the OAuth client's, shared with whatever "
+            f"else uses it (dashed: AhtExporterApiBudgetLow fires below {API_BUDGET_LOW:.0%} while requests continue).",
+            g.targets(
+                (
+                    f"{selector('aht_exporter_api_quota_remaining', H)}\n"
+                    "  / on (job, instance, source, provider, endpoint) "
+                    f"({selector('aht_exporter_api_quota_limit', H)} > 0)",
+                    "{{source}} {{endpoint}}",
+                )
+            ),
+            unit="percentunit",
+            width=24,
+            threshold_line=API_BUDGET_LOW,
         ),
         g.timeseries(
             "Tokens issued in the last hour",

@@ -138,7 +138,17 @@ def stat(
     return p
 
 
-def bargauge(title: str, description: str, tgts: list[Panel], *, unit: str, width: int = 12, height: int = 10) -> Panel:
+def bargauge(
+    title: str,
+    description: str,
+    tgts: list[Panel],
+    *,
+    unit: str,
+    width: int = 12,
+    height: int = 10,
+    no_value: str | None = None,
+) -> Panel:
+    """`no_value`: the text shown instead of Grafana's bare "No data" when the queries return nothing."""
     p = _panel("bargauge", title, description, tgts, width, height)
     p["fieldConfig"] = {
         "defaults": {
@@ -149,6 +159,8 @@ def bargauge(title: str, description: str, tgts: list[Panel], *, unit: str, widt
         },
         "overrides": [],
     }
+    if no_value is not None:
+        p["fieldConfig"]["defaults"]["noValue"] = no_value
     p["options"] = {
         "displayMode": "gradient",
         "orientation": "horizontal",
@@ -240,14 +252,18 @@ def up_down_mappings() -> list[dict[str, Any]]:
     ]
 
 
-def row(title: str) -> Panel:
-    return {
+def row(title: str, *, repeat: str | None = None) -> Panel:
+    """A row; with `repeat`, Grafana repeats it, and the panels under it, once per value of that variable."""
+    r: Panel = {
         "type": "row",
         "title": title,
         "collapsed": False,
         "panels": [],
         "gridPos": {"h": 1, "w": 24, "x": 0, "y": 0},
     }
+    if repeat is not None:
+        r["repeat"] = repeat
+    return r
 
 
 def dashed(name_regex: str) -> dict[str, Any]:
@@ -334,6 +350,31 @@ def query_variable(
     else:
         v["current"] = {}
     return v
+
+
+def query_result_variable(name: str, label: str, expr: str, regex: str, description: str) -> dict[str, Any]:
+    """A hidden variable whose values Grafana extracts with `regex` from `query_result(expr)`, where each
+    result series reads `name{label="value",...} value timestamp_ms`. Multi-value with every value
+    selected, so that a row repeated by it appears once per value."""
+    definition = f"query_result({expr})"
+    return {
+        "name": name,
+        "label": label,
+        "description": description,
+        "type": "query",
+        "datasource": DS,
+        "definition": definition,
+        "query": {"query": definition, "refId": "StandardVariableQuery"},
+        "refresh": 2,  # on time range change: the values are read at the range's end
+        "regex": regex,
+        "sort": 3,  # numerically, ascending
+        "hide": 2,  # not a picker: the values follow from the sources picked
+        "multi": True,
+        "includeAll": True,
+        "skipUrlSync": False,
+        "options": [],
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    }
 
 
 def textbox_variable(name: str, label: str, default: str, description: str) -> dict[str, Any]:

@@ -111,3 +111,51 @@ def parenthesized(expr: str) -> str:
 
 def number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+# --- Exact ranges (docs/exact-ranges.md) ------------------------------------------------------------
+
+RANGE_START = "${__from:date:seconds}"
+RANGE_END = "${__to:date:seconds}"
+"""The dashboard's time range as Unix seconds, Grafana's `${__from:date:seconds}` format (Grafana 7.1.2+)."""
+
+LAG = "${lag}"
+"""The dashboard variable holding the `aht_exporter_totals_lag_seconds` of the sources a panel shows."""
+
+LAG_LOOKAHEAD = "35d"
+"""How far after the range's end a source's lag is looked for when its gauge is missing there: a range
+backfilled from before the exporter ran has counters but no lag gauge yet. As long as the exporter keeps a
+label set's counters."""
+
+
+def exact_increase(
+    metric: str,
+    labels: Sequence[str],
+    matchers: Sequence[str] = (),
+    *,
+    start: str = RANGE_START,
+    end: str = RANGE_END,
+    lag: str = LAG,
+) -> str:
+    """The growth of a `_total` counter over exactly the buckets in [start, end), as docs/exact-ranges.md
+    writes it: its value `lag` after `end` less its value `lag` after `start`. `or ... * 0` keeps a label set
+    that first appeared inside the range (it had no counter at `start`). Both instants are Unix seconds (or
+    the Grafana variables that become them); `lag` is in seconds, without the unit."""
+    at_end = f"sum{by(labels)} ({selector(metric, matchers)} @ {end} offset -{lag}s)"
+    at_start = f"sum{by(labels)} ({selector(metric, matchers)} @ {start} offset -{lag}s)"
+    return f"  {at_end}\n- (\n    {at_start}\n  or\n    {at_end} * 0\n  )"
+
+
+def exact_aht(labels: Sequence[str], matchers: Sequence[str] = (), **at: str) -> str:
+    """Handle time / contacts handled over exactly [start, end) (`exact_increase`), absent (not NaN) where no
+    contact was handled in the range."""
+    handle = exact_increase("aht_handle_time_seconds_total", labels, matchers, **at)
+    handled = exact_increase("aht_contacts_handled_total", labels, matchers, **at)
+    return f"(\n{indent(handle)}\n)\n/ (\n  (\n{indent(handled, 4)}\n  ) > 0\n)"
+
+
+def source_lag(matchers: Sequence[str] = ()) -> str:
+    """Each source's `aht_exporter_totals_lag_seconds` at the evaluation time (a dashboard's instant queries
+    run at the range's end), or, where the source had none then, the latest within LAG_LOOKAHEAD after it."""
+    gauge = selector("aht_exporter_totals_lag_seconds", matchers)
+    return f"{gauge}\nor last_over_time({gauge}[{LAG_LOOKAHEAD}] offset -{LAG_LOOKAHEAD})"

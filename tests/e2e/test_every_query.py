@@ -38,7 +38,7 @@ from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
 from grafana.aht_mixin import queries as q
 from grafana.aht_mixin.promql import JOB
-from grafana.aht_mixin.rules import ALERTS, DATA_AGE_DEFAULTS, Alert
+from grafana.aht_mixin.rules import ALERTS, DASHBOARD_OVERVIEW, DATA_AGE_DEFAULTS, Alert, routed
 from tests.prometheus_bin import require
 
 pytestmark = pytest.mark.prometheus
@@ -52,6 +52,13 @@ NEEDS_PROVIDER: dict[str, str] = {
     "Provider-reported AHT over time": "ozonetel",
 }
 """Panel title -> the provider whose series it needs."""
+
+EMPTY_ON_A_FRESH_DEMO: dict[str, str] = {
+    title: "a new install counts from its first poll: in a demo a minute old, no contact is in a final bucket "
+    "yet, so no AHT over a range; tests/e2e/test_exact_range_panels.py checks these on backfilled history"
+    for title in ("AHT by queue over the time range", "AHT by media type over the time range")
+}
+"""Panel title -> why it must evaluate but may return nothing here."""
 
 HEALTH_ALERTS = {a.name for a in ALERTS if a.name.startswith("AhtExporter")}
 """Alerts a healthy demo must not even have pending. AhtAboveThreshold is about the demo's random
@@ -124,8 +131,10 @@ class Prometheus:
     def __init__(self, base_url: str) -> None:
         self.http = httpx.Client(base_url=base_url, timeout=10)
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        r = self.http.get("/api/v1/query", params={"query": promql})
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query, at `at` (Unix seconds) or now."""
+        params: dict[str, str | float] = {"query": promql} if at is None else {"query": promql, "time": at}
+        r = self.http.get("/api/v1/query", params=params)
         body = r.json()
         assert r.status_code == 200 and body["status"] == "success", f"{promql}\n-> {body}"
         result: list[dict[str, Any]] = body["data"]["result"]
@@ -154,8 +163,19 @@ class Prometheus:
             time.sleep(0.25)
 
     def label_values(self, definition: str) -> list[str]:
+        """What a variable's query lists in Grafana: label values, or for `query_result(...)` each series as
+        Grafana's text (the variable's regex then picks the values, in queries.variable_values)."""
+        if q.is_query_result(definition):
+            return [q.query_result_text(r) for r in self.query(q.variable_query(definition))]
         label = definition.rstrip(")").rsplit(",", 1)[1].strip()
         return sorted({r["metric"].get(label, "") for r in self.query(q.variable_query(definition))} - {""})
+
+    def lags(self) -> list[str]:
+        """The overview's `lag` values as Grafana would list them: one per row of the exact-range panels."""
+        board = q.dashboard(DASHBOARD_OVERVIEW)
+        (lag,) = (v for v in board["templating"]["list"] if v["name"] == "lag")
+        values = q.variable_values(board, self.label_values)
+        return q.variable_regex(lag["regex"], self.label_values(q.substitute(lag["definition"], values)))
 
 
 def free_port() -> int:
@@ -242,8 +262,18 @@ def test_the_query_list_covers_every_artefact() -> None:
     assert {x.kind for x in ALL_QUERIES} == {"variable", "panel", "record", "alert", "grafana-alert"}
     titles = {x.title for x in ALL_QUERIES if x.kind == "panel"}
     assert set(NEEDS_PROVIDER) <= titles, "NEEDS_PROVIDER names a panel that no longer exists"
+    assert set(EMPTY_ON_A_FRESH_DEMO) <= titles, "EMPTY_ON_A_FRESH_DEMO names a panel that no longer exists"
     assert {x.id.split("/")[1] for x in ALL_QUERIES if x.kind == "alert"} == {a.name for a in ALERTS}
     assert {x.id.split("/")[1] for x in ALL_QUERIES if x.kind == "grafana-alert"} == {a.name for a in ALERTS}
+
+
+def exact_range(lag: int, now: int, span: int = 3600) -> dict[str, str]:
+    """A dashboard time range ending `lag` (and 2 s) before `now`, for the exact-range panels of the row
+    repeated for that lag: its end is read at now - 2 s, where the demo's counters are scraped; its start
+    `span` earlier, before this Prometheus' first scrape, so every counter counts as new in the range (the
+    `or ... * 0` branch) and the panels show the counters' whole values."""
+    end = now - lag - 2
+    return {"lag": str(lag), **q.time_range_values(end - span, end)}
 
 
 @pytest.mark.parametrize("query", ALL_QUERIES, ids=lambda x: x.id)
@@ -251,19 +281,101 @@ def test_query_evaluates_against_the_demo(prometheus: Prometheus, query: q.Query
     needs = NEEDS_PROVIDER.get(query.title)
     if needs and needs not in _providers(prometheus):
         pytest.skip(f"needs a {needs} source in the demo, which has none yet")
-    expr = query.promql(prometheus.label_values)
-    result = prometheus.query(expr)
-    guarded = query.kind == "grafana-alert" and query.id.split("/")[1] in GUARDED
-    if query.must_return_series and not guarded:
-        assert result, f"{query.id} returned no series:\n{expr}"
+    # A panel of the row repeated per `lag` gets one lag each: evaluated once per value, over a range
+    # that ended that lag ago (one ending later is empty by design: docs/exact-ranges.md).
+    overrides = (
+        [exact_range(int(lag), int(time.time())) for lag in prometheus.lags()] if "lag" in query.variables else [{}]
+    )
+    assert overrides, "the demo's sources export no aht_exporter_totals_lag_seconds"
+    for values in overrides:
+        expr = query.promql(prometheus.label_values, values)
+        # Grafana runs a panel's instant query at the end of the dashboard's time range.
+        result = prometheus.query(expr, at=float(values["__to:date:seconds"]) if values else None)
+        guarded = query.kind == "grafana-alert" and query.id.split("/")[1] in GUARDED
+        if query.must_return_series and not guarded and query.title not in EMPTY_ON_A_FRESH_DEMO:
+            assert result, f"{query.id} returned no series:\n{expr}"
+
+
+def _overview_panel(title: str) -> q.Query:
+    (query,) = (x for x in ALL_QUERIES if x.kind == "panel" and x.board == DASHBOARD_OVERVIEW and x.title == title)
+    return query
+
+
+def _by_source_queue(result: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    return {(r["metric"]["source"], r["metric"].get("queue", "")): float(r["value"][1]) for r in result}
+
+
+def test_the_lag_variable_lists_each_distinct_lag_of_the_demo_s_sources(prometheus: Prometheus) -> None:
+    gauges = {str(round(float(r["value"][1]))) for r in prometheus.query("aht_exporter_totals_lag_seconds")}
+    # Genesys by queue (refresh 2h) and the sources whose longest window is 1h or 2h: two rows, not one.
+    assert sorted(prometheus.lags(), key=int) == sorted(gauges, key=int) and len(gauges) >= 2
+
+
+def test_exact_range_panels_are_the_counters_at_the_range_s_ends(prometheus: Prometheus) -> None:
+    """Per lag, as Grafana runs the panels (at the range's end, where this Prometheus has no lag gauge yet:
+    the lag comes from the look-ahead): over a range that started before the first scrape, the contacts
+    panel shows the counters' values at the range's end plus the lag, for that lag's sources grouped by
+    queue, and the AHT panel their ratio (none in a fresh demo: all are 0); over an empty range
+    (start = end), zero contacts and no AHT at all (absent, not NaN); over a range that ends less than the
+    lag ago, nothing (the counters there are not final yet). Values against the provider's truth:
+    tests/e2e/test_exact_range_panels.py."""
+    contacts, aht = (
+        _overview_panel("Contacts handled by queue over the time range"),
+        _overview_panel("AHT by queue over the time range"),
+    )
+    for lag in map(int, prometheus.lags()):
+        now = int(time.time())
+        values = exact_range(lag, now)
+        at = int(values["__to:date:seconds"]) + lag
+        mine = (
+            f"and on (source) (aht_exporter_totals_lag_seconds == {lag})\n"
+            'and on (source) group by (source) (aht_contacts_handled_total{queue!=""})'
+        )
+        handled = _by_source_queue(
+            prometheus.query(f"sum by (source, queue) (aht_contacts_handled_total @ {at}) {mine}")
+        )
+        handle = _by_source_queue(
+            prometheus.query(f"sum by (source, queue) (aht_handle_time_seconds_total @ {at}) {mine}")
+        )
+        assert handled, f"lag {lag}: the demo has no source of that lag grouped by queue"
+        end = float(values["__to:date:seconds"])
+        assert _by_source_queue(prometheus.query(contacts.promql(prometheus.label_values, values), end)) == handled
+        got = _by_source_queue(prometheus.query(aht.promql(prometheus.label_values, values), end))
+        assert got == pytest.approx({k: handle[k] / n for k, n in handled.items() if n > 0}), f"lag {lag}"
+
+        empty = exact_range(lag, now, span=0)
+        zeros = prometheus.query(contacts.promql(prometheus.label_values, empty), end)
+        assert set(_by_source_queue(zeros)) == set(handled) and {float(r["value"][1]) for r in zeros} == {0}
+        assert prometheus.query(aht.promql(prometheus.label_values, empty), end) == []
+
+        too_recent = {"lag": str(lag), **q.time_range_values(now - 3600, now)}
+        assert prometheus.query(contacts.promql(prometheus.label_values, too_recent), now) == []
 
 
 @pytest.mark.parametrize("alert", ALERTS, ids=lambda a: a.name)
 def test_alert_quantity_returns_series_on_a_healthy_demo(prometheus: Prometheus, alert: Alert) -> None:
-    """The alert without its comparison: proves its metric names, labels and vector matching are real."""
-    assert prometheus.query(alert.query), f"{alert.name}: {alert.query}"
+    """The alert without its comparison: proves its metric names, labels and vector matching are real.
+
+    An alert that compares with the past (`offset 1w`) has nothing to compare with in a Prometheus a minute
+    old: it must evaluate, and, compared with the present instead, return series."""
+    if alert.lookback:
+        prometheus.query(alert.query)
+        present = alert.query.replace(f" offset {alert.lookback}", "")
+        assert present != alert.query and prometheus.query(present), f"{alert.name}: {present}"
+    else:
+        assert prometheus.query(alert.query), f"{alert.name}: {alert.query}"
     if alert.unless:
         prometheus.query(alert.unless)  # must evaluate; empty when every queue has enough contacts
+
+
+@pytest.mark.parametrize("alert", [a for a in ALERTS if a.routing != "none"], ids=lambda a: a.name)
+def test_alert_quantity_carries_the_demo_s_routing_labels(prometheus: Prometheus, alert: Alert) -> None:
+    """The routing join the alerts end with, over their quantity: every series gets the source's labels
+    (the demo sets no queue labels, so the queue alerts fall back to the source's)."""
+    query = alert.query.replace(f" offset {alert.lookback}", "") if alert.lookback else alert.query
+    result = prometheus.query(routed(query, alert.routing))
+    assert result, f"{alert.name}: {query}"
+    assert {(r["metric"].get("team"), r["metric"].get("site")) for r in result} == {("contact-center", "demo")}
 
 
 def test_every_rule_evaluates_without_error(prometheus: Prometheus) -> None:
@@ -323,6 +435,8 @@ def test_alert_conditions_come_true_when_the_exporter_fails(live: Live) -> None:
     demo.run(demo.poll(expect_ok=False))
     down = prom.wait_for(alerts["AhtExporterSourceDown"].expr, "the failed polls to be scraped")
     assert {r["metric"]["source"] for r in down} == {"demo-genesys", "demo-genesys-agents"}
+    # The demo's routing labels (its `defaults: labels`), joined from aht_source_labels_info.
+    assert {(r["metric"]["team"], r["metric"]["site"]) for r in down} == {("contact-center", "demo")}
 
     demo.run(demo.stop_serving())
     (target,) = prom.wait_for(alerts["AhtExporterDown"].expr, "a failed scrape")

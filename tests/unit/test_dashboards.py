@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from grafana.aht_mixin import build, queries, rules
+from grafana.aht_mixin import build, dashboards, promql, queries, rules
 from grafana.aht_mixin.grafana import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +110,8 @@ def test_every_variable_used_is_defined_and_every_defined_one_is_used(uid: str) 
     text = [t["expr"] for _, t in ((p, t) for p in panels(board) for t in p["targets"])]
     text += [v.get("definition", "") for v in board["templating"]["list"]]
     text += [f"{p['title']} {p['description']}" for p in panels(board)]
-    used = {m for s in text for m in re.findall(r"\$\{?(\w+)", s)} - set(queries.BUILTINS)
+    text += [p["title"] for p in queries.panels(board) if p["type"] == "row"]
+    used = {m for s in text for m in re.findall(r"\$\{?(\w+)", s)} - queries.GLOBAL_VARIABLES
     assert used <= defined, f"undefined: {used - defined}"
     assert defined - used <= {"datasource"}, f"never used: {defined - used - {'datasource'}}"
     assert board["templating"]["list"][0]["type"] == "datasource"
@@ -277,3 +278,122 @@ def test_variable_substitution_follows_grafana() -> None:
     assert queries.variable_query('label_values(up{job=~"x"}, instance)') == 'group by (instance) (up{job=~"x"})'
     with pytest.raises(KeyError):
         queries.substitute("$nope", values)
+
+
+def test_time_range_variables_follow_grafana_s_formats() -> None:
+    """`${__from}` is Unix milliseconds, `${__from:date:seconds}` Unix seconds (Grafana's global variables);
+    the default range is the dashboard's own, now-6h to now."""
+    values = queries.variable_values(OVERVIEW, time_range=(1793577600, 1793664000))
+    assert queries.substitute("x @ ${__from:date:seconds} offset -${lag}s, ${__to}", {**values, "lag": "60"}) == (
+        "x @ 1793577600 offset -60s, 1793664000000"
+    )
+    start, end = queries.default_time_range(OVERVIEW, 1_000_000)
+    assert (start, end) == (1_000_000 - 6 * 3600, 1_000_000)
+    assert queries.variable_values(OVERVIEW)["lag"] == ".+"  # no Prometheus to ask: any value
+    assert queries.variable_query("query_result(max(x))") == "max(x)"
+
+
+def test_query_result_options_follow_grafana() -> None:
+    item = {"metric": {"lag": "7530"}, "value": [1793664000.5, "2"]}
+    assert queries.query_result_text(item) == '{lag="7530"} 2 1793664000500'
+    named = {"metric": {"__name__": "up", "job": "a"}, "value": [1, "1"]}
+    assert queries.query_result_text(named) == 'up{job="a"} 1 1000'
+    texts = ['{lag="7530"} 1 1000', '{lag="3930"} 3 1000', '{lag="7530"} 1 2000', "{} 5 1000"]
+    assert queries.variable_regex('/lag="(\\d+)"/', texts) == ["7530", "3930"]
+    assert queries.variable_regex("/^up/", ["up{} 1 1", "down{} 1 1"]) == ["up{} 1 1"]
+    assert queries.variable_regex("", texts) == texts
+
+
+# --- exact ranges (issue 14) -----------------------------------------------------------------------
+
+EXACT_TITLES = (
+    "AHT by queue over the time range",
+    "AHT by media type over the time range",
+    "Contacts handled by queue over the time range",
+)
+
+
+def _squeezed(expr: str) -> str:
+    return " ".join(expr.split())
+
+
+def _documented_promql() -> str:
+    """The PromQL block of docs/exact-ranges.md, without its comment line."""
+    doc = (ROOT / "docs" / "exact-ranges.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```promql\n(.*?)```", doc, re.S)
+    return "".join(line + "\n" for line in block.splitlines() if not line.startswith("#"))
+
+
+def test_the_documented_promql_is_what_the_panels_are_built_from() -> None:
+    """docs/exact-ranges.md's example, rebuilt by the function the panels use, is the same text: the docs
+    and the dashboard cannot drift apart."""
+    example = promql.exact_increase(
+        "aht_handle_time_seconds_total",
+        ["queue"],
+        ['source="genesys-eu"'],
+        start="1793577600",
+        end="1793664000",
+        lag="7530",
+    )
+    assert example + "\n" == _documented_promql()
+
+
+@pytest.mark.parametrize("title", EXACT_TITLES)
+def test_exact_range_panels_are_the_documented_form_over_the_dashboard_s_range(title: str) -> None:
+    p = panel(OVERVIEW, title)
+    (target,) = p["targets"]
+    assert target["instant"] and not target["range"]
+    label = "media_type" if "media type" in title else "queue"
+    metrics = (
+        ["aht_contacts_handled_total"]
+        if title.startswith("Contacts")
+        else [
+            "aht_handle_time_seconds_total",
+            "aht_contacts_handled_total",
+        ]
+    )
+    expr = _squeezed(target["expr"])
+    for metric in metrics:
+        documented = _documented_promql().replace("aht_handle_time_seconds_total", metric)
+        documented = documented.replace("@ 1793664000 offset -7530s", "@ ${__to:date:seconds} offset -${lag}s")
+        documented = documented.replace("@ 1793577600 offset -7530s", "@ ${__from:date:seconds} offset -${lag}s")
+        documented = documented.replace("sum by (queue)", f"sum by (source, {label})")
+        documented = documented.replace('{source="genesys-eu"}', "{" + ", ".join(dashboards.F_ANY_WINDOW) + "}")
+        assert _squeezed(documented) in expr, f"{title}: {metric} is not the documented form"
+    if len(metrics) == 2:  # AHT: handle / handled, absent (not NaN, not Inf) where no contact was handled
+        handled = _squeezed(promql.exact_increase(metrics[1], ["source", label], dashboards.F_ANY_WINDOW))
+        assert f"/ ( ( {handled} ) > 0 )" in expr, title
+    # Only the sources whose lag is this row's: another source's counters read at this lag are not exact.
+    assert "== ${lag} ) and on (source) group by (source) (aht_contacts_handled_total{" in expr, title
+    assert f'{label}!=""}} @ ${{__to:date:seconds}} offset -${{lag}}s)' in expr, title
+
+
+def test_exact_range_panels_sit_in_a_row_repeated_per_lag() -> None:
+    """Sources with different lags cannot share one `offset`: Grafana repeats the row once per lag value,
+    and every panel reading `$lag` is inside it, and only those."""
+    board = OVERVIEW["panels"]
+    (start,) = (i for i, p in enumerate(board) if p.get("repeat") == "lag")
+    assert board[start]["type"] == "row" and "${lag}" in board[start]["title"]
+    end = next(i for i in range(start + 1, len(board)) if board[i]["type"] == "row")
+    inside = board[start + 1 : end]
+    assert [p["title"] for p in inside] == list(EXACT_TITLES)
+    uses_lag = {p["title"] for p in panels(OVERVIEW) if any("${lag}" in t["expr"] for t in p["targets"])}
+    assert uses_lag == set(EXACT_TITLES)
+    for p in inside:
+        assert p["type"] == "bargauge" and p["fieldConfig"]["defaults"]["noValue"], p["title"]
+        assert "lag" in p["description"] and "ago" in p["description"], f"{p['title']}: the range's end"
+        assert "snap to whole buckets" in p["description"], f"{p['title']}: the bucket grid"
+
+
+def test_the_lag_variable_is_hidden_and_grafana_can_read_it() -> None:
+    (lag,) = (v for v in OVERVIEW["templating"]["list"] if v["name"] == "lag")
+    assert lag["type"] == "query" and lag["hide"] == 2 and lag["includeAll"] and lag["multi"]
+    assert lag["current"]["value"] == ["$__all"] and "allValue" not in lag, "All must list each lag, not .*"
+    assert lag["refresh"] == 2, "the lag is read at the range's end: again when the range changes"
+    # Grafana recognises query_result(...) only on one line (its PrometheusQueryResultRegex).
+    assert re.fullmatch(r"query_result\((.+)\)", lag["definition"]) and "\n" not in lag["definition"]
+    assert lag["query"]["query"] == lag["definition"]
+    expr = queries.variable_query(lag["definition"])
+    assert expr.startswith('count_values("lag", aht_exporter_totals_lag_seconds{source=~"$source"')
+    assert "offset -35d" in expr, "a backfilled range, from before the exporter ran, finds the lag ahead"
+    assert queries.variable_regex(lag["regex"], ['{lag="3930"} 3 1793664000000']) == ["3930"]
