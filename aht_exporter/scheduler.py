@@ -125,9 +125,13 @@ class SourceRunner:
         never fails the poll: the next save writes the whole state instead."""
         if not self.state.enabled:
             return
-        changes = self.store.take_changes(everything=self._resave)
-        self._resave = True  # until the write is known to have succeeded (a cancelled poll does not know)
-        self._resave = not await asyncio.to_thread(self.state.save, self.name, self.identity, changes)
+        everything, self._resave = self._resave, True  # until the write is known to have succeeded
+        self._resave = not await asyncio.to_thread(self._write, everything)
+
+    def _write(self, everything: bool) -> bool:
+        """In a thread: copying what changed costs as much as writing it, on a big source. Nothing else
+        touches the store meanwhile: its next change is the next poll's, which waits for this one."""
+        return self.state.save(self.name, self.identity, self.store.take_changes(everything=everything))
 
     async def poll(self) -> bool:
         """One poll; never raises for a provider failure. Returns whether it succeeded."""
