@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sqlite3
 import sys
 import time
 from array import array
@@ -349,8 +350,14 @@ class Backfill:
         except ConfigError as exc:
             print(f"aht-exporter backfill: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except sqlite3.Error as exc:
+            print(f"aht-exporter backfill: the store {self.state.path} failed: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         try:
             return await self._run(plans)
+        except (sqlite3.Error, OSError) as exc:  # the store, or the output file: what was fetched is kept
+            print(f"aht-exporter backfill: {exc}; run the same command again to resume", file=sys.stderr)
+            return EXIT_FAILURE
         finally:
             await asyncio.gather(*(p.provider.aclose() for p in plans), return_exceptions=True)
 

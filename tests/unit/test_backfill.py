@@ -19,7 +19,7 @@ from aht_exporter.backfill import RATE_LIMIT_PAUSE, Backfill, Plan, counter_lag,
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import Config
 from aht_exporter.demo import Demo
-from aht_exporter.model import ConfigError, Labels
+from aht_exporter.model import Bucket, ConfigError, Labels
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.genesys import GenesysSimulator
 from aht_exporter.state import StateStore
@@ -104,9 +104,10 @@ async def test_backfilled_counters_are_the_ground_truth_over_every_aligned_range
     source = next(s for s in config.sources if s.name == "demo-genesys")
     lag = counter_lag(source)
     genesys = sim.simulators["genesys"]
+    assert isinstance(genesys, GenesysSimulator)
     for a, b in ((FROM, FROM + 3600), (FROM + 5 * 3600, FROM + 13 * 3600), (FROM + 1800, TO), (TO - 1800, TO)):
         # 30-minute buckets (demo-genesys): exact over any range of whole buckets
-        truth = genesys.truth(a, b, ["media_type", "queue"], as_of=NOW)  # type: ignore[attr-defined]
+        truth = genesys.truth(a, b, ["media_type", "queue"], as_of=NOW)
         handled: dict[Labels, float] = {}
         handle: dict[Labels, float] = {}
         for (name, labels), points in series.items():
@@ -179,23 +180,24 @@ async def test_a_failed_run_resumes_at_the_chunk_it_stopped_at(demo: tuple[Demo,
         plans = original()
         fetch = plans[0].provider.fetch
 
-        async def once_then_fail(start: int, end: int):  # type: ignore[no-untyped-def]
+        async def once_then_fail(start: int, end: int) -> list[Bucket]:
             calls["n"] += 1
             if calls["n"] > 1:
                 genesys.faults.inject(Fault.HTTP_503)
             return await fetch(start, end)
 
-        plans[0].provider.fetch = once_then_fail  # type: ignore[method-assign]
+        plans[0].provider.fetch = once_then_fail  # type: ignore[method-assign]  # deliberately patched
         return plans
 
-    first.plan = plan_and_break  # type: ignore[method-assign]
+    first.plan = plan_and_break  # type: ignore[method-assign]  # deliberately patched
     assert await first.run() == 1
     assert not (tmp_path / "history.om").exists()
     genesys.faults.clear()
     requests_before = sum(genesys.requests.values())
     second = backfill(config, tmp_path, state, start=FROM - DAY)
     assert await second.run() == 0
-    assert "resuming at 2026-11-18T00:00:00.000Z" in second.progress_stream.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(second.progress_stream, io.StringIO)
+    assert "resuming at 2026-11-18T00:00:00.000Z" in second.progress_stream.getvalue()
     resumed_requests = sum(genesys.requests.values()) - requests_before
     full = backfill(config, tmp_path / "x", StateStore(None), start=FROM - DAY)
     (tmp_path / "x").mkdir()
@@ -279,3 +281,46 @@ async def test_a_rate_limit_the_client_cannot_wait_out_is_waited_out_and_the_his
     assert {k: v for k, v in handled.items() if v} == {
         k: float(t.contacts_handled) for k, t in truth.items() if t.contacts_handled
     }
+
+
+@pytest.mark.asyncio
+async def test_an_output_that_cannot_be_written_is_one_line_and_the_fetched_history_is_kept(
+    demo: tuple[Demo, Config], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim, config = demo
+    genesys = sim.simulators["genesys"]
+    assert isinstance(genesys, GenesysSimulator)
+    state = StateStore(tmp_path / "data")
+    run = Backfill(
+        config,
+        FROM,
+        TO,
+        tmp_path / "missing-dir" / "h.om",
+        state,
+        only="demo-genesys",
+        clock=FakeClock(NOW),
+        sleep=no_sleep,
+        progress_stream=io.StringIO(),
+    )
+    assert await run.run() == 1
+    err = capsys.readouterr().err
+    assert err.startswith("aht-exporter backfill: [Errno 2] No such file or directory") and err.count("\n") == 1
+    assert "run the same command again to resume" in err
+    (tmp_path / "missing-dir").mkdir()
+    progress = io.StringIO()
+    again = Backfill(
+        config,
+        FROM,
+        TO,
+        tmp_path / "missing-dir" / "h.om",
+        state,
+        only="demo-genesys",
+        clock=FakeClock(NOW),
+        sleep=no_sleep,
+        progress_stream=progress,
+    )
+    asked = sum(genesys.requests.values())
+    assert await again.run() == 0
+    assert "resuming at 2026-11-19T00:00:00.000Z" in progress.getvalue()  # every chunk was fetched and kept
+    assert sum(genesys.requests.values()) == asked  # so nothing is asked again
+    assert quick_samples((tmp_path / "missing-dir" / "h.om").read_text())
