@@ -82,7 +82,9 @@ async def test_backfill_then_restarts_and_a_kill_mid_poll_keep_the_counters_exac
     assert isinstance(genesys, GenesysSimulator)
     config = write(tmp_path / "config.yaml", raw(fleet, "demo-genesys"))
     storage = tmp_path / "data"
-    to = floor_to(time.time() - 3 * HOUR, 6 * HOUR)  # on the 6-hour grid the counters move on, and final
+    # On the 6-hour grid the counters move on, and final: at or before the newest boundary a poll every 6 hours
+    # has passed, less refresh (whatever the time of day the test runs).
+    to = floor_to(floor_to(time.time() - 60, 6 * HOUR) - REFRESH, 6 * HOUR)
     start_at = to - 6 * HOUR
 
     # 1. History, through the command line, into the store.
@@ -149,7 +151,10 @@ async def test_a_store_that_cannot_be_used_is_one_line_and_the_exporter_serves_f
     running = await start(config, storage)
     try:
         await running.line(r'msg="poll ok" source=demo-genesys')
-        series = await running.scrape(lambda s: bool(samples(s, "aht_exporter_storage_errors_total")))
+        # The poll logs before it renders: wait for the render that shows it.
+        series = await running.scrape(
+            lambda s: list(samples(s, "aht_exporter_source_up", source="demo-genesys").values()) == [1.0]
+        )
         assert samples(series, "aht_exporter_storage_errors_total") == {(): 1.0}
         assert samples(series, "aht_exporter_source_up", source="demo-genesys") == {
             (("provider", "genesys"), ("source", "demo-genesys")): 1.0
