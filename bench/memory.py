@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from common import T0, Result, ScraperProcess, SharedClock, SimulatorProcess, Target, bench_env, peak_rss_mb, rss_mb
 
@@ -34,6 +35,17 @@ SCRAPES = (
     {"Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "identity"},
     {"Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "gzip"},
 )
+
+
+class Phase(TypedDict):
+    """One JSON line of a scenario's process, as phase() prints it."""
+
+    phase: str
+    series: int
+    polls: int
+    rss: float
+    peak: float
+    seconds: float
 
 
 def phase(name: str, series: int, polls: int, started: float) -> None:
@@ -93,7 +105,7 @@ def scenario(agents: int, contacts_per_slot: float, polls: int) -> subprocess.Po
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=bench_env())
 
 
-def phases(child: subprocess.Popen[str]) -> list[dict[str, float]]:
+def phases(child: subprocess.Popen[str]) -> list[Phase]:
     out, _ = child.communicate()
     if child.returncode:
         raise RuntimeError(f"a memory scenario failed with exit code {child.returncode}")

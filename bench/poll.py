@@ -25,7 +25,7 @@ from common import T0, Result, SharedClock, SimulatorProcess, Target, diff
 from simproc import QUEUES
 from sources import ALL_PROVIDERS, SOURCES, BenchSource, plan_poll
 
-from aht_exporter.config import build_config
+from aht_exporter.config import Config, build_config
 from aht_exporter.scheduler import Exporter
 
 CPU_TARGET = 1.0  # seconds, for a 20,000-agent Genesys poll
@@ -44,7 +44,7 @@ class Poll:
     series: int
 
 
-def config_for(source: dict[str, object]) -> object:
+def config_for(source: dict[str, object]) -> Config:
     return build_config({"defaults": {"every": "5m", "delay": "1m"}, "sources": [source]}, "bench", {})
 
 
@@ -53,7 +53,7 @@ async def run_polls(
 ) -> list[Poll]:
     """The first poll of a fresh source and `args.polls` more, five minutes apart on the clock."""
     clock.set(T0)
-    exporter = Exporter(config_for(sim.source(bench.provider)), clock=clock)  # type: ignore[arg-type]
+    exporter = Exporter(config_for(sim.source(bench.provider)), clock=clock)
     runner = exporter.runners[0]
     polls: list[Poll] = []
     try:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from aiohttp import web
@@ -86,9 +87,9 @@ def _bomb_blocks() -> tuple[bytes, bytes]:
     return first, block
 
 
-async def _send(response: web.StreamResponse, chunks: object) -> web.StreamResponse:
+async def _send(response: web.StreamResponse, chunks: Iterable[bytes]) -> web.StreamResponse:
     try:
-        for chunk in chunks:  # type: ignore[attr-defined]
+        for chunk in chunks:
             await response.write(chunk)
         await response.write_eof()
     except (ConnectionResetError, ConnectionError):
@@ -101,7 +102,7 @@ async def endless(request: web.Request) -> web.StreamResponse:
     response.enable_chunked_encoding()
     await response.prepare(request)
 
-    def forever() -> object:
+    def forever() -> Iterator[bytes]:
         chunk = b"x" * CHUNK
         while True:
             yield chunk

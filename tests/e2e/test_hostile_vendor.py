@@ -105,7 +105,7 @@ class Stack:
         assert r.status_code == 200
         # Both formats: strict UTF-8, and read by prometheus_client's parsers, which raise on any line they cannot.
         om = await self.client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
-        assert om.status_code == 200 and list(parse_openmetrics(om.content.decode("utf-8")))
+        assert om.status_code == 200 and list(parse_openmetrics(om.content.decode("utf-8")))  # type: ignore[no-untyped-call]
         return parse_exposition(r.content.decode("utf-8"))
 
     def runner(self, name: str) -> SourceRunner:

@@ -70,7 +70,7 @@ async def running() -> AsyncIterator[Running]:
 
 def values(body: str, *, openmetrics: bool) -> dict[str, float]:
     """{sample name: value} of the unlabelled samples, plus `type:NAME` for each counter family NAME."""
-    parsed = list(parse_openmetrics(body) if openmetrics else parse_text(body))
+    parsed = list(parse_openmetrics(body) if openmetrics else parse_text(body))  # type: ignore[no-untyped-call]
     out = {s.name: s.value for f in parsed for s in f.samples if not s.labels}
     out.update({f"type:{f.name}": 0.0 for f in parsed if f.type == "counter"})
     return out

@@ -9,11 +9,13 @@ import sys
 from asyncio.subprocess import DEVNULL, PIPE
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 
+from aht_exporter.providers.genesys import GenesysConfig
 from tests.e2e.conftest import Stack
 from tests.prometheus_bin import require
 
@@ -59,16 +61,17 @@ async def prometheus(stack: Stack, tmp_path: Path) -> AsyncIterator[str]:
             print(log[-2000:], file=sys.stderr)
 
 
-async def query(api: str, promql: str, *, attempts: int = 120) -> list[dict]:  # type: ignore[type-arg]
+async def query(api: str, promql: str, *, attempts: int = 120) -> list[dict[str, Any]]:
     """Ask until Prometheus has scraped something for the expression (bounded: about a minute)."""
     async with httpx.AsyncClient(base_url=api, timeout=5) as client:
         for _ in range(attempts):
             with contextlib.suppress(httpx.TransportError):
                 r = await client.get("/api/v1/query", params={"query": promql})
-                body = r.json()
+                body: dict[str, Any] = r.json()
                 assert body["status"] == "success", body
                 if body["data"]["result"]:
-                    return body["data"]["result"]  # type: ignore[no-any-return]
+                    result: list[dict[str, Any]] = body["data"]["result"]
+                    return result
             await asyncio.sleep(0.5)  # waiting for a process to come up and scrape, not for a clock bucket
     raise AssertionError(f"Prometheus returned nothing for {promql}")
 
@@ -85,7 +88,8 @@ async def test_promql_aht_over_the_1h_window_equals_ground_truth(stack: Stack, p
     for runner in stack.exporter.runners:
         data_end = runner.health.data_end
         assert data_end is not None
-        truth = stack.sim.truth(data_end - 3600, data_end, runner.config.group_by, stack.clock.now())  # type: ignore[attr-defined]
+        assert isinstance(runner.config, GenesysConfig)
+        truth = stack.sim.truth(data_end - 3600, data_end, runner.config.group_by, stack.clock.now())
         handle += sum(t.handle_seconds for t in truth.values())
         handled += sum(t.contacts_handled for t in truth.values())
     assert handled > 0

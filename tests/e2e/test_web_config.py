@@ -14,6 +14,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import trustme
+from aiohttp import web
 
 from aht_exporter import webconfig
 from aht_exporter.config import build_config
@@ -43,7 +44,7 @@ def write_web_config(tmp_path: Path, ca: trustme.CA, body: str) -> str:
 SOURCE = {"name": "g", "provider": "genesys", "region": "mypurecloud.com", "client_id": "a", "client_secret": "b"}
 
 
-async def serve(web_path: str, **options: Any) -> tuple[Exporter, object, str]:
+async def serve(web_path: str, **options: Any) -> tuple[Exporter, web.AppRunner, str]:
     config = build_config({"sources": [SOURCE]}, "t", {})
     exporter = Exporter(config)
     runner, bound = await start_server(exporter, "127.0.0.1:0", load_web_config(web_path), **options)
@@ -65,7 +66,7 @@ async def guarded(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[tuple[str, ss
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     yield url, client_ctx
-    await runner.cleanup()  # type: ignore[attr-defined]
+    await runner.cleanup()
     await exporter.aclose()
 
 
@@ -145,7 +146,7 @@ async def test_an_idle_tls_connection_is_closed_after_the_header_timeout(
         finally:
             writer.close()
     finally:
-        await runner.cleanup()  # type: ignore[attr-defined]
+        await runner.cleanup()
         await exporter.aclose()
 
 
@@ -177,7 +178,7 @@ async def test_a_client_ca_requires_a_client_certificate(tmp_path: Path, ca: tru
         async with httpx.AsyncClient(base_url=url, verify=with_cert) as client:
             assert (await client.get("/metrics")).status_code == 200
     finally:
-        await runner.cleanup()  # type: ignore[attr-defined]
+        await runner.cleanup()
         await exporter.aclose()
 
 
@@ -291,7 +292,7 @@ async def test_max_version_caps_the_handshake_and_min_version_refuses_older(tmp_
     try:
         assert await negotiated(url, client) == "TLSv1.2"
     finally:
-        await runner.cleanup()  # type: ignore[attr-defined]
+        await runner.cleanup()
         await exporter.aclose()
     exporter, runner, url = await serve(write_web_config(tmp_path, ca, tls + "  min_version: TLS13\n"))
     try:
@@ -300,7 +301,7 @@ async def test_max_version_caps_the_handshake_and_min_version_refuses_older(tmp_
         with pytest.raises((ssl.SSLError, ConnectionError)):  # the server refuses, or just hangs up
             await negotiated(url, client)
     finally:
-        await runner.cleanup()  # type: ignore[attr-defined]
+        await runner.cleanup()
         await exporter.aclose()
 
 
@@ -361,5 +362,5 @@ async def test_configured_headers_are_on_every_response_of_the_server(tmp_path: 
     try:
         await assert_headers_on_every_response(url, client)
     finally:
-        await runner.cleanup()  # type: ignore[attr-defined]
+        await runner.cleanup()
         await exporter.aclose()

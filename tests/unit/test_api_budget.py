@@ -237,7 +237,7 @@ async def test_an_ozonetel_max_limit_exceeded_in_a_200_says_the_aht_budget_is_sp
 async def test_a_request_without_an_endpoint_name_is_refused_before_anything_is_sent() -> None:
     client = ApiClient(counter=SourceHealth("s", "genesys", 3), timeout=1)
     with pytest.raises(TypeError, match="endpoint"):
-        await client.request("GET", "https://api.example.com/x")  # type: ignore[call-arg]
+        await client.request("GET", "https://api.example.com/x")  # type: ignore[call-arg]  # the point of the test
     await client.aclose()
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from aht_exporter.config import load_config, parse_config, redacted
+from aht_exporter.config import Config, load_config, parse_config, redacted
 from aht_exporter.model import ConfigError
 from aht_exporter.providers.genesys import GenesysConfig
 
@@ -20,7 +20,7 @@ sources:
 """
 
 
-def load(text: str, **env: str):  # type: ignore[no-untyped-def]
+def load(text: str, **env: str) -> Config:
     return parse_config(text, "config.yaml", env)
 
 
@@ -59,7 +59,9 @@ def test_source_keys_override_defaults() -> None:
 
 def test_env_default_syntax_and_dollar_escape() -> None:
     text = GOOD.replace("${GENESYS_SECRET}", "${MISSING:-fallback}$$x")
-    assert load(text).sources[0].client_secret.get_secret_value() == "fallback$x"  # type: ignore[attr-defined]
+    source = load(text).sources[0]
+    assert isinstance(source, GenesysConfig)
+    assert source.client_secret.get_secret_value() == "fallback$x"
 
 
 def test_unset_env_var_names_the_variable_and_key() -> None:
@@ -77,7 +79,9 @@ def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("from-a-file\n")
     text = GOOD.replace("client_secret: ${GENESYS_SECRET}", f"client_secret_file: {secret}")
-    assert load(text).sources[0].client_secret.get_secret_value() == "from-a-file"  # type: ignore[attr-defined]
+    source = load(text).sources[0]
+    assert isinstance(source, GenesysConfig)
+    assert source.client_secret.get_secret_value() == "from-a-file"
 
 
 def test_missing_secret_file_is_an_error(tmp_path: Path) -> None:

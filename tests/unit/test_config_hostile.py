@@ -31,6 +31,7 @@ from aht_exporter.config import (
 )
 from aht_exporter.model import ConfigError
 from aht_exporter.providers import PROVIDERS
+from aht_exporter.providers.genesys import GenesysConfig
 from aht_exporter.scheduler import trigger_for
 from aht_exporter.timebuckets import fetch_span
 
@@ -134,7 +135,8 @@ def test_a_secret_file_at_the_limit_is_read(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("x" * (MAX_SECRET_FILE_BYTES - 1) + "\n")
     source = parse_config(with_secret_file(secret), "config.yaml", {}).sources[0]
-    assert source.client_secret.get_secret_value() == "x" * (MAX_SECRET_FILE_BYTES - 1)  # type: ignore[attr-defined]
+    assert isinstance(source, GenesysConfig)
+    assert source.client_secret.get_secret_value() == "x" * (MAX_SECRET_FILE_BYTES - 1)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +187,8 @@ sources:
 """
     first, second = parse_config(text, "config.yaml", {}).sources
     assert (first.name, first.every.text) == ("g", "10m")
-    assert (second.name, second.every.text, second.client_id) == ("h", "15m", "a")  # type: ignore[attr-defined]
+    assert isinstance(second, GenesysConfig)
+    assert (second.name, second.every.text, second.client_id) == ("h", "15m", "a")
 
 
 def test_a_key_set_twice_is_still_refused_beside_a_merge() -> None:
@@ -197,7 +200,9 @@ def test_values_up_to_the_limit_are_read() -> None:
     # A source listing queues up to just under the limit: a large real config is not refused.
     queues = MAX_CONFIG_VALUES - 30
     config = parse_config(GOOD + "    queues: [" + ", ".join(["q"] * queues) + "]\n", "config.yaml", {})
-    assert len(config.sources[0].queues) == queues  # type: ignore[attr-defined]
+    source = config.sources[0]
+    assert isinstance(source, GenesysConfig)
+    assert len(source.queues) == queues
     text = GOOD + "    queues: [" + ", ".join(["q"] * (queues + 30)) + "]\n"
     assert error_of(text) == f"config.yaml: line 7: more than {MAX_CONFIG_VALUES} values once its aliases are expanded"
 
@@ -232,7 +237,9 @@ def test_an_environment_variable_cannot_blow_the_text_up() -> None:
     )
     assert MAX_CONFIG_TEXT == 4 << 20
     fits = GOOD.replace("client_secret: s3", "client_secret: " + "${BIG}" * 10)
-    assert len(parse_config(fits, "config.yaml", env).sources[0].client_secret.get_secret_value()) == 10 * (64 << 10)  # type: ignore[attr-defined]
+    source = parse_config(fits, "config.yaml", env).sources[0]
+    assert isinstance(source, GenesysConfig)
+    assert len(source.client_secret.get_secret_value()) == 10 * (64 << 10)
 
 
 def test_a_lone_surrogate_handed_to_parse_config_is_a_config_error() -> None:

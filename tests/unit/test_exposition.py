@@ -115,7 +115,7 @@ def test_openmetrics_and_gzip_bodies_say_the_same() -> None:
     assert gzip.decompress(rendered.openmetrics_gzip) == rendered.openmetrics
     om = rendered.openmetrics.decode()
     assert om.endswith("# EOF\n")
-    families = {f.name: f for f in parse_openmetrics(om)}
+    families = {f.name: f for f in parse_openmetrics(om)}  # type: ignore[no-untyped-call]
     assert families["aht_exporter_polls"].type == "counter"
     assert families["aht_seconds"].type == "gauge"
     assert om.count("# EOF") == 1

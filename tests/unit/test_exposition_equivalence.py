@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import math
 from collections.abc import Iterator, Sequence
+from typing import TypedDict, Unpack
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -135,7 +136,7 @@ def assert_same_as_client_python(views: Sequence[SourceView]) -> None:
     assert gzip.decompress(rendered.openmetrics_gzip) == rendered.openmetrics
     # And both parse with client_python's own parsers.
     list(parse_text(rendered.text.decode()))
-    list(parse_openmetrics(rendered.openmetrics.decode()))
+    list(parse_openmetrics(rendered.openmetrics.decode()))  # type: ignore[no-untyped-call]
 
 
 def healthy(source: str = "g1", provider: str = "genesys") -> SourceHealth:
@@ -147,9 +148,15 @@ def healthy(source: str = "g1", provider: str = "genesys") -> SourceHealth:
     return health
 
 
-def snapshot(windows: dict[str, dict[Labels, dict[Field, float]]], **kwargs: object) -> Snapshot:
+class SnapshotKeys(TypedDict, total=False):
+    """The Snapshot fields a test may set besides its windows."""
+
+    names: Names
+
+
+def snapshot(windows: dict[str, dict[Labels, dict[Field, float]]], **kwargs: Unpack[SnapshotKeys]) -> Snapshot:
     fields = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED, Field.TALK_TIME, Field.CONTACTS_ABANDONED})
-    return Snapshot(data_end=1772445600, fields=fields, windows=windows, **kwargs)  # type: ignore[arg-type]
+    return Snapshot(data_end=1772445600, fields=fields, windows=windows, **kwargs)
 
 
 def test_every_family_and_label_the_way_client_python_writes_them() -> None:
@@ -191,7 +198,7 @@ def test_special_and_large_floats_are_written_as_go_writes_them() -> None:
     groups[make_labels(agent="int")] = {Field.HANDLE_TIME: 7, Field.CONTACTS_HANDLED: 2}  # ints from a provider
     assert_same_as_client_python([SourceView(healthy(), snapshot({"1h": groups}))])
     for v in SPECIAL:
-        assert go_float(v) == floatToGoString(v)
+        assert go_float(v) == floatToGoString(v)  # type: ignore[no-untyped-call]
 
 
 def test_a_stale_source_is_left_out_and_the_others_stay() -> None:
@@ -223,7 +230,7 @@ def test_a_renderer_reuses_a_source_s_lines_until_its_snapshot_changes() -> None
         assert renderer.render(views).openmetrics == reference
 
 
-label_values = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+label_values = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
 values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**9), 10**12))
 
 
@@ -278,5 +285,5 @@ def test_the_total_counters_the_way_client_python_writes_them_and_a_strict_openm
     assert {s.labels["queue"]: s.value for s in total.samples} == {NASTY: 86_400.125, "q2": 0.0}
     assert families["aht_exporter_totals_lag_seconds"].samples[0].value == 7530
     assert families["aht_exporter_buckets_unrecovered"].samples[0].value == 3
-    text = {f.name: f for f in parse_text(render(views, TAIL).text.decode())}  # type: ignore[no-untyped-call]
+    text = {f.name: f for f in parse_text(render(views, TAIL).text.decode())}
     assert [s.value for s in text["aht_contacts_handled_total"].samples] == [321.0, 0.0]

@@ -1,4 +1,5 @@
 import logging
+from typing import Any
 
 import pytest
 import respx
@@ -68,9 +69,9 @@ def test_group_keys_not_asked_for_are_ignored_and_missing_ones_are_none() -> Non
 
 
 def test_media_type_is_lower_case() -> None:
-    payload = {"results": [{"group": {"mediaType": "Voice"}, "data": []}]}
+    payload: dict[str, Any] = {"results": [{"group": {"mediaType": "Voice"}, "data": []}]}
     assert parse_aggregates(payload, ["media_type"]) == []
-    payload["results"][0]["data"] = [{"interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z", "metrics": []}]  # type: ignore[index]
+    payload["results"][0]["data"] = [{"interval": "2026-03-02T09:00:00Z/2026-03-02T09:30:00Z", "metrics": []}]
     assert parse_aggregates(payload, ["media_type"])[0].labels == (("media_type", "voice"),)
 
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from itertools import combinations, permutations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
@@ -83,7 +83,10 @@ def _import_sdk() -> Any:
 
 SDK = _import_sdk()
 MODELS = SDK.models
-AbstractHttpClient = importlib.import_module("PureCloudPlatformClientV2.abstract_http_client").AbstractHttpClient
+if TYPE_CHECKING:
+    from PureCloudPlatformClientV2.abstract_http_client import AbstractHttpClient
+else:  # imported only now, after _import_sdk() has loaded the package under a throwaway HOME
+    AbstractHttpClient = importlib.import_module("PureCloudPlatformClientV2.abstract_http_client").AbstractHttpClient
 
 
 # --- the SDK's own client, over a stub transport ---------------------------------------------------------
@@ -102,7 +105,7 @@ class _Reply:
         return {"Content-Type": "application/json"}
 
 
-class _StubHttp(AbstractHttpClient):  # type: ignore[misc]
+class _StubHttp(AbstractHttpClient):  # type: ignore[misc]  # the SDK is untyped: its base class is Any
     """The SDK's HTTP client interface: records every request, answers with `body`."""
 
     def __init__(self, body: Any = None) -> None:

@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from aht_exporter.config import RESERVED_LABELS, parse_config, redacted
+from aht_exporter.config import RESERVED_LABELS, Config, parse_config, redacted
 from aht_exporter.exposition import SourceView, render
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import MISSING_LABEL, ConfigError, Field, make_labels
@@ -39,7 +39,7 @@ OZONETEL = """
 """
 
 
-def load(text: str):  # type: ignore[no-untyped-def]
+def load(text: str) -> Config:
     return parse_config(text, "config.yaml", {})
 
 

@@ -12,7 +12,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -20,6 +20,7 @@ import pytest
 from aht_exporter import connections
 from aht_exporter.config import build_config
 from aht_exporter.connections import GUARD_KEY, ConnectionGuard, connection_cap
+from aht_exporter.exposition import Rendered
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
 
@@ -38,7 +39,7 @@ BOUND = 15.0  # seconds any single wait below may take before the test fails
 
 
 class BigBody:
-    """Stands in for the exporter's rendered exposition."""
+    """Stands in for the exporter's rendered exposition (cast to Rendered: the server only calls body())."""
 
     def body(self, *, openmetrics: bool, gzipped: bool) -> tuple[tuple[bytes, ...], str]:
         return (BIG_BODY,), "text/plain; version=0.0.4; charset=utf-8"
@@ -154,7 +155,7 @@ async def test_headers_trickled_a_byte_at_a_time_do_not_extend_the_deadline() ->
 @pytest.mark.asyncio
 async def test_a_request_in_hand_outlives_the_header_timeout() -> None:
     async with serve(header_timeout=0.2) as served:
-        served.exporter.rendered = BigBody()  # type: ignore[assignment]
+        served.exporter.rendered = cast(Rendered, BigBody())
         reader, writer = await served.connect(small_receive_buffer=True)
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: exporter\r\nConnection: close\r\n\r\n")
         await until(lambda: served.guard.busy == 1, "the scrape is being answered")
@@ -170,7 +171,7 @@ async def test_a_request_in_hand_outlives_the_header_timeout() -> None:
 @pytest.mark.asyncio
 async def test_a_client_that_does_not_read_the_body_loses_the_connection() -> None:
     async with serve(write_timeout=0.2) as served:
-        served.exporter.rendered = BigBody()  # type: ignore[assignment]
+        served.exporter.rendered = cast(Rendered, BigBody())
         reader, writer = await served.connect(small_receive_buffer=True)
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: exporter\r\n\r\n")
         await until(lambda: served.guard.busy == 1, "the scrape is being answered")
@@ -237,7 +238,7 @@ async def test_accepts_wait_for_closing_connections_at_most_a_second(monkeypatch
 @pytest.mark.asyncio
 async def test_when_every_held_connection_is_in_a_request_a_new_one_is_closed_at_once() -> None:
     async with serve(max_connections=2) as served:
-        served.exporter.rendered = BigBody()  # type: ignore[assignment]
+        served.exporter.rendered = cast(Rendered, BigBody())
         slow = [await served.connect(small_receive_buffer=True) for _ in range(2)]
         for _, writer in slow:
             writer.write(b"GET /metrics HTTP/1.1\r\nHost: exporter\r\n\r\n")
@@ -262,5 +263,6 @@ async def test_a_port_in_use_is_an_error_naming_the_address() -> None:
 def test_the_connection_cap_stays_below_the_file_limit(
     monkeypatch: pytest.MonkeyPatch, soft_limit: int, cap: int
 ) -> None:
-    monkeypatch.setattr(connections.resource, "getrlimit", lambda _: (soft_limit, resource.RLIM_INFINITY))
+    # The same module object that connections reads the limit from.
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (soft_limit, resource.RLIM_INFINITY))
     assert connection_cap() == cap

@@ -12,6 +12,7 @@ from aht_exporter.model import (
     AverageUpdate,
     Bucket,
     Field,
+    Labels,
     Names,
     ProviderError,
     make_labels,
@@ -26,7 +27,7 @@ CHAT = make_labels(media_type="chat", queue="q2")
 FIELDS = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED})
 
 
-def bucket(start: int, labels=VOICE, handle: float = 100.0, handled: float = 2) -> Bucket:  # type: ignore[no-untyped-def]
+def bucket(start: int, labels: Labels = VOICE, handle: float = 100.0, handled: float = 2) -> Bucket:
     return Bucket(start, start + B, labels, {Field.HANDLE_TIME: handle, Field.CONTACTS_HANDLED: handled})
 
 
