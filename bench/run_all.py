@@ -2,9 +2,9 @@
 
     python bench/run_all.py [--out docs/performance.md] [--tiny]
 
-Runs scrape, scrape_tail, poll, memory and freshness with their defaults, prints each table, and rewrites the part
-of the output file between the `bench:begin` and `bench:end` markers with this run's tables, the
-targets met and missed, the machine and the command; the text around the markers is kept as it is.
+Runs scrape, scrape_tail, poll, memory, freshness and loop_stall with their defaults, prints each table,
+and rewrites the part of the output file between the `bench:begin` and `bench:end` markers with this run's
+tables, the targets met and missed, the machine and the command; the text around the markers is kept as it is.
 `--tiny` runs everything at a tiny size, in seconds (the smoke test's mode): its figures mean nothing.
 """
 
@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import freshness
+import loop_stall
 import memory
 import poll
 import scrape
@@ -51,6 +52,7 @@ TINY = {
         "--polls=3",
     ],
     "freshness": ["--agents=40", "--contacts-per-slot=4", "--ozonetel-targets=3"],
+    "loop_stall": ["--agents=40", "--contacts-per-slot=4", "--polls=1"],
 }
 
 
@@ -81,6 +83,7 @@ def run(tiny: bool) -> tuple[list[Result], float]:
         ("poll", poll),
         ("memory", memory),
         ("freshness", freshness),
+        ("loop_stall", loop_stall),
     )
     for name, module in benchmarks:
         argv = TINY[name] if tiny else []

@@ -1,6 +1,6 @@
 """Every benchmark runs, at a tiny size, so that none of them can rot. No timing is asserted.
 
-The five run side by side, each its own command as a user runs it (the Python client stands in for wrk,
+The six run side by side, each its own command as a user runs it (the Python client stands in for wrk,
 which CI does not install); run_all's report is checked on a made-up result, without a second run.
 """
 
@@ -84,6 +84,15 @@ def test_freshness_checks_metrics_for_each_provider(outputs: dict[str, str]) -> 
     text = outputs["freshness"]
     assert "target: genesys: freshness" in text and "target: ozonetel: freshness" in text
     assert " NO " not in text  # /metrics showed the data up to the closed bucket
+
+
+def test_loop_stall_reports_stalls_during_and_outside_polls(outputs: dict[str, str]) -> None:
+    text = outputs["loop_stall"]
+    assert "== Event-loop stalls, Genesys, 40 agents" in text
+    rows = [line for line in text.splitlines() if line.startswith(("first poll", "1 steady polls", "outside polls"))]
+    assert len(rows) == 3
+    assert all(int(row.split()[-1]) > 0 for row in rows)  # the probe ran in each phase
+    assert "target: event-loop stall during a poll" in text
 
 
 def test_the_synthetic_series_are_those_of_a_genesys_source_grouped_by_agent() -> None:
