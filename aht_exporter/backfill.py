@@ -289,13 +289,10 @@ class Backfill:
         for cfg in sources:
             cls = PROVIDERS[cfg.provider]
             if issubclass(cls, AverageProvider):
-                reason = (
+                self._cannot_serve(
                     f"{cfg.name} ({cfg.provider}): the provider serves no history, "
                     f"only its last {cfg.longest_window // 3600}h"
                 )
-                if self.only is not None:
-                    raise ConfigError(reason)
-                print(f"backfill: skipped {reason}", file=self.progress_stream)
                 continue
             every, bucket = cfg.every.seconds, cfg.bucket_seconds
             for flag, t in (("--from", self.start), ("--to", self.end)):
@@ -318,13 +315,10 @@ class Backfill:
                 )
             history = cls.history
             if history is not None and self.start < now - history:
-                reason = (
+                self._cannot_serve(
                     f"--from ({isoformat_z(self.start)}) is further back than {cfg.name} ({cfg.provider}) serves: "
                     f"its API answers the last {history // 3600}h only (docs/providers/{cfg.provider}.md)"
                 )
-                if self.only is not None:
-                    raise ConfigError(reason)
-                print(f"backfill: skipped {cfg.name}: {reason}", file=self.progress_stream)
                 continue
             if self.state.has_state(cfg.name):
                 raise ConfigError(
@@ -343,6 +337,13 @@ class Backfill:
                 )
             )
         return plans
+
+    def _cannot_serve(self, reason: str) -> None:
+        """A source the provider cannot backfill: an error when it was asked for by name, else skipped with a
+        line (a whole config's backfill goes on without it)."""
+        if self.only is not None:
+            raise ConfigError(reason)
+        print(f"backfill: skipped {reason}", file=self.progress_stream)
 
     async def run(self) -> int:
         try:

@@ -324,3 +324,27 @@ async def test_an_output_that_cannot_be_written_is_one_line_and_the_fetched_hist
     assert "resuming at 2026-11-19T00:00:00.000Z" in progress.getvalue()  # every chunk was fetched and kept
     assert sum(genesys.requests.values()) == asked  # so nothing is asked again
     assert quick_samples((tmp_path / "missing-dir" / "h.om").read_text())
+
+
+@pytest.mark.asyncio
+async def test_without_source_what_cannot_be_served_is_skipped_with_a_line_and_the_rest_is_backfilled(
+    demo: tuple[Demo, Config], tmp_path: Path
+) -> None:
+    _, config = demo
+    progress = io.StringIO()
+    run = Backfill(
+        config,
+        TO - DAY,
+        TO,
+        tmp_path / "all.om",
+        StateStore(None),
+        clock=FakeClock(NOW),
+        sleep=no_sleep,
+        progress_stream=progress,
+    )
+    assert await run.run() == 0, progress.getvalue()
+    said = progress.getvalue()
+    assert "backfill: skipped demo-ozonetel (ozonetel): the provider serves no history, only its last 2h\n" in said
+    assert "backfill: skipped --from (2026-11-18T00:00:00.000Z) is further back than demo-liveperson" in said
+    sources = {dict(labels)["source"] for _, labels in quick_samples((tmp_path / "all.om").read_text())}
+    assert sources == {"demo-genesys", "demo-genesys-agents", "demo-koreai"}
