@@ -14,14 +14,14 @@ from pathlib import Path
 
 from aht_exporter import __version__
 from aht_exporter.clock import SystemClock
-from aht_exporter.config import Config, load_config, redacted
+from aht_exporter.config import Config, redacted
 from aht_exporter.logs import install_redactor, setup_logging
 from aht_exporter.model import ConfigError
 from aht_exporter.redact import Redactor
+from aht_exporter.registry import load_config
 from aht_exporter.reload import Reloader
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import TELEMETRY_PATH, check_telemetry_path, parse_listen_address, start_server
-from aht_exporter.simulator.faults import Fault
 from aht_exporter.state import StateStore
 from aht_exporter.webconfig import WebConfig, load_web_config
 
@@ -33,11 +33,25 @@ DEFAULT_LISTEN = ":9779"
 DEFAULT_STORAGE = "data/"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Lists the demo's faults in the help of `--demo.fault` when the help is printed, not when the parser is
+    built: they live with the simulators, which the CLI imports only in demo mode."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if action.dest != "demo_fault" or text is None:
+            return text
+        from aht_exporter.simulator.faults import Fault
+
+        return text + " (faults: " + ", ".join(f.value for f in Fault) + ")"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aht-exporter",
         description="Prometheus exporter for contact-center Average Handle Time.",
         allow_abbrev=False,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--config.file", dest="config_file", metavar="PATH", help=f"config file (default {DEFAULT_CONFIG})")
     p.add_argument(
@@ -105,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PROVIDER:FAULT[:COUNT][@AFTER]",
         help="with --demo: make a simulator misbehave, e.g. genesys:503, genesys:401:4 or koreai:503@2: "
         "the next COUNT data requests (all without COUNT; a poll tries each request up to 4 times) fail, "
-        "starting after AFTER successful polls of each of the provider's sources "
-        "(faults: " + ", ".join(f.value for f in Fault) + ")",
+        "starting after AFTER successful polls of each of the provider's sources",
     )
     p.add_argument("--version", action="version", version=f"aht-exporter {__version__}")
     return p
@@ -193,7 +206,7 @@ def _install_redaction(config: Config) -> None:
 
 
 async def _run_demo(args: argparse.Namespace) -> int:
-    from aht_exporter.demo import Demo
+    from aht_exporter.simulator.demo import Demo
 
     demo = Demo(SystemClock())
     config = await demo.start()

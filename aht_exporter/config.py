@@ -11,7 +11,6 @@ MAX_* constants below; the README's "Limits" section lists them.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import reprlib
@@ -35,6 +34,7 @@ from pydantic import (
 )
 
 from aht_exporter.model import MAX_LABEL_VALUE, ConfigError, Labels
+from aht_exporter.net import is_loopback
 from aht_exporter.timebuckets import Duration
 
 FIVE_MINUTES = 300
@@ -206,10 +206,6 @@ class Defaults(StrictModel):
     labels: dict[Any, Any] = Field(default_factory=dict)
 
 
-# `defaults` keys every source inherits, whatever its provider's `from_defaults` says.
-INHERITED_BY_EVERY_SOURCE = frozenset({"labels"})
-
-
 class SourceConfig(Defaults):
     """Keys every source takes. Each provider subclasses it with its own keys and `provider` literal."""
 
@@ -218,9 +214,8 @@ class SourceConfig(Defaults):
     default_refresh: ClassVar[str] = "1h"
     # URL keys that must be https (or loopback http) unless allow_insecure_http.
     url_keys: ClassVar[tuple[str, ...]] = ("base_url",)
-    # The `defaults` keys this provider takes (a provider with a fixed window takes no `windows`).
-    from_defaults: ClassVar[frozenset[str]] = frozenset(Defaults.model_fields)
-    # Keys fixed by the provider, which a user may not set (and --check-config does not print).
+    # Keys fixed by the provider, which a user may not set, `defaults` does not give, and --check-config does
+    # not print (Ozonetel's window is the vendor's 2h).
     fixed_keys: ClassVar[frozenset[str]] = frozenset()
     # The longest window (and `refresh`) the provider can serve; a provider that can serve less lowers it.
     max_window: ClassVar[Duration] = MAX_WINDOW
@@ -354,18 +349,14 @@ def _url_problems(url: str, allow_insecure: bool) -> Iterator[str]:
         yield "plain http:// is refused for a non-loopback host (set allow_insecure_http: true to allow it)"
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class Config(StrictModel):
     sources: list[SourceConfig]
     path: str = "<config>"
+
+
+# Each provider's config model, by the name a source gives in `provider:`. This module knows no provider
+# (every provider imports it): the registry hands them in (aht_exporter.registry, which most callers use).
+SourceModels = Mapping[str, type[SourceConfig]]
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -382,8 +373,8 @@ class _Problem(Exception):
         self.message = message
 
 
-def load_config(path: str | Path) -> Config:
-    return parse_config(read_config_text(path), str(path))
+def load_config(path: str | Path, models: SourceModels) -> Config:
+    return parse_config(read_config_text(path), models, str(path))
 
 
 def read_config_text(path: str | Path, what: str = "a config file") -> str:
@@ -491,10 +482,12 @@ class _Loader(_SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def parse_config(text: str, name: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+def parse_config(
+    text: str, models: SourceModels, name: str = "<config>", env: Mapping[str, str] | None = None
+) -> Config:
     raw = parse_yaml(text, name)
     try:
-        return build_config(raw, name, os.environ if env is None else env)
+        return build_config(raw, models, name, os.environ if env is None else env)
     except _Problem as p:
         raise _config_error(name, p) from None
     except RecursionError:  # the limits should make this unreachable: a last resort, not a traceback
@@ -622,9 +615,9 @@ def _plain(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit and text.isprintable() else shown(text)
 
 
-def build_config(raw: object, name: str, env: Mapping[str, str]) -> Config:
-    from aht_exporter.providers import PROVIDERS
-
+def build_config(raw: object, models: SourceModels, name: str, env: Mapping[str, str]) -> Config:
+    """`raw` (the parsed YAML, or a mapping built in code) validated into a Config, each source against its
+    provider's model in `models`; the first problem is raised as a _Problem (parse_config words it)."""
     if not isinstance(raw, dict):
         raise _Problem("", "the file must be a mapping with a `sources` list")
     for key in raw:
@@ -653,12 +646,12 @@ def build_config(raw: object, name: str, env: Mapping[str, str]) -> Config:
         if not isinstance(item, dict):
             raise _Problem(where, "must be a mapping")
         provider = item.get("provider")
-        if not isinstance(provider, str) or provider not in PROVIDERS:
-            known = ", ".join(sorted(PROVIDERS))
+        if not isinstance(provider, str) or provider not in models:
+            known = ", ".join(sorted(models))
             raise _Problem(f"{where}.provider", f"{shown(provider)} is not a known provider ({known})")
-        model = PROVIDERS[provider].config_model
-        takes = model.from_defaults | INHERITED_BY_EVERY_SOURCE
-        inherited = {k: v for k, v in defaults_raw.items() if k in takes}
+        model = models[provider]
+        # Every `defaults` key but those the provider fixes (a provider with a fixed window takes no `windows`).
+        inherited = {k: v for k, v in defaults_raw.items() if k not in model.fixed_keys}
         merged = {**inherited, **_read_secret_files(item, model, where)}
         source = _validate(model, merged, where)
         for key, message in source.problems():

@@ -19,16 +19,15 @@ from dataclasses import dataclass
 from aht_exporter.config import (
     MAX_SECRET_FILE_BYTES,
     Config,
-    load_config,
     load_yaml,
     read_bounded,
     read_config_text,
-    secret_keys,
 )
 from aht_exporter.exposition import ReloadStatus
 from aht_exporter.logs import install_redactor
 from aht_exporter.model import ConfigError
 from aht_exporter.redact import Redactor
+from aht_exporter.registry import all_secret_keys, load_config
 from aht_exporter.scheduler import Changes, Exporter
 
 log = logging.getLogger("aht_exporter")
@@ -144,13 +143,6 @@ class Reloader:
         return self.exporter.redactor.shown(masked)
 
 
-# Every provider's secret keys: a value under one of these, in a file that failed to load, may be a secret.
-def _all_secret_keys() -> frozenset[str]:
-    from aht_exporter.providers import PROVIDERS
-
-    return frozenset(k for cls in PROVIDERS.values() for k in secret_keys(cls.config_model))
-
-
 # `key: value` anywhere, in block or flow style; the value is looked at, not consumed, so that the next key
 # of a flow mapping on the same line is found too.
 _PAIR = re.compile(r"""(?<![\w-])["']?(?P<key>[A-Za-z0-9_]+)["']?[ \t]*:[ \t]+(?=(?P<value>[^\n]*))""")
@@ -163,7 +155,7 @@ def secrets_in_file(path: str) -> Iterator[str]:
     """What may be a secret in a config file that did not load, best effort and never failing: each value
     under a secret key, read from the lines as written (the YAML may not parse) and from the YAML when it
     does; the text of each `<key>_file` it names; and the environment variables those values name."""
-    keys = _all_secret_keys()
+    keys = all_secret_keys()
     try:
         text = read_config_text(path)
     except ConfigError:

@@ -25,6 +25,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import BasicAuth, web
 from aiohttp.typedefs import Handler
@@ -39,6 +40,9 @@ TOKEN_PATH = "/oauth/token"
 AGGREGATES_PATH = "/api/v2/analytics/conversations/aggregates/query"
 QUEUES_PATH = "/api/v2/routing/queues"
 USERS_PATH = "/api/v2/users"
+
+DEMO_CLIENT_ID = "demo-client"
+DEMO_CLIENT_SECRET = "demo-secret"  # not a secret: the simulator's own, printed in the README
 
 # How Genesys says things, for fault injection. Genesys answers errors with their HTTP status; the
 # error-in-200 form is what a misbehaving gateway or a partial outage hands back.
@@ -342,8 +346,8 @@ class GenesysSimulator:
         workload: Workload,
         clock: Clock,
         *,
-        client_id: str = "demo-client",
-        client_secret: str = "demo-secret",
+        client_id: str = DEMO_CLIENT_ID,
+        client_secret: str = DEMO_CLIENT_SECRET,
         token_lifetime: int = 86400,
         rate_limit_per_minute: int = 300,
         max_interval_seconds: int = 31 * 86400,
@@ -500,6 +504,26 @@ class GenesysSimulator:
         if not calls:
             return 0, _RATE_WINDOW
         return len(calls), max(1, math.ceil(calls[0] + _RATE_WINDOW - now))
+
+
+def demo_sources(base_url: str) -> list[dict[str, Any]]:
+    """The demo's Genesys sources, as raw config, for a simulator made by `demo_simulator` at `base_url`:
+    by media type and queue on the default 30-minute buckets, and by agent on 15-minute ones."""
+    common = {
+        "provider": "genesys",
+        "base_url": base_url,
+        "login_url": base_url,  # one server answers both the login and the API paths
+        "client_id": DEMO_CLIENT_ID,
+        "client_secret": DEMO_CLIENT_SECRET,
+    }
+    return [
+        {"name": "demo-genesys", **common, "group_by": ["media_type", "queue"], "windows": ["30m", "1h", "1d"]},
+        {"name": "demo-genesys-agents", **common, "bucket": "15m", "group_by": ["agent"], "windows": ["15m", "1h"]},
+    ]
+
+
+def demo_simulator(workload: Workload, clock: Clock) -> GenesysSimulator:
+    return GenesysSimulator(workload, clock, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
 
 
 def _bearer(request: web.Request) -> str | None:

@@ -11,10 +11,10 @@ from aiohttp import web
 
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import Config
-from aht_exporter.demo import demo_config, demo_workload, genesys_sources
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
-from aht_exporter.simulator.genesys import GenesysSimulator
+from aht_exporter.simulator.demo import demo_config, demo_workload
+from aht_exporter.simulator.genesys import GenesysSimulator, demo_sources
 from tests.helpers import T0, Series, parse_exposition
 
 
@@ -39,7 +39,7 @@ async def stack() -> AsyncIterator[Stack]:
     clock = FakeClock(T0)
     sim = GenesysSimulator(demo_workload(), clock, client_id="demo-client", client_secret="demo-secret")
     url = await sim.start()
-    config = demo_config(genesys_sources(url))
+    config = demo_config(demo_sources(url))
     exporter = Exporter(config, clock=clock)
     runner, bound = await start_server(exporter, "127.0.0.1:0")
     async with httpx.AsyncClient(base_url=f"http://{bound[0]}") as client:

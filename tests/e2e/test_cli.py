@@ -53,9 +53,15 @@ def test_demo_once_prints_every_data_gauge_with_source_up() -> None:
     ):
         assert samples(series, name, source="demo-genesys"), name
     up = samples(series, "aht_exporter_source_up")
-    assert {dict(labels)["provider"] for labels in up} == {"genesys", "liveperson", "ozonetel", "koreai"}
+    assert {dict(labels)["provider"] for labels in up} == {
+        "genesys",
+        "liveperson",
+        "ozonetel",
+        "koreai",
+        "amazon_connect",
+    }
     assert set(up.values()) == {1.0}
-    for provider in ("liveperson", "koreai"):
+    for provider in ("liveperson", "koreai", "amazon_connect"):
         assert samples(series, "aht_handle_time_seconds", provider=provider), provider
     assert samples(series, "aht_seconds", provider="liveperson", media_type="chat")
     assert samples(series, "aht_seconds", provider="ozonetel", window="2h")

@@ -14,9 +14,9 @@ import pytest
 import pytest_asyncio
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config
-from aht_exporter.demo import Demo
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
+from aht_exporter.simulator.demo import Demo
 from tests.helpers import T0, RecordingSleep
 
 

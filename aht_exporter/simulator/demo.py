@@ -1,4 +1,8 @@
-"""`--demo`: the built-in provider simulators on ephemeral loopback ports, and sources pointed at them."""
+"""`--demo`: the built-in provider simulators on ephemeral loopback ports, and sources pointed at them.
+
+Only the demo entry points (`aht-exporter --demo`, `aht-exporter backfill --demo`) import this module, in
+their demo branch: a production start loads no simulator code.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aht_exporter.clock import Clock
-from aht_exporter.config import Config, build_config
-from aht_exporter.simulator import koreai, liveperson, ozonetel
+from aht_exporter.config import Config
+from aht_exporter.registry import build_config
+from aht_exporter.simulator import amazon_connect, genesys, koreai, liveperson, ozonetel
 from aht_exporter.simulator.faults import Fault, FaultInjector
-from aht_exporter.simulator.genesys import GenesysSimulator
 from aht_exporter.simulator.koreai import KoreAISimulator
 from aht_exporter.simulator.liveperson import LivePersonSimulator
 from aht_exporter.simulator.workload import Workload
@@ -19,41 +23,12 @@ from aht_exporter.simulator.workload import Workload
 if TYPE_CHECKING:
     from aht_exporter.scheduler import Exporter
 
-DEMO_CLIENT_ID = "demo-client"
-DEMO_CLIENT_SECRET = "demo-secret"  # not a secret: the simulator's own, printed in the README
 DEMO_SEED = 1
 
 
 def demo_workload() -> Workload:
     # A few minutes of reporting lag, as real analytics have, so re-fetching closed buckets matters.
     return Workload(seed=DEMO_SEED, queues=4, agents=20, contacts_per_slot=6.0, report_lag=180.0)
-
-
-def genesys_sources(genesys_url: str) -> list[dict[str, Any]]:
-    """The demo's Genesys sources, as raw config."""
-    return [
-        {
-            "name": "demo-genesys",
-            "provider": "genesys",
-            "base_url": genesys_url,
-            "login_url": genesys_url,
-            "client_id": DEMO_CLIENT_ID,
-            "client_secret": DEMO_CLIENT_SECRET,
-            "group_by": ["media_type", "queue"],
-            "windows": ["30m", "1h", "1d"],
-        },
-        {
-            "name": "demo-genesys-agents",
-            "provider": "genesys",
-            "base_url": genesys_url,
-            "login_url": genesys_url,
-            "client_id": DEMO_CLIENT_ID,
-            "client_secret": DEMO_CLIENT_SECRET,
-            "bucket": "15m",
-            "group_by": ["agent"],
-            "windows": ["15m", "1h"],
-        },
-    ]
 
 
 class Simulator(Protocol):
@@ -75,15 +50,13 @@ class DemoProvider:
 
 
 DEMO_PROVIDERS: dict[str, DemoProvider] = {
-    "genesys": DemoProvider(
-        make=lambda workload, clock: GenesysSimulator(
-            workload, clock, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET
-        ),
-        sources=genesys_sources,
-    ),
+    "genesys": DemoProvider(make=genesys.demo_simulator, sources=genesys.demo_sources),
     "koreai": DemoProvider(make=KoreAISimulator, sources=lambda url: [koreai.demo_source(url)]),
     "liveperson": DemoProvider(make=LivePersonSimulator, sources=lambda url: [liveperson.demo_source(url)]),
     "ozonetel": DemoProvider(make=ozonetel.demo_simulator, sources=lambda url: [ozonetel.demo_source(url)]),
+    "amazon_connect": DemoProvider(
+        make=amazon_connect.demo_simulator, sources=lambda url: [amazon_connect.demo_source(url)]
+    ),
 }
 
 # Routing labels on every demo source, so that the shipped alerts show them (README, "Labels for routing").
