@@ -27,19 +27,21 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx
 
 from aht_exporter import timebuckets
 from aht_exporter.clock import Clock, SystemClock
-from aht_exporter.config import Config, SourceConfig, load_config
+from aht_exporter.config import Config, SourceConfig
 from aht_exporter.exposition import FIELD_HELP
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
 from aht_exporter.model import Bucket, ConfigError, Field, Labels, ProviderError, RateLimited
-from aht_exporter.providers import PROVIDERS, Provider
-from aht_exporter.providers.base import AverageProvider
+from aht_exporter.pacing import Accounts
+from aht_exporter.providers import PROVIDERS
+from aht_exporter.providers.base import BucketProvider
+from aht_exporter.registry import load_config
 from aht_exporter.state import StateStore, identity
 from aht_exporter.store import MICRO, SourceState, SourceStore
 from aht_exporter.timebuckets import closed_until, final_until, floor_to, isoformat_z
@@ -97,7 +99,7 @@ class Plan:
     """One source's backfill: what to fetch, in which chunks, and when its counters move."""
 
     config: SourceConfig
-    provider: Provider
+    provider: BucketProvider[Any]
     start: int
     end: int
     identity: str
@@ -273,6 +275,9 @@ class Backfill:
     sleep: Sleep = asyncio.sleep
     transport: httpx.AsyncBaseTransport | None = None
     progress_stream: TextIO = field(default_factory=lambda: sys.stderr)
+    # What sources of one vendor account share: a backfill of two sources of one Kore.ai account stays
+    # within the account's one budget (pacing.Accounts).
+    accounts: Accounts = field(default_factory=Accounts)
     # the buckets of each source, when there is no store to keep them in
     _memory: dict[str, dict[int, dict[Labels, dict[Field, int]]]] = field(default_factory=dict)
 
@@ -288,7 +293,7 @@ class Backfill:
         plans = []
         for cfg in sources:
             cls = PROVIDERS[cfg.provider]
-            if issubclass(cls, AverageProvider):
+            if not issubclass(cls, BucketProvider):
                 self._cannot_serve(
                     f"{cfg.name} ({cfg.provider}): the provider serves no history, "
                     f"only its last {cfg.longest_window // 3600}h"
@@ -315,9 +320,10 @@ class Backfill:
                 )
             history = cls.history
             if history is not None and self.start < now - history:
+                page = cfg.provider.replace("_", "-")  # docs/providers/amazon-connect.md
                 self._cannot_serve(
                     f"--from ({isoformat_z(self.start)}) is further back than {cfg.name} ({cfg.provider}) serves: "
-                    f"its API answers the last {history // 3600}h only (docs/providers/{cfg.provider}.md)"
+                    f"its API answers the last {history // 3600}h only (docs/providers/{page}.md)"
                 )
                 continue
             if self.state.has_state(cfg.name):
@@ -326,7 +332,9 @@ class Backfill:
                     "polls a source (docs/backfill.md), or move the store away to start its counters afresh"
                 )
             health = SourceHealth(cfg.name, cfg.provider, cfg.stale_after)
-            provider = cls(cfg, health, clock=self.clock, sleep=self.sleep, transport=self.transport)
+            provider = cls(
+                cfg, health, clock=self.clock, sleep=self.sleep, transport=self.transport, accounts=self.accounts
+            )
             plans.append(
                 Plan(
                     cfg,
@@ -489,7 +497,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 async def _demo(args: argparse.Namespace, start: int, end: int, state: StateStore) -> int:
-    from aht_exporter.demo import Demo
+    from aht_exporter.simulator.demo import Demo
 
     demo = Demo(SystemClock())
     config = await demo.start()

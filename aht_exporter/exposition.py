@@ -326,11 +326,6 @@ def source_samples(view: SourceView) -> dict[str, bytes]:
             f"{AHT_FAMILY}{{{text}}} {go_float(totals.get(Field.HANDLE_TIME, 0.0) / handled)}\n"
             for text, totals in sums
             if (handled := totals.get(Field.CONTACTS_HANDLED, 0.0)) > 0
-        ]
-        + [
-            f"{AHT_FAMILY}{{{label_text(window, labels)}}} {go_float(value)}\n"
-            for window, averages in snap.averages.items()
-            for labels, value in averages.items()
         ],
     )
     for f in Field:

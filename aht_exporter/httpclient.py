@@ -22,7 +22,7 @@ import math
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl
@@ -41,6 +41,7 @@ from tenacity.stop import stop_base
 from aht_exporter import __version__
 from aht_exporter.health import Quota
 from aht_exporter.model import ProviderError, RateLimited
+from aht_exporter.pacing import Pacer
 from aht_exporter.redact import MASK, RUNTIME, Redactor, RuntimeSecrets
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,37 @@ def generic_error_text(response: httpx.Response) -> str:
     return text[:300] if text else response.reason_phrase
 
 
+class ResendOn401(httpx.Auth):
+    """A 401 is answered once by sending the request again, after `refresh` (if any) renewed what signs it, as
+    every provider does with its tokens; a second 401 stands. For a request signed as it leaves (Kore.ai's JWT,
+    AWS's SigV4: `ApiClient`'s `sign`), the resent request carries a new signature."""
+
+    def __init__(self, refresh: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._refresh = refresh
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        response = yield request
+        if response.status_code != 401:
+            return
+        await response.aread()
+        if self._refresh is not None:
+            await self._refresh()
+        yield request
+
+
+def vendor_error_text(response: httpx.Response, *, message: Callable[[Mapping[str, Any]], str | None]) -> str:
+    """The vendor's words from a JSON error body, found by the provider's `message`, as one line of at most
+    300 characters; the body's start when it is not JSON, holds no words `message` knows, or is too deep."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        body = None
+    words = message(body) if isinstance(body, dict) else None
+    if words:
+        return " ".join(words.split())[:300]
+    return generic_error_text(response)
+
+
 def _codec(name: str | None) -> str:
     """A charset Python knows: a vendor's `charset=bogus` must not turn its error into a crash."""
     try:
@@ -198,6 +230,8 @@ class ApiClient:
         transport: httpx.AsyncBaseTransport | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         runtime_secrets: RuntimeSecrets = RUNTIME,
+        pacer: Pacer | None = None,
+        sign: Callable[[httpx.Request], None] | None = None,
     ) -> None:
         self._counter = counter
         self._error_text = error_text
@@ -211,6 +245,8 @@ class ApiClient:
         # Public: Provider sets it from the source's `max_response_size`, whichever provider made the client.
         self.max_response_bytes = max_response_bytes
         self.runtime_secrets = runtime_secrets
+        self._pacer = pacer
+        self._sign = sign
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             auth=auth,
@@ -227,8 +263,14 @@ class ApiClient:
         self._deadline = deadline
 
     async def _on_request(self, request: httpx.Request) -> None:
-        # Sees every request as sent, the auth flow's included: the credentials it carries are known from
-        # now on, so that a vendor echoing one (in any reply, of any status) is masked.
+        # Sees every request as sent (retries, the auth flow's token calls and 401 re-sends included): it
+        # waits for its turn in the account's budget, is signed after the wait (a signature's time is when
+        # it leaves), and the credentials it carries are known from now on, so that a vendor echoing one
+        # (in any reply, of any status) is masked.
+        if self._pacer is not None:
+            await self._pacer.wait_turn()
+        if self._sign is not None:
+            self._sign(request)
         for value in sent_credentials(request):
             self.runtime_secrets.add(value)
 

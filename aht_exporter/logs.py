@@ -188,11 +188,9 @@ class RateLimit(logging.Filter):
         return kind if len(self._shown) < self._max_kinds else f"{record.name} other"
 
 
-def setup_logging(level: str, fmt: str, filters: list[logging.Filter] | None = None) -> None:
+def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
-    for f in filters or []:
-        handler.addFilter(f)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

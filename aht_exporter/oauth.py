@@ -55,10 +55,6 @@ class ClientCredentialsAuth(httpx.Auth):
         self._token: str | None = None
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
-        self.generations = 0
-
-    def invalidate(self) -> None:
-        self._token = None
 
     def _valid(self) -> bool:
         return self._token is not None and self._monotonic() < self._refresh_at
@@ -112,7 +108,6 @@ class ClientCredentialsAuth(httpx.Auth):
             raise ProviderError(f"{at}: token response has no usable access_token")
         self._runtime_secrets.add(token)
         self._token = token
-        self.generations += 1
         if self._on_token is not None:  # once per token issued: a refused or unusable reply issued none
             self._on_token()
         # Refresh a little before expiry: a tenth of the lifetime, at most five minutes.

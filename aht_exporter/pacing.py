@@ -5,9 +5,9 @@ slack) holds more than `per_minute` of them; it can also pause when the vendor s
 Evenly (the default), each slot is at least `interval` after the previous one, so requests never
 burst: Ozonetel asks for that. With `burst=True` a slot is only held back when the window already
 holds `per_minute` requests: a poll of a few pages (Kore.ai) goes out at once instead of one a second,
-and a long backfill still never exceeds the limit. Installed as an httpx request hook (`pace_requests`), it
-sees every request the client sends: retries, token calls and redirects included, whatever transport
-or proxy carries them. Time is the event loop's (monotonic), so fast-forwarded test loops drive it too.
+and a long backfill still never exceeds the limit. Installed as an httpx request hook (httpclient.ApiClient's
+`pacer`), it sees every request the client sends: retries, token calls and redirects included, whatever
+transport or proxy carries them. Time is the event loop's (monotonic), so fast-forwarded test loops drive it too.
 
 Why not `aiolimiter.AsyncLimiter(1, interval)`: its leaky bucket is float arithmetic, and a drained
 bucket can keep a residue (2e-16) that re-arms its wake-up timer at the same instant. On a real loop
@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
-import httpx
-
 # Pace as if a minute had 61 seconds: `per_minute` requests then span 61 s, so the vendor still sees at
 # most `per_minute` in any 60 s of its own clock when network latency shifts arrivals by up to 1 s.
 SLACK_SECONDS = 1.0
+
+T = TypeVar("T")
 
 
 class Pacer:
@@ -87,30 +86,24 @@ class Pacer:
             # A pause began while this request waited for its slot: it waits for a slot after the pause.
 
 
-# Loop time (and an asyncio.Lock) means nothing across event loops: one registry per loop (tests run many).
-_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, object]] = weakref.WeakKeyDictionary()
+class Accounts:
+    """What the sources of one vendor account share: its pacer (one request budget), its token.
 
-T = TypeVar("T")
+    The exporter makes one and hands it to every provider it builds (and keeps it across reloads, so a
+    reloaded source goes on with its account's budget); a provider asks it for its account's objects by a
+    key of its own, e.g. `("ozonetel", api_url, user)`. Everything in it belongs to the event loop the
+    exporter runs on: a pacer counts that loop's time.
+    """
 
+    def __init__(self) -> None:
+        self._shared: dict[Hashable, object] = {}
 
-def loop_shared(key: Hashable, make: Callable[[], T]) -> T:
-    """The running loop's one object for `key` (e.g. one vendor account's budget), made on first use."""
-    per_loop = _SHARED.setdefault(asyncio.get_running_loop(), {})
-    if key not in per_loop:
-        per_loop[key] = make()
-    return per_loop[key]  # type: ignore[return-value]
+    def shared(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The account's one object for `key`, made by `make` on first use."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]  # type: ignore[return-value]
 
-
-def shared_pacer(key: Hashable, per_minute: float, *, slack: float = SLACK_SECONDS, burst: bool = False) -> Pacer:
-    """The running loop's pacer for `key` (e.g. one vendor account), made with `per_minute` on first use."""
-    return loop_shared(("pacer", key), lambda: Pacer(per_minute, slack=slack, burst=burst))
-
-
-def pace_requests(client: httpx.AsyncClient, pacer: Callable[[], Pacer]) -> None:
-    """Make every request `client` sends wait for its turn with `pacer()` first."""
-
-    async def hook(_: httpx.Request) -> None:
-        await pacer().wait_turn()
-
-    hooks = client.event_hooks
-    client.event_hooks = {"request": [*hooks["request"], hook], "response": hooks["response"]}
+    def pacer(self, key: Hashable, per_minute: float, *, slack: float = SLACK_SECONDS, burst: bool = False) -> Pacer:
+        """The account's pacer for `key`, made with the first asker's `per_minute` (later ones share it)."""
+        return self.shared(("pacer", key), lambda: Pacer(per_minute, slack=slack, burst=burst))

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -32,13 +32,14 @@ from aht_exporter.exposition import ReloadStatus, Rendered, Renderer, SourceView
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
 from aht_exporter.memory import release_free_memory
-from aht_exporter.model import AverageUpdate, Bucket, Names, ProviderError
-from aht_exporter.providers import PROVIDERS, Provider
-from aht_exporter.providers.base import AverageProvider
+from aht_exporter.model import Names, ProviderError
+from aht_exporter.pacing import Accounts
+from aht_exporter.providers import PROVIDERS
+from aht_exporter.providers.base import AnyProvider
 from aht_exporter.redact import Redactor
 from aht_exporter.state import StateStore, identity
-from aht_exporter.store import AverageStore, Snapshot, SourceStore
-from aht_exporter.timebuckets import closed_until, counter_lag, fetch_span, final_until, isoformat_z, poll_boundary
+from aht_exporter.store import Snapshot, Span, Store
+from aht_exporter.timebuckets import isoformat_z, poll_budget
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -51,8 +52,8 @@ RETIRE_LIMIT = 2.0
 
 
 def poll_deadline(config: SourceConfig) -> float:
-    """A poll must end before the next one is due: leave it all of `every` but ten seconds."""
-    return max(10.0, config.every.seconds - 10.0)
+    """A poll must end before the next one is due (timebuckets.poll_budget)."""
+    return poll_budget(config.every.seconds)
 
 
 class SourceRunner:
@@ -61,7 +62,7 @@ class SourceRunner:
     def __init__(
         self,
         config: SourceConfig,
-        provider: Provider,
+        provider: AnyProvider,
         *,
         clock: Clock,
         redactor: Redactor,
@@ -75,25 +76,15 @@ class SourceRunner:
         self.clock = clock
         self.redactor = redactor
         self.on_update = on_update
-        self.store = SourceStore(bucket=config.bucket_seconds, windows=config.windows, fields=provider.fields)
-        self.averages = AverageStore(max(config.windows))
-        # Buckets and totals survive a restart in the state store, for sources that have them (docs/exact-ranges.md).
-        self.state = state if state is not None and not isinstance(provider, AverageProvider) else StateStore(None)
+        self.store: Store[Any] = provider.new_store()
+        # Buckets and totals survive a restart in the state store, for stores that have them (docs/exact-ranges.md).
+        self.state = state if state is not None and self.store.keeps_state else StateStore(None)
         self.identity = identity(
             config.provider, config.bucket_seconds, getattr(config, "group_by", None), provider.fields
         )
         self._resave = False  # the last save failed: the next one writes the whole state
-        self.counter_lag = (
-            None
-            if isinstance(provider, AverageProvider)
-            else counter_lag(
-                bucket=config.bucket_seconds,
-                every=config.every.seconds,
-                delay=config.delay.seconds,
-                refresh=config.refresh_seconds,
-                longest_window=config.longest_window,
-            )
-        )
+        self.counter_lag = self.store.counter_lag
+        provider.publish = self._publish_part
         if self.state.enabled:
             self._restore()
         self.snapshot: Snapshot | None = None
@@ -145,23 +136,12 @@ class SourceRunner:
         if self._store_work is not None and not self._store_work.done():
             await asyncio.wait([self._store_work])
 
-    def _apply(self, start: int, end: int, buckets: list[Bucket], data_end: int, everything: bool) -> bool | None:
-        """In a thread: the fetched buckets into the store, then what changed into the state store (all of
-        it if `everything`), as one piece of work. Returns whether the save succeeded (None: no state store)."""
-        cfg = self.config
-        self.store.replace(start, end, buckets)
-        self.store.finalize(
-            final_until(
-                data_end,
-                bucket=cfg.bucket_seconds,
-                longest_window=self.store.longest_window,
-                refresh=cfg.refresh_seconds,
-            )
-        )
-        self.store.prune(data_end)
-        if not self.state.enabled:
-            return None
-        return self._write(everything)
+    def _apply(self, span: Span, result: object, everything: bool) -> tuple[Mapping[str, object], bool | None]:
+        """In a thread: the provider's result into the store, then what changed into the state store (all
+        of it if `everything`), as one piece of work. Returns what to log of the result, and whether the save
+        succeeded (None: no state store)."""
+        details = self.store.apply(span, result)
+        return details, (self._write(everything) if self.state.enabled else None)
 
     def _write(self, everything: bool) -> bool:
         """In the thread of `_apply`: copying what changed costs as much as writing it, on a big source.
@@ -196,55 +176,37 @@ class SourceRunner:
 
     async def _update(self, now: float) -> tuple[int, dict[str, object]]:
         """Fetch and store; return the end of the data and what to log about it."""
-        if isinstance(self.provider, AverageProvider):
-            update = await self.provider.fetch_averages(self._publish_part)
-            self.averages.apply(update)
-            # The provider's average covers its fixed span up to the moment it answered.
-            return int(now), {"refreshed": len(update.averages), "removed": len(update.removed)}
-        cfg = self.config
         await self._store_settled()  # the span to fetch depends on what a cancelled poll's work stored
-        data_end = closed_until(poll_boundary(now, cfg.every.seconds, cfg.delay.seconds), cfg.bucket_seconds)
-        start, end = fetch_span(
-            data_end,
-            bucket=cfg.bucket_seconds,
-            longest_window=self.store.longest_window,
-            refresh=cfg.refresh_seconds,
-            every=cfg.every.seconds,
-            fetched_until=self.store.fetched_until,
-        )
-        buckets = await self.provider.fetch(start, end) if start < end else []
+        span = self.store.span(now)
+        result = await self.provider.fetch(span.start, span.end) if span.start < span.end else []
         # Until a save is known to have succeeded, the next one writes the whole state (this poll may be
         # cancelled before it knows).
         everything, self._resave = self._resave, self.state.enabled
-        saved = await self._off_loop(lambda: self._apply(start, end, buckets, data_end, everything))
+        details, saved = await self._off_loop(lambda: self._apply(span, result, everything))
         self._resave = saved is False
-        return data_end, {"span": f"{(end - start) // 60}m", "buckets": len(buckets)}
+        return span.data_end, dict(details)
 
-    def _publish_part(self, update: AverageUpdate) -> None:
-        """An answer that came before the end of its poll: stored now, and shown at most every
-        `publish_gap()` seconds (a render of everything per answer would cost more than it is worth)."""
-        self.averages.apply(update)
+    def _publish_part(self, part: Any) -> None:
+        """A part of a result that came before the end of its poll: stored now, and shown at most every
+        `publish_gap()` seconds (a render of everything per part would cost more than it is worth)."""
+        self.store.publish(part)
         moment = time.monotonic()
         if moment - self._published_at < self.publish_gap():
             return
         self._published_at = moment
-        self.snapshot = self.averages.snapshot(int(self.clock.now()), self._names, self.config.max_series)
+        self.snapshot = self.store.snapshot(int(self.clock.now()), self._names, self.config.max_series)
         self.on_update()
 
     async def _succeed(self, started: float, data_end: int, details: dict[str, object]) -> None:
         cfg = self.config
         names = self._names
-        if isinstance(self.provider, AverageProvider):
-            # On the loop: its answers are applied there as they come (`_publish_part`), and are few.
-            snapshot = self.averages.snapshot(data_end, names, cfg.max_series)
-            series = snapshot.series
-        else:  # summing the windows over every label set, and counting them: a tenth of a second at 100k series
 
-            def summed() -> tuple[Snapshot, int]:
-                made = self.store.snapshot(data_end, names, cfg.max_series)
-                return made, made.series
+        # Summing the windows over every label set, and counting them: a tenth of a second at 100k series.
+        def summed() -> tuple[Snapshot, int]:
+            made = self.store.snapshot(data_end, names, cfg.max_series)
+            return made, made.series
 
-            snapshot, series = await self._off_loop(summed)
+        snapshot, series = await self._off_loop(summed)
         self.snapshot, self.health.series = snapshot, series
         if snapshot.series_dropped:
             self.health.series_dropped += snapshot.series_dropped
@@ -368,6 +330,8 @@ class Exporter:
         self._sleep = sleep
         self._transport = transport
         self.state = state or StateStore(None)  # --storage.path: memory only unless given one
+        # What sources of one vendor account share (pacer, token), kept across reloads (pacing.Accounts).
+        self.accounts = Accounts()
         self._jobs = 0  # scheduler jobs made so far: each runner's job has an id of its own
         self.runners: list[SourceRunner] = [self._make_runner(source) for source in config.sources]
         _check_sources(config)
@@ -389,7 +353,9 @@ class Exporter:
     def _make_runner(self, source: SourceConfig) -> SourceRunner:
         cls = PROVIDERS[source.provider]
         health = SourceHealth(source.name, source.provider, source.stale_after)
-        provider = cls(source, health, clock=self.clock, sleep=self._sleep, transport=self._transport)
+        provider = cls(
+            source, health, clock=self.clock, sleep=self._sleep, transport=self._transport, accounts=self.accounts
+        )
         runner = SourceRunner(
             source,
             provider,

@@ -1,14 +1,24 @@
-"""Per-source bucket store: replaces revised buckets, drops old ones, sums windows, and counts final buckets
-into running totals (the `_total` counters). No I/O, no vendor."""
+"""Per-source stores, one kind per provider result (`Store`): `SourceStore` keeps buckets (replaces revised
+ones, drops old ones, sums windows, and counts final buckets into running totals: the `_total` counters);
+`AverageStore` keeps a vendor's ready-made averages. No I/O, no vendor."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from aht_exporter.model import AverageUpdate, Bucket, Field, Labels, Names, ProviderError, clean_labels
-from aht_exporter.timebuckets import Duration, isoformat_z
+from aht_exporter.timebuckets import (
+    Duration,
+    closed_until,
+    counter_lag,
+    fetch_span,
+    final_until,
+    isoformat_z,
+    poll_boundary,
+)
 
 TOTALS_RETENTION = 35 * 86400
 """Seconds a label set's running totals are kept after the newest bucket it appeared in: a queue idle for
@@ -20,15 +30,18 @@ MICRO = 1_000_000  # the store's unit: every provider's values are whole ms or s
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What one source exports after a poll: window sums per label set, ready for exposition."""
+    """What one source exports after a poll: window sums per label set, ready for exposition.
+
+    `aht_seconds` is handle time over contacts handled in every window; only the `fields` are exported as
+    sums. A vendor's own average (`AverageStore`) is held as that average over one contact, with no
+    fields: the same exposition shows it, and nothing else.
+    """
 
     data_end: int
     fields: frozenset[Field]
     windows: Mapping[str, Mapping[Labels, Totals]]
     names: Names = field(default_factory=Names)
     series_dropped: int = 0
-    # Ready-made averages (aht_seconds only) per window, from providers that give no sums or counts.
-    averages: Mapping[str, Mapping[Labels, float]] = field(default_factory=dict)
     # Running totals of the final buckets per label set (the `_total` counters), every field present.
     totals: Mapping[Labels, Totals] = field(default_factory=dict)
     unrecovered: int = 0  # buckets final without ever being fetched (`SourceStore.unrecovered`)
@@ -36,7 +49,7 @@ class Snapshot:
     @property
     def series(self) -> int:
         sums = sum(series_per_labelset(t, self.fields) for w in self.windows.values() for t in w.values())
-        return sums + sum(len(a) for a in self.averages.values()) + len(self.totals) * len(self.fields)
+        return sums + len(self.totals) * len(self.fields)
 
 
 @dataclass
@@ -67,6 +80,36 @@ class Changes:
     everything: bool = False  # the whole state: what was saved before is replaced, not updated
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """What a poll asks its provider for, [start, end), and where the data it shows ends (`data_end`)."""
+
+    start: int
+    end: int
+    data_end: int
+
+
+R = TypeVar("R", contravariant=True)
+
+
+class Store(Protocol[R]):
+    """Where a source's results go, whatever their kind: the runner asks it what to fetch, hands it the
+    provider's result, and takes snapshots of it. `apply` and `snapshot` run in a worker thread, one at a
+    time (scheduler.SourceRunner._off_loop); `publish` (a part of a result, before its poll ends) on the loop."""
+
+    # Seconds after a bucket boundary at which the `_total` counters hold every bucket before it (None: the
+    # store has no counters); and whether it has state worth keeping across restarts (state.StateStore).
+    counter_lag: int | None
+    keeps_state: bool
+
+    def span(self, now: float) -> Span: ...
+    def apply(self, span: Span, result: R) -> Mapping[str, object]: ...  # returns what to log of it
+    def publish(self, part: R) -> None: ...
+    def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot: ...
+    def restore(self, state: SourceState) -> None: ...
+    def take_changes(self, *, everything: bool = False) -> Changes: ...
+
+
 def _unstorable(bucket: Bucket) -> ProviderError:
     """A bucket with a value the store cannot hold in whole millionths (NaN, infinity, beyond 10^302). The
     parsers bound every figure (model.MAX_SECONDS, MAX_COUNT) far below that; a provider that let one through
@@ -92,10 +135,28 @@ def series_per_labelset(totals: Totals, fields: frozenset[Field]) -> int:
 
 
 class SourceStore:
-    def __init__(self, *, bucket: int, windows: Iterable[Duration], fields: frozenset[Field]) -> None:
+    """Buckets of sums and counts (`providers.base.BucketProvider`). `every`, `delay` and `refresh` (seconds)
+    are the source's schedule: what each poll fetches follows from them (`span`)."""
+
+    keeps_state = True
+
+    def __init__(
+        self,
+        *,
+        bucket: int,
+        windows: Iterable[Duration],
+        fields: frozenset[Field],
+        every: int = 300,
+        delay: int = 0,
+        refresh: int = 0,
+    ) -> None:
         self.bucket = bucket
         self.windows = sorted(windows)
         self.fields = fields
+        self.every, self.delay, self.refresh = every, delay, refresh
+        self.counter_lag: int | None = counter_lag(
+            bucket=bucket, every=every, delay=delay, refresh=refresh, longest_window=self.longest_window
+        )
         # Values as whole millionths (of a second, of a contact): sums of integers are exact, so a window's
         # handle time is exactly the sum of the vendor's milliseconds, never 288.92900000000003.
         self._buckets: dict[int, dict[Labels, dict[Field, int]]] = {}
@@ -117,6 +178,32 @@ class SourceStore:
     @property
     def longest_window(self) -> int:
         return self.windows[-1].seconds
+
+    def span(self, now: float) -> Span:
+        """The closed buckets a poll at `now` fetches: what may have changed since the last poll, and what a
+        missed poll would have fetched (timebuckets.fetch_span)."""
+        data_end = closed_until(poll_boundary(now, self.every, self.delay), self.bucket)
+        start, end = fetch_span(
+            data_end,
+            bucket=self.bucket,
+            longest_window=self.longest_window,
+            refresh=self.refresh,
+            every=self.every,
+            fetched_until=self.fetched_until,
+        )
+        return Span(start, end, data_end)
+
+    def apply(self, span: Span, buckets: list[Bucket]) -> Mapping[str, object]:
+        """A poll's buckets in: they replace the span, the buckets now final are counted, old ones go."""
+        self.replace(span.start, span.end, buckets)
+        self.finalize(
+            final_until(span.data_end, bucket=self.bucket, longest_window=self.longest_window, refresh=self.refresh)
+        )
+        self.prune(span.data_end)
+        return {"span": f"{(span.end - span.start) // 60}m", "buckets": len(buckets)}
+
+    def publish(self, part: list[Bucket]) -> None:
+        raise NotImplementedError("bucket providers return their result whole")
 
     def replace(self, start: int, end: int, buckets: Iterable[Bucket]) -> None:
         """The provider's answer for [start, end) is authoritative: it replaces whatever we held there.
@@ -241,9 +328,6 @@ class SourceStore:
         self._dirty, self._forgotten = set(), set()
         return changes
 
-    def bucket_count(self) -> int:
-        return len(self._buckets)
-
     def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot:
         """Window sums over the closed buckets ending at or before `data_end`."""
         windows: dict[str, dict[Labels, dict[Field, float]]] = {}
@@ -313,34 +397,54 @@ def _names_in_use(names: Names, windows: Mapping[str, Mapping[Labels, object]]) 
 
 
 class AverageStore:
-    """Ready-made averages over one fixed window (Ozonetel: the last 2 hours), per label set.
+    """Ready-made averages over one fixed window (Ozonetel: the last 2 hours), per label set
+    (`providers.base.AverageProvider`).
 
     A poll may refresh only some label sets (targets served round-robin under a rate limit): the
-    others keep their last value until refreshed or removed.
+    others keep their last value until refreshed or removed. Nothing here outlives the process: the
+    vendor recomputes its average at every poll.
     """
+
+    keeps_state = False
+    counter_lag: int | None = None
 
     def __init__(self, window: Duration) -> None:
         self.window = window
         self._averages: dict[Labels, float | None] = {}
 
-    def apply(self, update: AverageUpdate) -> None:
+    def span(self, now: float) -> Span:
+        """The vendor's own span, ending now: it is what the poll shows, whatever it asks."""
+        return Span(int(now) - self.window.seconds, int(now), int(now))
+
+    def apply(self, span: Span, update: AverageUpdate) -> Mapping[str, object]:
+        self.publish(update)
+        return {"refreshed": len(update.averages), "removed": len(update.removed)}
+
+    def publish(self, update: AverageUpdate) -> None:
         """Label values are vendor text, made fit for /metrics here as in `SourceStore.replace`."""
         self._averages.update((clean_labels(labels), v) for labels, v in update.averages.items())
         for labels in update.removed:
             self._averages.pop(clean_labels(labels), None)
 
     def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot:
-        present = {labels: v for labels, v in sorted(self._averages.items()) if v is not None}
-        dropped = 0
-        if max_series is not None and len(present) > max_series:
-            dropped = len(present) - max_series
-            present = dict(list(present.items())[:max_series])
-        averages = {self.window.text: present}
+        # Each average as handle time over one contact (Snapshot): aht_seconds is exactly the vendor's figure.
+        present = {
+            labels: {Field.HANDLE_TIME: v, Field.CONTACTS_HANDLED: 1.0}
+            for labels, v in sorted(self._averages.items())
+            if v is not None
+        }
+        windows = {self.window.text: present}
+        dropped = _limit_series(windows, {}, frozenset(), max_series) if max_series is not None else 0
         return Snapshot(
             data_end=data_end,
             fields=frozenset(),
-            windows={},
-            names=_names_in_use(names or Names(), averages),
+            windows=windows,
+            names=_names_in_use(names or Names(), windows),
             series_dropped=dropped,
-            averages=averages,
         )
+
+    def restore(self, state: SourceState) -> None:
+        raise NotImplementedError("averages are not kept across restarts")
+
+    def take_changes(self, *, everything: bool = False) -> Changes:
+        raise NotImplementedError("averages are not kept across restarts")

@@ -121,6 +121,12 @@ COUNTER_READ_MARGIN = 30
 """Seconds before a poll fires at which the result of the poll before it is read (`counter_lag`)."""
 
 
+def poll_budget(every: int) -> float:
+    """Seconds a poll may take: it must end before the next one is due, so all of `every` but ten seconds
+    (the runner cancels it then: scheduler.poll_deadline)."""
+    return max(10.0, every - 10.0)
+
+
 def counter_lag(*, bucket: int, every: int, delay: int, refresh: int, longest_window: int) -> int:
     """Seconds after a bucket-aligned instant `b` at which a source's `_total` counters hold exactly the
     buckets before `b`: the poll that makes `b` the end of the final buckets (`final_until`) fires `refresh`

@@ -36,12 +36,11 @@ import httpx
 from common import T0, Result, SharedClock, SimulatorProcess, Target
 from sources import ALL_PROVIDERS, SOURCES
 
-from aht_exporter.config import build_config
 from aht_exporter.model import AverageUpdate
 from aht_exporter.providers.ozonetel import OzonetelProvider
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
-from aht_exporter.store import AverageStore
 
 SLACK = 5.0  # seconds allowed beyond `delay`
 WHY_LATE = {
@@ -102,12 +101,12 @@ async def measure_answers(exporter: Exporter, clock: SharedClock) -> dict[str, A
     provider = runner.provider
     assert isinstance(provider, OzonetelProvider)
     cfg = runner.config
-    runner.averages = AverageStore(runner.averages.window)
+    runner.store = provider.new_store()
     runner.snapshot = None
     exporter.request_render()
     await exporter.rendered_now()
     arrived: dict[str, float] = {}
-    publish = runner._publish_part
+    publish = provider.publish
 
     def timed(update: AverageUpdate) -> None:
         for labels, seconds in update.averages.items():
@@ -115,7 +114,7 @@ async def measure_answers(exporter: Exporter, clock: SharedClock) -> dict[str, A
                 arrived.setdefault(dict(labels)["agent"], time.perf_counter())
         publish(update)
 
-    runner._publish_part = timed  # type: ignore[method-assign]  # deliberately wrapped, to time each arrival
+    provider.publish = timed  # deliberately wrapped, to time each arrival
     clock.advance(cfg.every.seconds)
     started = time.perf_counter()
     poll = asyncio.ensure_future(exporter.poll_all())

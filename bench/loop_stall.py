@@ -27,7 +27,7 @@ from pathlib import Path
 from common import T0, Result, SharedClock, SimulatorProcess, Target
 from sources import SOURCES
 
-from aht_exporter.config import build_config
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
 

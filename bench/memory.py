@@ -55,7 +55,7 @@ def phase(name: str, series: int, polls: int, started: float) -> None:
 
 async def child(args: argparse.Namespace) -> None:
     """One scenario in this fresh process; prints a JSON line per phase."""
-    from aht_exporter.config import build_config
+    from aht_exporter.registry import build_config
     from aht_exporter.scheduler import Exporter
     from aht_exporter.server import start_server
 

@@ -25,7 +25,8 @@ from common import T0, Result, SharedClock, SimulatorProcess, Target, diff
 from simproc import QUEUES
 from sources import ALL_PROVIDERS, SOURCES, BenchSource, plan_poll
 
-from aht_exporter.config import Config, build_config
+from aht_exporter.config import Config
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 
 CPU_TARGET = 1.0  # seconds, for a 20,000-agent Genesys poll

@@ -76,7 +76,7 @@ def _announce(url: str, series: int, **extra: object) -> None:
 
 
 async def serve_ours(series: int) -> None:
-    from aht_exporter.config import build_config
+    from aht_exporter.registry import build_config
     from aht_exporter.scheduler import Exporter
     from aht_exporter.server import start_server
 

@@ -68,7 +68,7 @@ class Finished:
 
 
 async def serve(kind: str, series: int) -> None:
-    from aht_exporter.config import build_config
+    from aht_exporter.registry import build_config
     from aht_exporter.scheduler import Exporter
     from aht_exporter.server import start_server
 

@@ -30,10 +30,10 @@ from typing import Any
 import httpx
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.demo import DEMO_PROVIDERS, Demo, demo_config
 from aht_exporter.providers.ozonetel import OzonetelProvider
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
+from aht_exporter.simulator.demo import DEMO_PROVIDERS, Demo, demo_config
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.ozonetel import DEMO_RATE_LIMIT, OzonetelSimulator
 from aht_exporter.simulator.workload import Workload
@@ -115,7 +115,7 @@ async def soak(polls: int, fault_every: int, warmup: int) -> dict[str, Any]:
             # have passed, so end it, as a real minute would have (else one such fault costs 60 s here).
             for source in exporter.runners:
                 if isinstance(source.provider, OzonetelProvider):
-                    source.provider.pacer().resume()
+                    source.provider.pacer.resume()
     gc.collect()
     end_rss = rss_mb()
     wall = time.perf_counter() - started

@@ -16,7 +16,6 @@ from aht_exporter.clock import Clock
 from aht_exporter.providers import PROVIDERS
 from aht_exporter.scheduler import SourceRunner
 from aht_exporter.simulator.workload import Workload
-from aht_exporter.timebuckets import closed_until, fetch_span, poll_boundary
 
 CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-secret"  # the simulator's own, not a secret
@@ -59,17 +58,9 @@ class BenchSource:
 
 
 def plan_poll(runner: SourceRunner, now: float) -> PollPlan:
-    """The span the runner's next poll fetches, computed as `SourceRunner._update` does."""
-    cfg = runner.config
-    data_end = closed_until(poll_boundary(now, cfg.every.seconds, cfg.delay.seconds), cfg.bucket_seconds)
-    start, end = fetch_span(
-        data_end,
-        bucket=cfg.bucket_seconds,
-        longest_window=runner.store.longest_window,
-        refresh=cfg.refresh_seconds,
-        every=cfg.every.seconds,
-        fetched_until=runner.store.fetched_until,
-    )
+    """The span the runner's next poll fetches, as its store tells `SourceRunner._update`."""
+    span = runner.store.span(now)
+    start, end = span.start, span.end
     first = not runner.health.polled
     return PollPlan(start, end, first, names_due=first)
 
@@ -97,8 +88,8 @@ async def _start_genesys(workload: Workload, clock: Clock) -> tuple[Simulator, s
 
 async def _genesys_minimum(plan: PollPlan, runner: SourceRunner, agents: int, queues: int) -> dict[str, int]:
     provider: Any = runner.provider
-    span = provider.gconfig.max_query_span.seconds
-    group_by = provider.gconfig.group_by
+    span = provider.config.max_query_span.seconds
+    group_by = provider.config.group_by
     out = {"aggregates": math.ceil((plan.end - plan.start) / span)}
     if plan.first:
         out["token"] = 1

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
+
+from aht_exporter.model import Bucket
+from aht_exporter.providers.genesys import parse_aggregates_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -70,3 +74,8 @@ class FixedScrapeFamilies:
         for generation in "012":
             gc.add_metric([generation], 10.0 - int(generation))
         return [cpu, fds, gc]
+
+
+def parse_aggregates(payload: object, group_by: Sequence[str]) -> list[Bucket]:
+    """Genesys aggregates, already decoded (a fixture, a test's dict), parsed as the provider parses the bytes."""
+    return parse_aggregates_json(json.dumps(payload).encode(), group_by)

@@ -26,7 +26,8 @@ import base64
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -37,7 +38,7 @@ from pydantic import SecretStr
 
 from aht_exporter.config import DurationField, SourceConfig
 from aht_exporter.health import Quota, SourceHealth
-from aht_exporter.httpclient import ApiClient, Sleep, json_body, not_json, where
+from aht_exporter.httpclient import json_body, not_json, vendor_error_text, where
 from aht_exporter.model import (
     MAX_COUNT,
     MAX_NAMES,
@@ -52,7 +53,7 @@ from aht_exporter.model import (
     out_of_range,
 )
 from aht_exporter.oauth import ClientCredentialsAuth
-from aht_exporter.providers.base import Provider
+from aht_exporter.providers.base import BucketProvider, ClientNeeds, DataAge
 from aht_exporter.timebuckets import Duration, chunks, floor_to, isoformat_z, parse_iso
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class GenesysConfig(SourceConfig):
     def token_url(self) -> str:
         return (self.login_url or f"https://login.{self.region}").rstrip("/") + "/oauth/token"
 
-    def problems(self) -> Any:
+    def problems(self) -> Iterator[tuple[str, str]]:
         if self.bucket.seconds not in (900, 1800):
             # [doc] Genesys tracks contact-center metrics on 30-minute intervals; 15m is safe too.
             yield "bucket", f"{self.bucket} is not supported (use 30m or 15m)"
@@ -228,17 +229,6 @@ class _Reply(msgspec.Struct, gc=False):
 _DECODER = msgspec.json.Decoder(_Reply)
 
 
-def parse_aggregates(payload: object, group_by: Sequence[str]) -> list[Bucket]:
-    """Genesys aggregates JSON, already decoded -> buckets. Pure; raises ProviderError naming the bad field."""
-    try:
-        reply = msgspec.convert(payload, _Reply)
-    except msgspec.ValidationError as exc:
-        raise ProviderError(f"aggregates response: {exc}") from None
-    except RecursionError:
-        raise ProviderError(f"aggregates response: {_TOO_DEEP}") from None
-    return _buckets(reply, group_by)
-
-
 def parse_aggregates_json(raw: bytes, group_by: Sequence[str], *, status: int = 200) -> list[Bucket]:
     """Genesys aggregates JSON as received -> buckets. Pure; raises ProviderError naming the bad field."""
     try:
@@ -328,21 +318,15 @@ def _interval(text: str, where: str) -> tuple[int, int]:
         raise ProviderError(f"aggregates response: {where}.interval is not an ISO-8601 interval") from None
 
 
-def error_text(response: httpx.Response) -> str:
+def error_message(body: Mapping[str, Any]) -> str | None:
     """Genesys errors as `code: message (contextId)`; OAuth errors as `error: description`."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        if "code" in body or "message" in body:
-            text = f"{body.get('code', '?')}: {body.get('message', '')}"
-            return f"{text} ({body['contextId']})" if body.get("contextId") else text
-        if "error" in body:
-            desc = body.get("error_description") or body.get("description") or ""
-            return f"{body['error']}: {desc}".rstrip(": ")
-    text = response.text.strip().replace("\n", " ")[:200]
-    return text or response.reason_phrase
+    if "code" in body or "message" in body:
+        text = f"{body.get('code', '?')}: {body.get('message', '')}"
+        return f"{text} ({body['contextId']})" if body.get("contextId") else text
+    if "error" in body:
+        desc = body.get("error_description") or body.get("description") or ""
+        return f"{body['error']}: {desc}".rstrip(": ")
+    return None
 
 
 def quota(response: httpx.Response, now: float) -> Quota | None:
@@ -369,28 +353,19 @@ def _header_number(value: str | None) -> float | None:
     return number if math.isfinite(number) and number >= 0 else None
 
 
-class GenesysProvider(Provider):
+class GenesysProvider(BucketProvider[GenesysConfig]):
     name = "genesys"
     config_model = GenesysConfig
+    data_age = DataAge(bucket=1800, delay=60)  # 30-minute buckets by default (15m possible), the default delay
 
-    def __init__(self, config: SourceConfig, health: SourceHealth, **kwargs: Any) -> None:
-        assert isinstance(config, GenesysConfig)
-        self.gconfig = config
+    def __init__(self, config: GenesysConfig, health: SourceHealth, **kwargs: Any) -> None:
         super().__init__(config, health, **kwargs)
         # Learned from "too large" 400s: the widest span a query may cover.
         self.query_span = config.max_query_span.seconds
 
-    def make_client(
-        self,
-        config: SourceConfig,
-        health: SourceHealth,
-        *,
-        sleep: Sleep,
-        transport: httpx.AsyncBaseTransport | None,
-    ) -> ApiClient:
-        assert isinstance(config, GenesysConfig)
-        token_url = config.token_url
-        client_id, secret = config.client_id, config.client_secret
+    def client_needs(self) -> ClientNeeds:
+        cfg = self.config
+        token_url, client_id, secret = cfg.token_url, cfg.client_id, cfg.client_secret
 
         def token_request() -> httpx.Request:
             # [doc] HTTP Basic client_id:client_secret, form grant_type=client_credentials.
@@ -402,22 +377,17 @@ class GenesysProvider(Provider):
                 headers={"Authorization": f"Basic {basic}"},
             )
 
-        self.auth = ClientCredentialsAuth(
-            token_request, error_text=error_text, default_lifetime=86400.0, on_token=health.count_token_issued
+        auth = ClientCredentialsAuth(
+            token_request,
+            error_text=partial(vendor_error_text, message=error_message),
+            default_lifetime=86400.0,
+            on_token=self.health.count_token_issued,
         )
-        return ApiClient(
-            counter=health,
-            timeout=config.timeout.total_seconds,
-            auth=self.auth,
-            error_text=error_text,
-            quota_reader=quota,
-            sleep=sleep,
-            transport=transport,
-        )
+        return ClientNeeds(error_message=error_message, auth=auth, quota_reader=quota)
 
     @property
     def fields(self) -> frozenset[Field]:
-        return fields_for(self.gconfig.group_by)
+        return fields_for(self.config.group_by)
 
     async def fetch(self, start: int, end: int) -> list[Bucket]:
         buckets: list[Bucket] = []
@@ -426,13 +396,13 @@ class GenesysProvider(Provider):
         return buckets
 
     async def _fetch_span(self, start: int, end: int) -> list[Bucket]:
-        url = self.gconfig.api_url + AGGREGATES_PATH
+        url = self.config.api_url + AGGREGATES_PATH
         try:
             response = await self.client.request(
-                "POST", url, endpoint="aggregates", json=query_body(start, end, self.gconfig)
+                "POST", url, endpoint="aggregates", json=query_body(start, end, self.config)
             )
         except ProviderError as exc:
-            bucket = self.gconfig.bucket_seconds
+            bucket = self.config.bucket_seconds
             if exc.status == 400 and _TOO_LARGE.search(str(exc)) and end - start > bucket:
                 # Halve and remember; the recursion ends at one bucket per query.
                 mid = start + max(bucket, floor_to((end - start) // 2, bucket))
@@ -447,14 +417,14 @@ class GenesysProvider(Provider):
             # In a worker thread: a 20,000-agent reply is a fifth of a second of CPU, which would keep the
             # event loop (and every scrape) waiting. It touches nothing shared.
             return await asyncio.to_thread(
-                parse_aggregates_json, response.content, self.gconfig.group_by, status=response.status_code
+                parse_aggregates_json, response.content, self.config.group_by, status=response.status_code
             )
         except ProviderError as exc:  # the reply's fault: say which request's, and which host answered it
             raise ProviderError(f"{where(response.request)}: {exc}", status=exc.status) from None
 
     async def names(self) -> Names:
-        queues = await self._entity_names("queues") if "queue" in self.gconfig.group_by else {}
-        agents = await self._entity_names("users") if "agent" in self.gconfig.group_by else {}
+        queues = await self._entity_names("queues") if "queue" in self.config.group_by else {}
+        agents = await self._entity_names("users") if "agent" in self.config.group_by else {}
         return Names(queues=queues, agents=agents)
 
     async def _entity_names(self, endpoint: str) -> dict[str, str]:
@@ -464,7 +434,7 @@ class GenesysProvider(Provider):
         for page in range(1, MAX_NAME_PAGES + 1):
             response = await self.client.request(
                 "GET",
-                self.gconfig.api_url + path,
+                self.config.api_url + path,
                 endpoint=endpoint,
                 step="names",
                 params={"pageSize": 100, "pageNumber": page},

@@ -28,24 +28,28 @@ Vendor facts (docs/providers/koreai.md, with sources and tags; Kore.ai docs):
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import logging
-import math
 import re
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import httpx
 import jwt
+import msgspec
+from msgspec import UNSET, UnsetType
 from pydantic import Field as PydanticField
 from pydantic import SecretStr
 
 from aht_exporter.clock import Clock
 from aht_exporter.config import DurationField, SourceConfig
 from aht_exporter.health import SourceHealth
-from aht_exporter.httpclient import ApiClient, Sleep, generic_error_text, json_body, where
+from aht_exporter.httpclient import ResendOn401, not_json, where
 from aht_exporter.model import (
     MAX_COUNT,
     MAX_NAMES,
@@ -60,8 +64,7 @@ from aht_exporter.model import (
     figure,
     out_of_range,
 )
-from aht_exporter.pacing import shared_pacer
-from aht_exporter.providers.base import Provider
+from aht_exporter.providers.base import BucketProvider, ClientNeeds, DataAge
 from aht_exporter.timebuckets import Duration, floor_to, isoformat_z, parse_iso
 
 log = logging.getLogger(__name__)
@@ -138,7 +141,7 @@ class KoreAIConfig(SourceConfig):
     def callvolume_url(self) -> str:
         return self.api_url + CALLVOLUME_PATH.format(account_id=self.account_id)
 
-    def problems(self) -> Any:
+    def problems(self) -> Iterator[tuple[str, str]]:
         if self.bucket.millis not in {b * 1000 for b in BUCKETS}:
             yield "bucket", f"{self.bucket} is not supported (use 15m, Kore's interval, or 5m, 30m, 1h)"
             return
@@ -181,117 +184,230 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    records: list[object]
+    records: list[_Record]
     has_more: bool
     total: int | None
 
 
-def parse_page(payload: object) -> Page:
-    """One reply of the Contact Volume API. Pure; raises ProviderError naming the bad field."""
-    if not isinstance(payload, dict):
-        raise ProviderError(f"callvolume response: expected a JSON object, got {type(payload).__name__}")
-    records = payload.get("CallVolumeUpdate")
-    message = _error_message(payload) if records is None and "errors" in payload else None
-    if message is not None:
-        # Kore's error body, with a 2xx status (a gateway or a partial outage): say what Kore said.
-        raise ProviderError(f"callvolume: answered 200 with an error: {message}")
-    if not isinstance(records, list):
-        raise ProviderError("callvolume response: `CallVolumeUpdate` is missing or not a list")
-    has_more = payload.get("hasMore")
-    if not isinstance(has_more, bool):
-        raise ProviderError("callvolume response: `hasMore` is missing or not a boolean")
-    total = payload.get("totalCount")
-    return Page(records, has_more, total if isinstance(total, int) and not isinstance(total, bool) else None)
+# The reply's shape, decoded by msgspec into these compact records as Genesys' is: straight from the bytes
+# (parse_page_json) or from JSON already decoded (parse_page), and a mistyped or missing field fails with its
+# JSON path (`$.CallVolumeUpdate[3].holdDuration`). Keys we do not read (orgId, the queue waits, csat...) are
+# skipped. What msgspec cannot say is checked after it, naming the path the same way (`- at ...`): bounds,
+# timestamps, and the fields whose use depends on the source's config.
+_Figure = int | float  # a JSON integer of any size stays itself, so its error can say `about 10^400`
+
+
+class _Record(msgspec.Struct, gc=False):
+    # The interval places a record: without it the record belongs nowhere, so it fails the poll.
+    intervalStartTimeStamp: str
+    intervalEndTimeStamp: str
+    id: str | None = msgspec.field(default=None, name="_id")
+    version: int = msgspec.field(default=0, name="__v")
+    # Read only when the config groups by them (`_dimension`): a dimension not grouped by never fails a poll.
+    queueId: Any = None
+    source: Any = None
+    queueName: Any = None  # names are decoration: never fatal
+    # A counter left out is zero (issue 13: records leave out their zero counters); a null one is a wrong
+    # type like any other, since nothing says whether Kore would mean "zero" or "unknown" by it.
+    conversationHandleTime: _Figure | UnsetType = UNSET
+    conversationTalkTime: _Figure | UnsetType = UNSET
+    holdDuration: _Figure | UnsetType = UNSET
+    acwDuration: _Figure | UnsetType = UNSET
+    offeredContacts: _Figure | UnsetType = UNSET
+    answeredContacts: _Figure | UnsetType = UNSET
+    abandonedContacts: _Figure | UnsetType = UNSET
+    # Read only with `handled_field: completedContacts` (the default), and checked then.
+    completedContacts: Any = UNSET
+
+
+class _Reply(msgspec.Struct, gc=False):
+    CallVolumeUpdate: list[_Record] | UnsetType | None = UNSET
+    hasMore: bool | UnsetType = UNSET
+    totalCount: Any = None  # [sample] only: anything but an integer is no total
+    # An error body (`error_message`): `{"errors": [{"msg", "code"}]}` or a flat message [unverified].
+    errors: Any = UNSET
+    msg: Any = UNSET
+    message: Any = UNSET
+    error: Any = UNSET
+    errorMessage: Any = UNSET
+    code: Any = UNSET
+    errorCode: Any = UNSET
+
+
+_DECODER = msgspec.json.Decoder(_Reply)
+_TOO_DEEP = "nested too deeply to be a callvolume reply"
+_RECORD_PATH = re.compile(r"`\$\.CallVolumeUpdate\[(\d+)\]")
+
+
+def parse_page_json(raw: bytes, *, skip: int = 0, status: int = 200) -> Page:
+    """One reply of the Contact Volume API as received, the page at `skip`. Pure; raises ProviderError naming
+    the JSON path of the bad field, its record numbered in the whole reply (`skip` + its place in the page)."""
+    try:
+        reply = _DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc, skip) from None
+    except msgspec.DecodeError:
+        # JSON that msgspec refuses but Python's json module reads, as the provider did before msgspec: a lone
+        # surrogate's escape (`"q\ud800"`, JSON's grammar though no Unicode), NaN and Infinity, a BOM, UTF-16.
+        # Anything else is not JSON, and the error says so with the reply's first bytes.
+        try:
+            payload = json.loads(raw)
+        except RecursionError:
+            raise ProviderError(f"callvolume response: {_TOO_DEEP}", status=status) from None
+        except ValueError:  # UnicodeDecodeError included
+            raise not_json(raw, status, "callvolume") from None
+        return parse_page(payload, skip=skip)
+    except RecursionError:  # msgspec's own depth limit, for a value of a key we keep as Any
+        raise ProviderError(f"callvolume response: {_TOO_DEEP}") from None
+    return _page(reply)
+
+
+def parse_page(payload: object, *, skip: int = 0) -> Page:
+    """One reply of the Contact Volume API, already decoded; the rest as parse_page_json."""
+    try:
+        reply = msgspec.convert(payload, _Reply)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc, skip) from None
+    except RecursionError:
+        raise ProviderError(f"callvolume response: {_TOO_DEEP}") from None
+    return _page(reply)
+
+
+def _invalid(exc: msgspec.ValidationError, skip: int) -> ProviderError:
+    """msgspec's error with its path, a record's index counted in the whole reply as Kore's `skip` counts."""
+    text = str(exc)
+    if skip:
+        text = _RECORD_PATH.sub(lambda m: f"`$.CallVolumeUpdate[{int(m[1]) + skip}]", text, count=1)
+    return ProviderError(f"callvolume response: {text}")
+
+
+def _page(reply: _Reply) -> Page:
+    records = reply.CallVolumeUpdate
+    if records is UNSET or records is None:
+        if reply.errors is not UNSET:
+            # Kore's error body, with a 2xx status (a gateway or a partial outage): say what Kore said.
+            body = {k: v for k, v in msgspec.structs.asdict(reply).items() if v is not UNSET}
+            message = error_message(body)
+            if message is not None:
+                raise ProviderError(f"callvolume: answered 200 with an error: {message}")
+        # msgspec's own words, for errors that read alike whichever part of the parser found them.
+        if records is UNSET:
+            raise ProviderError("callvolume response: Object missing required field `CallVolumeUpdate`")
+        raise ProviderError("callvolume response: Expected `array`, got `null` - at `$.CallVolumeUpdate`")
+    if reply.hasMore is UNSET:
+        raise ProviderError("callvolume response: Object missing required field `hasMore`")
+    total = reply.totalCount
+    return Page(records, reply.hasMore, total if isinstance(total, int) and not isinstance(total, bool) else None)
 
 
 def parse_record(raw: object, index: int, rules: Rules) -> Record:
-    """One record; every field we use is checked. Pure; raises ProviderError naming record and field."""
-    where = f"callvolume response: CallVolumeUpdate[{index}]"
-    if not isinstance(raw, dict):
-        raise ProviderError(f"{where} is not an object")
-    # The interval is what places a record: without it the record belongs nowhere, so it fails the poll.
-    start, end = (_timestamp(raw, key, where) for key in ("intervalStartTimeStamp", "intervalEndTimeStamp"))
+    """One record, a page's (from parse_page) or decoded JSON; every field we use is checked. Pure; raises
+    ProviderError naming the JSON path of the bad field, `$.CallVolumeUpdate[index]...`."""
+    path = f"$.CallVolumeUpdate[{index}]"
+    if isinstance(raw, _Record):
+        record = raw
+    else:
+        try:
+            record = msgspec.convert(raw, _Record)
+        except msgspec.ValidationError as exc:
+            head, at, tail = str(exc).rpartition(" - at `$")
+            text = f"{head} - at `{path}{tail}" if at else f"{exc} - at `{path}`"
+            raise ProviderError(f"callvolume response: {text}") from None
+        except RecursionError:
+            raise ProviderError(f"callvolume response: {_TOO_DEEP}") from None
+    start = _timestamp(record.intervalStartTimeStamp, f"{path}.intervalStartTimeStamp")
+    end = _timestamp(record.intervalEndTimeStamp, f"{path}.intervalEndTimeStamp")
     labels: dict[str, str] = {}
     if "media_type" in rules.group_by:
-        source = _dimension(raw, "source", where)
+        source = _dimension(record.source, f"{path}.source")
         labels["media_type"] = MISSING_LABEL if source is None else MEDIA_TYPES.get(source.lower(), source.lower())
     queue_id: str | None = None
     if "queue" in rules.group_by:
-        queue_id = _dimension(raw, "queueId", where)
+        queue_id = _dimension(record.queueId, f"{path}.queueId")
         labels["queue"] = MISSING_LABEL if queue_id is None else queue_id
-    elif isinstance(raw.get("queueId"), str) and raw["queueId"]:
-        queue_id = raw["queueId"]
-    name = raw.get("queueName") if queue_id is not None else None  # a record without a queue names none
+    elif isinstance(record.queueId, str) and record.queueId:
+        queue_id = record.queueId
+    name = record.queueName if queue_id is not None else None  # a record without a queue names none
     # Kore stores durations in ms [sample]; dividing (not multiplying by 1e-3) keeps n/1000 exact.
     divisor = 1000 if rules.time_unit == "ms" else 1
     most = MAX_SECONDS * divisor  # in the vendor's unit
-    values = {field: _number(raw, key, where, most, rules.time_unit) / divisor for key, field in _DURATIONS}
-    values.update({field: _number(raw, key, where, MAX_COUNT, "contacts") for key, field in _COUNTS})
-    values[Field.CONTACTS_HANDLED] = _number(raw, rules.handled_field, where, MAX_COUNT, "contacts")
-    record_id = raw.get("_id")
-    if record_id is not None and not isinstance(record_id, str):
-        raise ProviderError(f"{where}._id is not a string")
-    version = raw.get("__v", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ProviderError(f"{where}.__v is not an integer")
+    values = {
+        field: _number(getattr(record, key), f"{path}.{key}", most, rules.time_unit) / divisor
+        for key, field in _DURATIONS
+    }
+    values.update(
+        {field: _number(getattr(record, key), f"{path}.{key}", MAX_COUNT, "contacts") for key, field in _COUNTS}
+    )
+    handled = record.answeredContacts
+    if rules.handled_field == "completedContacts":
+        handled = record.completedContacts
+        if handled is not UNSET and type(handled) not in (int, float):  # as msgspec checks the others
+            raise _wrong_type(handled, _Figure, f"{path}.completedContacts")
+    values[Field.CONTACTS_HANDLED] = _number(handled, f"{path}.{rules.handled_field}", MAX_COUNT, "contacts")
     return Record(
         index=index,
-        id=record_id,
-        version=version,
+        id=record.id,
+        version=record.version,
         start=start,
         end=end,
         labels=tuple(sorted(labels.items())),
         queue_id=queue_id,
-        queue_name=name if isinstance(name, str) and name else None,  # names are decoration: never fatal
+        queue_name=name if isinstance(name, str) and name else None,
         values=values,
     )
 
 
-def _string(raw: dict[str, Any], key: str, where: str) -> str:
-    value = raw.get(key)
-    if not isinstance(value, str):
-        raise ProviderError(f"{where}.{key} is {'missing' if value is None else 'not a string'}")
-    return value
+def _wrong_type(value: Any, kind: Any, path: str) -> ProviderError:
+    """The error for a field typed Any in `_Record` whose `value` is not a `kind`, in msgspec's own words.
+    Callers check the usual types themselves: msgspec.convert to a union costs microseconds a call."""
+    try:
+        msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        return ProviderError(f"callvolume response: {exc} - at `{path}`")
+    return ProviderError(f"callvolume response: unexpected {figure(value)} - at `{path}`")  # a caller's bug
 
 
-def _dimension(raw: dict[str, Any], key: str, where: str) -> str | None:
+def _dimension(value: Any, path: str) -> str | None:
     """A grouping dimension (`queueId`, `source`), or None when the record has none: absent, null or empty.
 
     Issue 13: a contact abandoned before it reached a queue comes as `queueId: null`; the field table
     says nothing of nullability, so `source` is read the same way. Any other type fails the poll."""
-    value = raw.get(key)
     if value is None or value == "":
         return None
-    if not isinstance(value, str):
-        raise ProviderError(f"{where}.{key} is not a string")
-    return value
+    if isinstance(value, str):
+        return value
+    raise _wrong_type(value, str | None, path)
 
 
-def _number(raw: dict[str, Any], key: str, where: str, limit: float, unit: str) -> float:
-    """A figure no larger than `limit` (in the vendor's `unit`): anything larger is a vendor's bug.
-
-    A counter left out is zero (issue 13: records leave out their zero counters); a null one is a wrong
-    type like any other, since nothing says whether Kore would mean "zero" or "unknown" by it."""
-    if key not in raw:
+def _number(value: _Figure | UnsetType, path: str, limit: float, unit: str) -> float:
+    """A figure no larger than `limit` (in the vendor's `unit`), 0 when left out: anything negative, not
+    finite or larger is a vendor's bug, never an AHT (nor the store's overflow)."""
+    if value is UNSET:
         return 0.0
-    value = raw[key]
-    if out_of_range(value, math.inf, unit) is not None:  # mistyped, negative, NaN or infinite
-        raise ProviderError(f"{where}.{key} is not a non-negative number: {figure(value)}")
+    if 0 <= value <= limit:  # the usual case, without out_of_range's type checks: msgspec made it a number
+        return float(value)
     problem = out_of_range(value, limit, unit)
     if problem is not None:
-        raise ProviderError(f"{where}.{key}: {figure(value)} {problem}")
+        raise ProviderError(f"callvolume response: {figure(value)} {problem} - at `{path}`")
     return float(value)
 
 
-def _timestamp(raw: dict[str, Any], key: str, where: str) -> int:
-    value = _string(raw, key, where)
+def _timestamp(value: str, path: str) -> int:
     try:
-        t = parse_iso(value)
+        t = _instant(value)
     except ValueError:
-        raise ProviderError(f"{where}.{key} is not an ISO-8601 timestamp: {value!r}") from None
+        raise ProviderError(
+            f"callvolume response: {figure(value)} is not an ISO-8601 timestamp - at `{path}`"
+        ) from None
     if t != int(t):
-        raise ProviderError(f"{where}.{key} is not on a whole second: {value!r}")
+        raise ProviderError(f"callvolume response: {figure(value)} is not on a whole second - at `{path}`")
     return int(t)
+
+
+@functools.lru_cache(maxsize=4096)
+def _instant(value: str) -> float:
+    """parse_iso, remembered: a reply's records share a few interval timestamps (20,000 records, 96 of them)."""
+    return parse_iso(value)
 
 
 def latest_revisions(records: Iterable[Record]) -> list[Record]:
@@ -339,7 +455,7 @@ def parse_callvolume(payloads: Sequence[object], start: int, end: int, rules: Ru
     """Pages of a reply, in order -> buckets of [start, end). Pure."""
     records: list[Record] = []
     for payload in payloads:
-        page = parse_page(payload)
+        page = parse_page(payload, skip=len(records))
         offset = len(records)
         records.extend(parse_record(raw, offset + i, rules) for i, raw in enumerate(page.records))
     return to_buckets(latest_revisions(records), start, end, rules.bucket)
@@ -376,16 +492,7 @@ def _iso_seconds(t: int) -> str:
     return isoformat_z(t).replace(".000Z", "Z")
 
 
-def error_text(response: httpx.Response) -> str:
-    """Kore's error body as `code: message`; the shape is [unverified], so several are understood."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    return (_error_message(body) if isinstance(body, dict) else None) or generic_error_text(response)
-
-
-def _error_message(body: dict[str, Any]) -> str | None:
+def error_message(body: Mapping[str, Any]) -> str | None:
     """`{"errors": [{"msg", "code"}]}` (Kore's platform APIs), or a flat `message`/`msg`/`error`."""
     errors = body.get("errors")
     entry = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else body
@@ -417,74 +524,40 @@ def mint_jwt(client_id: str, secret: SecretStr, now: float, lifetime: int = JWT_
     return jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
 
 
-class KoreAuth(httpx.Auth):
-    """Waits for the account's rate limiter, then signs the request with a JWT of its own.
+def sign(client_id: str, secret: SecretStr, clock: Clock, request: httpx.Request) -> None:
+    """Sign a request with a JWT of its own, as it leaves (after its turn in the account's budget).
 
-    It runs for every attempt, so retries are paced and signed afresh too. Minting per request costs
-    one HMAC; caching would reuse a `jti`, which apps that enforce `jti` refuse as a replay [doc].
-    A 401 is answered once with a fresh JWT, as every provider does with its tokens; a second 401 stands.
-    """
-
-    def __init__(self, client_id: str, secret: SecretStr, clock: Clock, pace: Callable[[], Awaitable[None]]) -> None:
-        self._client_id = client_id
-        self._secret = secret
-        self._clock = clock
-        self._pace = pace
-
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        await self._sign(request)
-        response = yield request
-        if response.status_code != 401:
-            return
-        await response.aread()
-        await self._sign(request)
-        yield request
-
-    async def _sign(self, request: httpx.Request) -> None:
-        await self._pace()
-        request.headers["auth"] = mint_jwt(self._client_id, self._secret, self._clock.now())
+    Every attempt is signed afresh, retries included. Minting per request costs one HMAC; caching would
+    reuse a `jti`, which apps that enforce `jti` refuse as a replay [doc]."""
+    request.headers["auth"] = mint_jwt(client_id, secret, clock.now())
 
 
 # --- the provider -----------------------------------------------------------------------------------------
 
 
-class KoreAIProvider(Provider):
+class KoreAIProvider(BucketProvider[KoreAIConfig]):
     name = "koreai"
     config_model = KoreAIConfig
+    data_age = DataAge(bucket=900, delay=60)  # 15-minute intervals in Kore.ai's sample, the default delay
 
-    def __init__(self, config: SourceConfig, health: SourceHealth, **kwargs: Any) -> None:
-        assert isinstance(config, KoreAIConfig)
-        self.kconfig = config
+    def __init__(self, config: KoreAIConfig, health: SourceHealth, **kwargs: Any) -> None:
+        super().__init__(config, health, **kwargs)
         self.rules = Rules.of(config)
         self._queue_names: dict[str, str] = {}
-        super().__init__(config, health, **kwargs)
 
-    def make_client(
-        self,
-        config: SourceConfig,
-        health: SourceHealth,
-        *,
-        sleep: Sleep,
-        transport: httpx.AsyncBaseTransport | None,
-    ) -> ApiClient:
-        assert isinstance(config, KoreAIConfig)
-        api_url, account_id = config.api_url, config.account_id
-
-        rate_limit = config.rate_limit
-
-        async def pace() -> None:
-            # Every source of one account shares one pacer, retries included.
-            pacer = shared_pacer(("koreai", api_url.lower(), account_id), rate_limit, slack=PACING_SLACK, burst=True)
-            await pacer.wait_turn()
-
-        return ApiClient(
-            counter=health,
-            timeout=config.timeout.total_seconds,
-            auth=KoreAuth(config.client_id, config.client_secret, self.clock, pace),
-            error_text=error_text,
+    def client_needs(self) -> ClientNeeds:
+        cfg = self.config
+        # Every source of one account shares one pacer, retries included; each request is signed with a JWT
+        # of its own once its turn has come.
+        pacer = self.accounts.pacer(
+            ("koreai", cfg.api_url.lower(), cfg.account_id), cfg.rate_limit, slack=PACING_SLACK, burst=True
+        )
+        return ClientNeeds(
+            error_message=error_message,
+            auth=ResendOn401(),  # a fresh JWT: `sign` signs the resent request anew
+            sign=partial(sign, cfg.client_id, cfg.client_secret, self.clock),
+            pacer=pacer,
             rate_limit_sign=rate_limit_sign,
-            sleep=sleep,
-            transport=transport,
         )
 
     @property
@@ -508,10 +581,10 @@ class KoreAIProvider(Provider):
         """Every record of [start, end), page by page, `skip` by what arrived, at most MAX_PAGES pages."""
         records: list[Record] = []
         for _ in range(MAX_PAGES):
-            body = query_body(self.kconfig, start, end, len(records))
+            body = query_body(self.config, start, end, len(records))
             try:
                 response = await self.client.request(
-                    "POST", self.kconfig.callvolume_url, endpoint="callvolume", json=body
+                    "POST", self.config.callvolume_url, endpoint="callvolume", json=body
                 )
             except ProviderError as exc:
                 if exc.status in (401, 403):
@@ -522,8 +595,8 @@ class KoreAIProvider(Provider):
                     ) from None
                 raise
             try:
-                page = parse_page(json_body(response, "callvolume"))
-                if page.total is not None and page.total > MAX_PAGES * self.kconfig.page_size:
+                page = parse_page_json(response.content, skip=len(records), status=response.status_code)
+                if page.total is not None and page.total > MAX_PAGES * self.config.page_size:
                     raise self._too_many(start, end, page.total)
                 offset = len(records)
                 records.extend(parse_record(raw, offset + i, self.rules) for i, raw in enumerate(page.records))
@@ -536,7 +609,7 @@ class KoreAIProvider(Provider):
         raise self._too_many(start, end, None)
 
     def _too_many(self, start: int, end: int, total: int | None) -> ProviderError:
-        size = self.kconfig.page_size
+        size = self.config.page_size
         found = f"{total} records" if total is not None else f"more than {MAX_PAGES * size} records"
         return ProviderError(
             f"callvolume: {found} for {isoformat_z(start)}/{isoformat_z(end)} exceed the bound of {MAX_PAGES} "
@@ -548,7 +621,7 @@ class KoreAIProvider(Provider):
         if found is None:
             return
         bucket, aht = found
-        unit = self.kconfig.time_unit
+        unit = self.config.time_unit
         if aht > PLAUSIBLE_AHT[1]:
             hint = "above 4h: if Kore sends milliseconds, set time_unit: ms" if unit == "s" else "above 4h"
         else:
@@ -569,6 +642,6 @@ class KoreAIProvider(Provider):
 
     async def names(self) -> Names:
         """Queue names as the records last gave them: the Contact Volume API carries them, no extra call."""
-        if "queue" not in self.kconfig.group_by:
+        if "queue" not in self.config.group_by:
             return Names()
         return Names(queues=dict(self._queue_names))

@@ -32,31 +32,30 @@ Vendor facts, with their sources and how sure we are of each: docs/providers/ozo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
 import math
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Annotated, Any, ClassVar, Literal
+from functools import cached_property
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
+from msgspec import UNSET, UnsetType
 from pydantic import BeforeValidator, SecretStr
 from pydantic import Field as PydanticField
 
 from aht_exporter.clock import Clock
-from aht_exporter.config import DurationField, SourceConfig, is_loopback
+from aht_exporter.config import DurationField, SourceConfig
 from aht_exporter.health import Quota, SourceHealth
 from aht_exporter.httpclient import (
-    ApiClient,
     RetryPolicy,
-    Sleep,
-    generic_error_text,
     json_body,
     scrub_credentials,
     step_extensions,
@@ -72,11 +71,13 @@ from aht_exporter.model import (
     figure,
     make_labels,
 )
-from aht_exporter.pacing import Pacer, loop_shared, pace_requests, shared_pacer
-from aht_exporter.providers.base import AverageProvider, Publish
-from aht_exporter.timebuckets import Duration
+from aht_exporter.net import is_loopback
+from aht_exporter.pacing import Pacer
+from aht_exporter.providers.base import AverageProvider, ClientNeeds, DataAge
+from aht_exporter.timebuckets import Duration, poll_budget
 
 log = logging.getLogger(__name__)
+Publish = Callable[[AverageUpdate], None]
 
 DEFAULT_BASE_URL = "https://in1-ccaas-api.ozonetel.com"
 AHT_PATH = "/ca_apis/aht"
@@ -87,9 +88,9 @@ DOCUMENTED_RATE_LIMIT = 50  # [doc] requests per minute
 TOKEN_REUSE = 55 * 60  # [doc] a token lives 60 minutes: we use one for 55
 TOKENS_PER_HOUR = 10  # [doc]
 PAUSE_SECONDS = 60.0  # after "slow down": a whole minute, whether Ozonetel counts by calendar minute or rolling
-# The runner cancels a poll 10 s before the next is due (scheduler.poll_deadline); we stop serving targets
-# 5 s before that, so that what this poll got is kept.
-POLL_MARGIN = 15.0
+# We stop serving targets this long before the runner cancels the poll (timebuckets.poll_budget), so that
+# what this poll got is kept.
+SERVE_MARGIN = 5.0
 
 
 def _upper(value: object) -> object:
@@ -104,9 +105,6 @@ class OzonetelConfig(SourceConfig):
     # The data is one 2h average: call that the bucket, so --check-config tells the truth about it.
     default_bucket: ClassVar[int] = WINDOW.seconds
     default_refresh: ClassVar[str] = WINDOW.text
-    from_defaults: ClassVar[frozenset[str]] = frozenset(
-        {"every", "delay", "timeout", "stale_after", "max_series", "max_response_size"}
-    )
     fixed_keys: ClassVar[frozenset[str]] = frozenset({"windows", "refresh", "bucket"})
 
     provider: Literal["ozonetel"]
@@ -130,7 +128,7 @@ class OzonetelConfig(SourceConfig):
         """What Ozonetel counts its budget and its tokens by: sources with the same one share them."""
         return self.api_url, self.user_name
 
-    def problems(self) -> Any:
+    def problems(self) -> Iterator[tuple[str, str]]:
         for key in sorted(self.fixed_keys):
             if key in self.model_fields_set:
                 yield key, "does not apply to ozonetel: its AHT is always over the last 2h (remove this key)"
@@ -231,21 +229,82 @@ class ReplyError(ProviderError):
 
 _OK = frozenset({"success", "true"})
 
+# The replies' shapes, checked by msgspec as Genesys' are: a field missing or mistyped fails the reply with its
+# JSON path (`$.message.AHT`), and keys we do not read are skipped, whatever they hold. The `message` a success
+# carries is nested four ways [unverified] (module docstring): the union below takes an object and a list, the
+# code after it a JSON string and the fields beside `status`.
+
+
+class _Status(msgspec.Struct, gc=False):
+    """What every reply says first: whether it is a success (`status` as text, or a JSON boolean)."""
+
+    status: str | bool
+    message: Any = UNSET  # an error's text, nested any way: message_text reads it
+
+
+class _Agent(msgspec.Struct, gc=False, rename={"id": "AgentID", "aht": "AHT", "name": "AgentName"}):
+    id: str | int
+    aht: str | None  # required, but null means no calls, as "" does
+    name: str | None = None
+
+
+class _Campaign(msgspec.Struct, gc=False, rename={"id": "CampaignID", "aht": "AHT", "name": "CampaignName"}):
+    id: str | int
+    aht: str | None
+    name: str | None = None
+
+
+_Fields = TypeVar("_Fields", _Agent, _Campaign)
+
+
+class _Success(msgspec.Struct, Generic[_Fields], gc=False):
+    # A list is unwrapped as if its one element were `message` itself: "No Data Found", or even null.
+    message: _Fields | list[_Fields | str | None] | str | UnsetType | None = UNSET
+    aht: Any = msgspec.field(name="AHT", default=UNSET)  # present when the fields sit beside `status`
+
+
+# `_Success` for each kind of target, looked up by the kind's fields (`_fields`).
+_SUCCESS: dict[type[_Agent | _Campaign], Any] = {_Agent: _Success[_Agent], _Campaign: _Success[_Campaign]}
+
+
+class _TokenReply(msgspec.Struct, gc=False):
+    token: Any = UNSET  # checked by _Token unless the reply is an error
+    status: Any = UNSET  # present in an error reply only [doc]
+    message: Any = UNSET
+
+
+class _Token(msgspec.Struct, gc=False):
+    token: str
+
+
+_TOO_DEEP = "nested too deeply to be an Ozonetel reply"
+_T = TypeVar("_T")
+
+
+def _at(text: str, root: str) -> str:
+    """A msgspec error with its path put under `root`; an error it gives without a path is at the root."""
+    cut = text.rfind("`$")
+    if cut < 0:
+        return f"{text} - at `{root}`"
+    return f"{text[:cut]}`{root}{text[cut + 2 :]}"
+
+
+def _convert(payload: object, shape: type[_T], what: str) -> _T:
+    try:
+        return msgspec.convert(payload, shape)
+    except msgspec.ValidationError as exc:
+        raise ProviderError(f"{what}: {_at(str(exc), '$')}") from None
+    except RecursionError:  # msgspec's own depth limit
+        raise ProviderError(f"{what}: {_TOO_DEEP} - at `$`") from None
+
 
 def reply_error(payload: object, what: str) -> ReplyError | None:
     """The error an AHT reply carries, or None for a success. Raises ProviderError for a malformed reply."""
-    if not isinstance(payload, dict):
-        raise ProviderError(f"{what}: expected a JSON object, got {type(payload).__name__}")
-    status = payload.get("status")
-    if isinstance(status, bool):
-        ok = status
-    elif isinstance(status, str):
-        ok = status.strip().lower() in _OK
-    else:
-        raise ProviderError(f"{what}: `status` is {'missing' if status is None else 'not a string'}")
+    reply = _convert(payload, _Status, what)
+    ok = reply.status if isinstance(reply.status, bool) else reply.status.strip().lower() in _OK
     if ok:
         return None
-    text = message_text(payload.get("message"))
+    text = message_text(None if reply.message is UNSET else reply.message)
     return ReplyError(f"{what}: {text}", classify(text))
 
 
@@ -268,16 +327,20 @@ def message_text(message: object) -> str:
 
 
 def parse_token_reply(payload: object, what: str) -> str:
-    """`{"token": ...}` -> the token; an error reply raises ReplyError with the vendor's message."""
-    if not isinstance(payload, dict):
-        raise ProviderError(f"{what}: expected a JSON object, got {type(payload).__name__}")
-    token = payload.get("token")
-    if isinstance(token, str) and token.strip():
-        return token.strip()
-    if "status" in payload:  # [doc] errors: {"status": "false", "message": ..., "data": null}
-        text = message_text(payload.get("message"))
-        raise ReplyError(f"{what}: {text}", classify(text))
-    raise ProviderError(f"{what}: `token` is missing")
+    """`{"token": ...}` -> the token; an error reply raises ReplyError with the vendor's message.
+
+    An error about the reply's shape shows none of its values (msgspec's name types and paths only): a mistyped
+    or cut token may still be most of a credential."""
+    reply = _convert(payload, _TokenReply, what)
+    # A token wins over a `status` beside it; without a token, a `status` makes the reply the vendor's error.
+    if reply.status is UNSET or (isinstance(reply.token, str) and reply.token.strip()):
+        token = _convert(payload, _Token, what).token.strip()
+        if not token:
+            raise ProviderError(f"{what}: `token` is empty - at `$.token`")
+        return token
+    # [doc] errors: {"status": "false", "message": ..., "data": null}
+    text = message_text(None if reply.message is UNSET else reply.message)
+    raise ReplyError(f"{what}: {text}", classify(text))
 
 
 # Hours of at most 9 digits: a longer number is no average handle time, and int() of 400 digits then float()
@@ -305,55 +368,72 @@ def parse_hms(value: object) -> float | None:
 
 
 def parse_aht_reply(payload: Mapping[str, Any], target: Target, what: str | None = None) -> Reading:
-    """A success reply -> the target's reading. Pure; raises ProviderError naming the bad field, after
-    `what` (the request: `data request to <host> POST /ca_apis/aht for agent 'a1'`)."""
+    """A success reply -> the target's reading. Pure; raises ProviderError naming the bad field's JSON path,
+    after `what` (the request: `data request to <host> POST /ca_apis/aht for agent 'a1'`)."""
     what = what or f"{AHT_PATH} for {target}"
-    fields = _message_object(payload, what)
-    id_key, name_key = ("AgentID", "AgentName") if target.kind == "agent" else ("CampaignID", "CampaignName")
-    ident = fields.get(id_key)
-    if isinstance(ident, bool) or not isinstance(ident, str | int) or not str(ident).strip():
-        raise ProviderError(f"{what}: message.{id_key} is missing or not a string")
-    ident = str(ident).strip()
-    name = fields.get(name_key)
-    if name is not None and not isinstance(name, str):
-        raise ProviderError(f"{what}: message.{name_key} is not a string")
-    name = name.strip() if name else None
-    if "AHT" not in fields:
-        raise ProviderError(f"{what}: message.AHT is missing")
+    fields: _Agent | _Campaign
+    if target.kind == "agent":
+        fields, at = _fields(payload, _Agent, what)
+    else:
+        fields, at = _fields(payload, _Campaign, what)
+    id_key = "AgentID" if target.kind == "agent" else "CampaignID"
+    ident = str(fields.id).strip()
+    if not ident:
+        raise ProviderError(f"{what}: `{id_key}` is empty - at `{at}.{id_key}`")
+    name = fields.name.strip() if fields.name else None
     try:
-        seconds = parse_hms(fields["AHT"])
+        seconds = parse_hms(fields.aht)
     except ValueError as exc:
-        raise ProviderError(f"{what}: message.AHT: {exc}") from None
+        raise ProviderError(f"{what}: {exc} - at `{at}.AHT`") from None
     # [unverified] whether "no call in two hours" also comes as empty, null or 00:00:00 (besides "No Data
     # Found"). No handled call averages zero seconds, so a zero is "no data" and the series is absent.
     return Reading(target_labels(target.kind, ident), seconds or None, ident, name or None)
 
 
-def _message_object(payload: Mapping[str, Any], what: str) -> Mapping[str, Any]:
-    message = payload.get("message")
-    if isinstance(message, str) and message.strip().startswith("{"):
-        with contextlib.suppress(ValueError, RecursionError):
-            message = json.loads(message)
-    if isinstance(message, list) and len(message) == 1:
-        message = message[0]
-    if isinstance(message, dict):
-        return message
-    if message is None and "AHT" in payload:
-        return payload
-    if isinstance(message, str) and classify(message) is Problem.NO_DATA:  # said with "status": "success"
+def _fields(payload: object, shape: type[_Fields], what: str) -> tuple[_Fields, str]:
+    """The reply's fields for one target and their JSON path, wherever `message` puts them."""
+    reply: _Success[_Fields] = _convert(payload, _SUCCESS[shape], what)
+    message, at = reply.message, "$.message"
+    if isinstance(message, list):
+        if len(message) != 1:
+            raise ProviderError(f"{what}: Expected one object with `AHT`, got {len(message)} - at `{at}`")
+        message, at = message[0], "$.message[0]"
+    if isinstance(message, shape):
+        return message, at
+    if message is UNSET or message is None:
+        if reply.aht is not UNSET:  # the fields beside `status`, as the docs print them
+            return _convert(payload, shape, what), "$"
+        if message is UNSET:
+            raise ProviderError(f"{what}: Object missing required field `message` - at `$`")
+        raise ProviderError(f"{what}: Expected an object with `AHT`, got `null` - at `{at}`")
+    assert isinstance(message, str)
+    if at == "$.message" and message.strip().startswith("{"):
+        fields = _decode_text(message, shape, what)
+        if fields is not None:
+            return fields, at
+    if classify(message) is Problem.NO_DATA:  # said with "status": "success"
         raise ReplyError(f"{what}: {message_text(message)}", Problem.NO_DATA)
-    raise ProviderError(f"{what}: `message` is not an object with AHT")
+    raise ProviderError(f"{what}: Expected an object with `AHT`, got a string - at `{at}`")
 
 
-def error_text(response: httpx.Response) -> str:
-    """Ozonetel's `message`, or the body's start."""
+def _decode_text(text: str, shape: type[_Fields], what: str) -> _Fields | None:
+    """The fields from a `message` that is a JSON string of them, errors named by their path in it; None when
+    the text is not JSON. Decoded as the reply around it was (json.loads), so that it reads the same."""
     try:
-        body = response.json()
-    except (ValueError, RecursionError):
-        body = None
-    if isinstance(body, dict) and "message" in body:
-        return message_text(body["message"])
-    return generic_error_text(response)
+        fields = json.loads(text)
+    except RecursionError:
+        raise ProviderError(f"{what}: {_TOO_DEEP} - at `$.message` (in the JSON text it holds)") from None
+    except ValueError:
+        return None
+    try:
+        return msgspec.convert(fields, shape)
+    except msgspec.ValidationError as exc:
+        raise ProviderError(f"{what}: {_at(str(exc), '$.message')} (in the JSON text it holds)") from None
+
+
+def error_message(body: Mapping[str, Any]) -> str | None:
+    """Ozonetel's `message`."""
+    return message_text(body["message"]) if "message" in body else None
 
 
 def rate_limit_sign(response: httpx.Response) -> bool:
@@ -366,7 +446,7 @@ def rate_limit_sign(response: httpx.Response) -> bool:
 
 def requests_per_poll(config: OzonetelConfig) -> int:
     """AHT requests one poll can send at `rate_limit`, keeping one slot for a token call."""
-    serving = max(0.0, config.every.seconds - POLL_MARGIN)
+    serving = max(0.0, poll_budget(config.every.seconds) - SERVE_MARGIN)
     return max(1, Pacer(config.rate_limit).requests_within(serving) - (1 if config.auth == "token" else 0))
 
 
@@ -443,13 +523,12 @@ class Tokens:
 # --- the provider -----------------------------------------------------------------------------------------
 
 
-class OzonetelProvider(AverageProvider):
+class OzonetelProvider(AverageProvider[OzonetelConfig]):
     name = "ozonetel"
     config_model = OzonetelConfig
+    data_age = DataAge(bucket=300, delay=0)  # no buckets: data ends when the poll ran (every 5m), no delay
 
-    def __init__(self, config: SourceConfig, health: SourceHealth, **kwargs: Any) -> None:
-        assert isinstance(config, OzonetelConfig)
-        self.oconfig = config
+    def __init__(self, config: OzonetelConfig, health: SourceHealth, **kwargs: Any) -> None:
         super().__init__(config, health, **kwargs)
         self.targets = targets_of(config)
         self._method: Method = config.method  # the one in use: `method`, or the other once only it worked
@@ -466,47 +545,34 @@ class OzonetelProvider(AverageProvider):
         self._campaign_names: dict[str, str] = {}
         self._warn_about_budget()
 
-    def make_client(
-        self,
-        config: SourceConfig,
-        health: SourceHealth,
-        *,
-        sleep: Sleep,
-        transport: httpx.AsyncBaseTransport | None,
-    ) -> ApiClient:
-        assert isinstance(config, OzonetelConfig)
-        client = ApiClient(
-            counter=health,
-            timeout=config.timeout.total_seconds,
-            error_text=error_text,
+    def client_needs(self) -> ClientNeeds:
+        return ClientNeeds(
+            error_message=error_message,
             rate_limit_sign=rate_limit_sign,
             # [doc] over 50 a minute Ozonetel says "max limit exceeded": retrying within the minute only
             # spends more of it. The whole account pauses instead (fetch_averages).
             policy=RetryPolicy(retry_rate_limited=False),
-            sleep=sleep,
-            transport=transport,
+            # Every request, retries and token calls included, waits for its slot in the account's budget.
+            pacer=self.pacer,
         )
-        # Every request, retries and token calls included, waits for its slot in the account's budget.
-        pace_requests(client.http, self.pacer)
-        return client
 
+    @cached_property
     def pacer(self) -> Pacer:
         """The account's pacer: sources of one account share it (and the first one's rate_limit)."""
-        return shared_pacer(("ozonetel", *self.oconfig.account), self.oconfig.rate_limit)
+        return self.accounts.pacer(("ozonetel", *self.config.account), self.config.rate_limit)
 
-    @property
+    @cached_property
     def tokens(self) -> Tokens | None:
         """The account's token, shared by its sources; None with `auth: basic`."""
-        if self.oconfig.auth != "token":
+        if self.config.auth != "token":
             return None
-        return loop_shared(("ozonetel tokens", *self.oconfig.account), lambda: Tokens(self.clock))
+        return self.accounts.shared(("ozonetel tokens", *self.config.account), lambda: Tokens(self.clock))
 
     @classmethod
-    def check_sources(cls, sources: Sequence[SourceConfig]) -> None:
+    def check_sources(cls, sources: Sequence[OzonetelConfig]) -> None:
         """Sources of one account share its budget: warn when, together, they ask more than it allows."""
         accounts: dict[tuple[str, str], list[OzonetelConfig]] = {}
         for source in sources:
-            assert isinstance(source, OzonetelConfig)
             accounts.setdefault(source.account, []).append(source)
         for shared in accounts.values():
             if len(shared) < 2:
@@ -526,7 +592,7 @@ class OzonetelProvider(AverageProvider):
                 )
 
     def _warn_about_budget(self) -> None:
-        cfg = self.oconfig
+        cfg = self.config
         extra = {"source": cfg.name, "rate_limit": cfg.rate_limit}
         # A simulator on loopback (the demo's) may allow more; Ozonetel itself does not.
         if cfg.rate_limit > DOCUMENTED_RATE_LIMIT and not is_loopback(urlsplit(cfg.api_url).hostname or ""):
@@ -545,6 +611,10 @@ class OzonetelProvider(AverageProvider):
                 },
             )
 
+    async def fetch(self, start: int, end: int) -> AverageUpdate:
+        """The vendor's span is fixed (the last 2 hours): what the runner asks is served by `fetch_averages`."""
+        return await self.fetch_averages(self.publish)
+
     async def fetch_averages(self, publish: Publish | None = None) -> AverageUpdate:
         """Serve the targets, never served first then the least recently served, until done, told to
         slow down, or out of poll time; the others wait for the next poll and keep their values.
@@ -559,7 +629,7 @@ class OzonetelProvider(AverageProvider):
         queue = sorted(self.targets, key=lambda t: self._order.get(t, -1))
         self._poll = next(self._polls)
         got = _Round()
-        deadline = asyncio.get_running_loop().time() + max(1.0, self.oconfig.every.seconds - POLL_MARGIN)
+        deadline = asyncio.get_running_loop().time() + max(1.0, poll_budget(self.config.every.seconds) - SERVE_MARGIN)
         try:
             async with asyncio.timeout_at(deadline):
                 await self._serve(queue, got, publish or (lambda _: None))
@@ -568,7 +638,7 @@ class OzonetelProvider(AverageProvider):
         for target in got.served:
             self._order[target] = next(self._sequence)
         if got.limited is not None:
-            self.pacer().pause(PAUSE_SECONDS)
+            self.pacer.pause(PAUSE_SECONDS)
         # Nothing refreshed: say why, and fail. "No Data Found" alone is a quiet night, unless other targets
         # failed: then it does not vouch for the replies with data (a schema change must not look quiet).
         if not got.read and not got.removed and (got.skipped or not got.quiet):
@@ -748,7 +818,7 @@ class OzonetelProvider(AverageProvider):
             )
         methods = " and ".join(refused)
         if all(e.status == 405 for e in errors):
-            why = f"not allowed: is base_url ({self.oconfig.api_url}) the account's API domain?"
+            why = f"not allowed: is base_url ({self.config.api_url}) the account's API domain?"
         elif self.tokens is None:
             why = (
                 'refused with the apiKey alone: is the account\'s "API Authentication" BASIC_AUTH, as '
@@ -762,25 +832,25 @@ class OzonetelProvider(AverageProvider):
                 f'refused a token {issued}, so not an expired token: is the account\'s "API Authentication" '
                 "TOKEN_AUTH, as `auth: token` says? (for BASIC_AUTH, set `auth: basic`)"
             )
-        at = f"data request to {httpx.URL(self.oconfig.api_url).netloc.decode('ascii', 'replace')}"
+        at = f"data request to {httpx.URL(self.config.api_url).netloc.decode('ascii', 'replace')}"
         said = "; ".join(str(e).removeprefix(f"{at} ") for e in errors)  # each said by the same host
         return ProviderError(f"{at} {AHT_PATH} for {target}: {methods} {why} ({said})", status=status)
 
     def _data_request(self, method: Method, target: Target) -> str:
         """`data request to <host> POST /ca_apis/aht for agent 'a1'`: what an error about a reply starts with."""
-        request = httpx.Request(method, self.oconfig.api_url + AHT_PATH, extensions=step_extensions("data", "aht"))
+        request = httpx.Request(method, self.config.api_url + AHT_PATH, extensions=step_extensions("data", "aht"))
         return f"{where(request)} for {target}"
 
     async def _ask(self, target: Target, token: str | None, method: Method) -> dict[str, Any]:
         what = self._data_request(method, target)
-        headers = {"apiKey": self.oconfig.api_key.get_secret_value()}
+        headers = {"apiKey": self.config.api_key.get_secret_value()}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        url = self.oconfig.api_url + AHT_PATH
+        url = self.config.api_url + AHT_PATH
         try:
             # [doc] GET takes the same JSON body as POST (reference/get_ca-apis-aht-1).
             response = await self.client.request(
-                method, url, endpoint="aht", json=target.body(self.oconfig.user_name), headers=headers
+                method, url, endpoint="aht", json=target.body(self.config.user_name), headers=headers
             )
         except RateLimited:
             raise  # 429 or a non-2xx "max limit exceeded": the ApiClient counted it, not retried
@@ -797,7 +867,7 @@ class OzonetelProvider(AverageProvider):
         return payload
 
     async def _generate_token(self) -> str:
-        url = self.oconfig.api_url + TOKEN_PATH
+        url = self.config.api_url + TOKEN_PATH
         what = where(httpx.Request("POST", url, extensions=step_extensions("token", "token")))
         try:
             response = await self.client.request(
@@ -805,8 +875,8 @@ class OzonetelProvider(AverageProvider):
                 url,
                 endpoint="token",
                 step="token",
-                json={"userName": self.oconfig.user_name},
-                headers={"apiKey": self.oconfig.api_key.get_secret_value()},
+                json={"userName": self.config.user_name},
+                headers={"apiKey": self.config.api_key.get_secret_value()},
                 token_endpoint=True,
             )
         except RateLimited:

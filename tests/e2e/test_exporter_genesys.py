@@ -9,11 +9,11 @@ import pytest
 
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import SourceConfig
-from aht_exporter.demo import demo_config, demo_workload, genesys_sources
 from aht_exporter.model import Labels
 from aht_exporter.providers.genesys import AGGREGATES_PATH, GenesysConfig, fields_for, query_body
 from aht_exporter.scheduler import Exporter
-from aht_exporter.simulator.genesys import TOKEN_PATH, GenesysSimulator
+from aht_exporter.simulator.demo import demo_config, demo_workload
+from aht_exporter.simulator.genesys import TOKEN_PATH, GenesysSimulator, demo_sources
 from aht_exporter.simulator.workload import Totals
 from tests.e2e.conftest import Stack
 from tests.helpers import T0, Series, parse_exposition, samples
@@ -139,7 +139,7 @@ async def _data_after_one_poll(**sim_options: Any) -> tuple[Series, list[dict[st
     clock = FakeClock(T0)
     sim = GenesysSimulator(demo_workload(), clock, client_id="demo-client", client_secret="demo-secret", **sim_options)
     url = await sim.start()
-    config = demo_config(genesys_sources(url))
+    config = demo_config(demo_sources(url))
     exporter = Exporter(config, clock=clock)
     try:
         assert await exporter.poll_all()

@@ -32,11 +32,11 @@ from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config
-from aht_exporter.demo import DEMO_PROVIDERS, Demo
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
 from aht_exporter.simulator import serve_app
+from aht_exporter.simulator.demo import DEMO_PROVIDERS, Demo
 from tests.helpers import T0, RecordingSleep, fixture, mask_scrape_time_values, parse_exposition, samples
 from tests.prometheus_bin import require
 

@@ -24,10 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from aht_exporter.cli import EXIT_OK, run_once
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import Config
-from aht_exporter.demo import demo_config, demo_workload, genesys_sources
 from aht_exporter.scheduler import Exporter, SourceRunner
 from aht_exporter.server import start_server
-from aht_exporter.simulator.genesys import GenesysSimulator
+from aht_exporter.simulator.demo import demo_config, demo_workload
+from aht_exporter.simulator.genesys import GenesysSimulator, demo_sources
 from aht_exporter.timebuckets import isoformat_z, parse_iso
 from tests.helpers import T0, RecordingSleep, Series, parse_exposition, samples
 
@@ -117,7 +117,7 @@ async def stack() -> AsyncIterator[Stack]:
     clock = FakeClock(T0)
     sim = GenesysSimulator(demo_workload(), clock, client_id="demo-client", client_secret="demo-secret")
     url = await sim.start()
-    config = demo_config([hostile_source(), genesys_sources(url)[0]])
+    config = demo_config([hostile_source(), demo_sources(url)[0]])
     with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
         vendor = HostileVendor(router)
         exporter = Exporter(config, clock=clock, sleep=RecordingSleep())

@@ -16,12 +16,13 @@ import pytest
 import pytest_asyncio
 
 from aht_exporter.clock import Clock, FakeClock
-from aht_exporter.config import Config, build_config
-from aht_exporter.demo import demo_workload
+from aht_exporter.config import Config
 from aht_exporter.model import MISSING_LABEL, Labels
 from aht_exporter.providers.koreai import FIELDS, KoreAIConfig
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
+from aht_exporter.simulator.demo import demo_workload
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.koreai import KoreAISimulator, demo_source
 from aht_exporter.simulator.workload import Totals, Workload
@@ -311,8 +312,8 @@ FAULTS: dict[Fault, str | None] = {
     Fault.NOT_JSON: "callvolume: response is not JSON",
     # The interval is essential; a counter left out would be zero (issue 13). Record 0 may be a sparse one
     # without a handle time (nothing handled), so the mistyped one is named at its own index.
-    Fault.MISSING_FIELD: "CallVolumeUpdate[0].intervalStartTimeStamp is missing",
-    Fault.WRONG_TYPE: "].conversationHandleTime is not a non-negative number: '",
+    Fault.MISSING_FIELD: "Object missing required field `intervalStartTimeStamp` - at `$.CallVolumeUpdate[0]`",
+    Fault.WRONG_TYPE: "].conversationHandleTime`",
     Fault.ERROR_IN_200: "callvolume: answered 200 with an error: 500: Analytics is temporarily unavailable",
     Fault.UNAUTHORIZED: None,  # a fresh JWT, and the replay succeeds
     Fault.EXTRA_FIELDS: None,  # new fields must not break anything

@@ -13,9 +13,9 @@ import pytest
 import pytest_asyncio
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config
 from aht_exporter.model import MISSING_LABEL
 from aht_exporter.providers.koreai import KoreAIConfig
+from aht_exporter.registry import build_config
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.koreai import (
     COUNTERS,

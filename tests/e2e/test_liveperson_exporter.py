@@ -14,13 +14,14 @@ import pytest_asyncio
 from aiohttp import web
 
 from aht_exporter.clock import FakeClock, SystemClock
-from aht_exporter.config import Config, build_config
-from aht_exporter.demo import demo_workload
+from aht_exporter.config import Config
 from aht_exporter.model import Labels
 from aht_exporter.probe import run_probe
 from aht_exporter.providers.liveperson import LivePersonConfig
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
+from aht_exporter.simulator.demo import demo_workload
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.liveperson import (
     DEMO_CONSUMER_KEY,
@@ -377,8 +378,8 @@ async def test_faults_that_must_be_survived_are(demo: Stack, fault: Fault) -> No
 @pytest.mark.parametrize(
     ("fault", "error"),
     [
-        (Fault.MISSING_FIELD, "totalHandlingTime is missing or not a non-negative number"),
-        (Fault.WRONG_TYPE, "totalInteractiveChats is missing or not a non-negative number"),
+        (Fault.MISSING_FIELD, "engactivity response: Object missing required field `totalHandlingTime` - at `$."),
+        (Fault.WRONG_TYPE, "engactivity response: Expected `int | float`, got `str` - at `$.metricsByIntervals["),
         (Fault.ERROR_IN_200, "answered 200 with an error: Engagement Activity is temporarily unavailable"),
         (Fault.NOT_JSON, "engactivity: response is not JSON"),
         (Fault.RATE_LIMITED_BARE, "rate limited: Too many concurrent requests"),

@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config
 from aht_exporter.model import Labels
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
 from aht_exporter.simulator.faults import Fault
@@ -348,8 +348,8 @@ FAULTS: dict[Fault, str | None] = {
     Fault.UNAUTHORIZED: None,  # Token Expired with a 401: a new token, and the replay succeeds
     Fault.TRUNCATED: "not JSON",
     Fault.NOT_JSON: "not JSON",
-    Fault.MISSING_FIELD: "message.AHT is missing",
-    Fault.WRONG_TYPE: "`message` is not an object with AHT",
+    Fault.MISSING_FIELD: "Object missing required field `AHT` - at `$.message`",
+    Fault.WRONG_TYPE: "Expected an object with `AHT`, got a string - at `$.message`",
     Fault.EXTRA_FIELDS: None,
     Fault.ERROR_IN_200: "Service temporarily unavailable",
     Fault.SLOW: "poll did not finish",
@@ -357,8 +357,8 @@ FAULTS: dict[Fault, str | None] = {
     Fault.GZIP_BOMB: "larger than max_response_size 64MiB (decompressed)",
     Fault.DEEP_JSON: "nested too deeply",
     Fault.HOSTILE_TEXT: "HTTP 400",
-    Fault.HUGE_NUMBER: "`message` is not an object with AHT",
-    Fault.NEGATIVE_NUMBER: "`message` is not an object with AHT",
+    Fault.HUGE_NUMBER: "got `float` - at `$.message`",
+    Fault.NEGATIVE_NUMBER: "got `int` - at `$.message`",
 }
 
 

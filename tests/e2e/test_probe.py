@@ -19,9 +19,10 @@ import pytest
 import pytest_asyncio
 
 from aht_exporter.clock import Clock, SystemClock
-from aht_exporter.config import Config, build_config
-from aht_exporter.demo import DEMO_PROVIDERS, Demo, DemoProvider
+from aht_exporter.config import Config
 from aht_exporter.probe import run_probe
+from aht_exporter.registry import build_config
+from aht_exporter.simulator.demo import DEMO_PROVIDERS, Demo, DemoProvider
 from aht_exporter.simulator.koreai import KoreAISimulator
 from aht_exporter.simulator.workload import Workload
 from tests.e2e.test_cli import run
@@ -299,8 +300,10 @@ def test_the_cli_probes_the_demo_records_and_exits_0(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     names = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("source ")]
-    assert names == ["demo-genesys", "demo-genesys-agents", "demo-koreai", "demo-liveperson", "demo-ozonetel"]
-    assert done.stdout.rstrip().endswith("probe: 5 of 5 sources look sane")
+    # Every demo source of every provider, in the demo's order (simulator/demo.py: one entry per provider).
+    demo = [source["name"] for p in DEMO_PROVIDERS.values() for source in p.sources("http://127.0.0.1:1")]
+    assert names == demo and "demo-genesys-agents" in names
+    assert done.stdout.rstrip().endswith(f"probe: {len(demo)} of {len(demo)} sources look sane")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
     assert "<redacted>" not in done.stderr, "no public name is masked in the logs"
 

@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config, parse_config
-from aht_exporter.demo import DEMO_CLIENT_ID, Demo
 from aht_exporter.logs import LogfmtFormatter
 from aht_exporter.model import ConfigError
+from aht_exporter.registry import build_config, parse_config
 from aht_exporter.scheduler import Exporter, poll_deadline
+from aht_exporter.simulator.demo import Demo
+from aht_exporter.simulator.genesys import DEMO_CLIENT_ID
 from tests.helpers import T0, RecordingSleep
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()

@@ -19,11 +19,11 @@ import pytest_asyncio
 from aiohttp import web
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.demo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, demo_config, demo_workload, genesys_sources
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
 from aht_exporter.simulator import serve_app
-from aht_exporter.simulator.genesys import GenesysSimulator
+from aht_exporter.simulator.demo import demo_config, demo_workload
+from aht_exporter.simulator.genesys import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, GenesysSimulator, demo_sources
 from tests.helpers import T0, parse_exposition
 
 MIB = 1 << 20
@@ -86,7 +86,7 @@ class Stack:
 async def stack() -> AsyncIterator[Stack]:
     clock = FakeClock(T0)
     sim = GenesysSimulator(demo_workload(), clock, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
-    healthy = genesys_sources(await sim.start())[0]
+    healthy = demo_sources(await sim.start())[0]
     hostile = Hostile()
     hostile_runner, hostile_url = await serve_app(hostile.app, "127.0.0.1", 0)
     bad = healthy | {"name": "hostile", "base_url": hostile_url, "login_url": hostile_url}

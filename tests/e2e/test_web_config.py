@@ -17,8 +17,8 @@ import trustme
 from aiohttp import web
 
 from aht_exporter import webconfig
-from aht_exporter.config import build_config
 from aht_exporter.model import ConfigError
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import make_app, start_server
 from aht_exporter.webconfig import load_web_config, response_headers

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from aht_exporter.config import build_config
 from aht_exporter.providers.genesys import GenesysConfig
+from aht_exporter.registry import build_config
 
 API = "https://api.mypurecloud.ie"
 LOGIN = "https://login.mypurecloud.ie"

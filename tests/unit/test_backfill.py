@@ -18,8 +18,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from aht_exporter.backfill import RATE_LIMIT_PAUSE, Backfill, Plan, counter_lag, parse_when
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import Config
-from aht_exporter.demo import Demo
 from aht_exporter.model import Bucket, ConfigError, Labels
+from aht_exporter.simulator.demo import Demo
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.genesys import GenesysSimulator
 from aht_exporter.state import StateStore
@@ -347,4 +347,4 @@ async def test_without_source_what_cannot_be_served_is_skipped_with_a_line_and_t
     assert "backfill: skipped demo-ozonetel (ozonetel): the provider serves no history, only its last 2h\n" in said
     assert "backfill: skipped --from (2026-11-18T00:00:00.000Z) is further back than demo-liveperson" in said
     sources = {dict(labels)["source"] for _, labels in quick_samples((tmp_path / "all.om").read_text())}
-    assert sources == {"demo-genesys", "demo-genesys-agents", "demo-koreai"}
+    assert sources == {"demo-genesys", "demo-genesys-agents", "demo-koreai", "demo-amazon-connect"}

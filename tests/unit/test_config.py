@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from aht_exporter.config import Config, load_config, parse_config, redacted
+from aht_exporter.config import Config, redacted
 from aht_exporter.model import ConfigError
 from aht_exporter.providers.genesys import GenesysConfig
+from aht_exporter.registry import load_config, parse_config
 
 GOOD = """
 defaults:

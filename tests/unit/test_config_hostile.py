@@ -25,14 +25,14 @@ from aht_exporter.config import (
     MAX_EVERY,
     MAX_SECRET_FILE_BYTES,
     Config,
-    load_config,
-    parse_config,
     redacted,
 )
 from aht_exporter.model import ConfigError
 from aht_exporter.providers import PROVIDERS
 from aht_exporter.providers.genesys import GenesysConfig
+from aht_exporter.registry import load_config, parse_config
 from aht_exporter.scheduler import trigger_for
+from aht_exporter.simulator.demo import DEMO_PROVIDERS
 from aht_exporter.timebuckets import fetch_span
 
 GENESYS = "  - name: g\n    provider: genesys\n    region: mypurecloud.ie\n    client_id: id\n    client_secret: s3\n"
@@ -264,13 +264,9 @@ URL_SHAPES = [
 
 
 def source_with(provider: str, **keys: object) -> str:
-    base: dict[str, dict[str, object]] = {
-        "genesys": {"client_id": "a", "client_secret": "b", "base_url": "https://a.example", "login_url": "https://b"},
-        "liveperson": {"account_id": "1", "client_id": "a", "client_secret": "b"},
-        "ozonetel": {"user_name": "u", "api_key": "k", "agents": ["a"]},
-        "koreai": {"account_id": "a", "org_id": "o", "client_id": "c", "client_secret": "s"},
-    }
-    return yaml.safe_dump({"sources": [{"name": "s", "provider": provider, **base[provider], **keys}]})
+    """A valid source of `provider` (its demo source, pointed at an https host), with `keys` on top."""
+    base = DEMO_PROVIDERS[provider].sources("https://a.example")[0]
+    return yaml.safe_dump({"sources": [{**base, "name": "s", **keys}]})
 
 
 URL_KEYS = [(name, key) for name, cls in sorted(PROVIDERS.items()) for key in cls.config_model.url_keys]

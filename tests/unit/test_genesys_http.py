@@ -10,6 +10,7 @@ import respx
 
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import Field, ProviderError, RateLimited
+from aht_exporter.oauth import ClientCredentialsAuth
 from aht_exporter.providers.genesys import GenesysProvider
 from aht_exporter.timebuckets import parse_iso
 from tests.helpers import RecordingSleep, fixture
@@ -91,7 +92,9 @@ async def test_the_token_is_refreshed_before_it_expires(mock: respx.MockRouter) 
     query = mock.post(QUERY).mock(return_value=httpx.Response(200, json={}))
     provider, _, _ = make()
     now = [1000.0]
-    provider.auth._monotonic = lambda: now[0]
+    auth = provider.client.http.auth
+    assert isinstance(auth, ClientCredentialsAuth)
+    auth._monotonic = lambda: now[0]
     await provider.fetch(NINE, TEN)
     now[0] += 3600 - 301  # the margin is a tenth of the lifetime, at most 300 s: still good
     await provider.fetch(NINE, TEN)

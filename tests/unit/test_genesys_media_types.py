@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from aht_exporter.config import parse_config
 from aht_exporter.model import ConfigError
 from aht_exporter.providers.genesys import MEDIA_TYPES, query_body
+from aht_exporter.registry import parse_config
 from aht_exporter.timebuckets import parse_iso
 from tests.unit.genesys_config import genesys_config
 

@@ -10,13 +10,12 @@ from aht_exporter.providers.genesys import (
     GenesysProvider,
     fields_for,
     metric_names,
-    parse_aggregates,
     parse_aggregates_json,
     query_body,
 )
 from aht_exporter.store import SourceStore
 from aht_exporter.timebuckets import Duration, parse_iso
-from tests.helpers import fixture
+from tests.helpers import fixture, parse_aggregates
 from tests.unit.genesys_config import API, LOGIN, genesys_config
 
 Q1 = "1a2b3c4d-0000-4000-8000-000000000001"

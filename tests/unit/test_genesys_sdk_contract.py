@@ -45,7 +45,6 @@ import pytest
 import respx
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import load_config
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import ConfigError
 from aht_exporter.providers import genesys as provider_module
@@ -55,13 +54,13 @@ from aht_exporter.providers.genesys import (
     GenesysConfig,
     GenesysProvider,
     metric_names,
-    parse_aggregates,
     query_body,
 )
+from aht_exporter.registry import load_config
 from aht_exporter.simulator.genesys import QUEUES_PATH, TOKEN_PATH, USERS_PATH, GenesysSimulator
 from aht_exporter.simulator.workload import Workload
 from aht_exporter.timebuckets import chunks, floor_to, parse_iso
-from tests.helpers import FIXTURES, RecordingSleep, fixture
+from tests.helpers import FIXTURES, RecordingSleep, fixture, parse_aggregates
 from tests.unit.genesys_config import API, LOGIN, SECRET, genesys_config
 
 

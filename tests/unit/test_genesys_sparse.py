@@ -18,9 +18,9 @@ import respx
 
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import MISSING_LABEL, Field, ProviderError, make_labels
-from aht_exporter.providers.genesys import GenesysProvider, fields_for, parse_aggregates, parse_aggregates_json
+from aht_exporter.providers.genesys import GenesysProvider, fields_for, parse_aggregates_json
 from aht_exporter.timebuckets import parse_iso
-from tests.helpers import RecordingSleep, fixture
+from tests.helpers import RecordingSleep, fixture, parse_aggregates
 from tests.unit.genesys_config import API, LOGIN, genesys_config
 
 Q1 = "1a2b3c4d-0000-4000-8000-000000000001"

@@ -6,9 +6,10 @@ from typing import Any
 import pytest
 import yaml
 
-from aht_exporter.config import build_config, parse_config, redacted
+from aht_exporter.config import redacted
 from aht_exporter.model import ConfigError
 from aht_exporter.providers.koreai import KoreAIConfig
+from aht_exporter.registry import build_config, parse_config
 
 API = "https://platform.kore.ai"
 ACCOUNT = "636f5b36bcf8a8c7101e0001"

@@ -19,6 +19,7 @@ import respx
 from aht_exporter.clock import FakeClock
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import Field, ProviderError, RateLimited, make_labels
+from aht_exporter.pacing import Accounts
 from aht_exporter.providers.koreai import MAX_PAGES, PACING_SLACK, KoreAIProvider
 from aht_exporter.timebuckets import parse_iso
 from tests.helpers import RecordingSleep, fixture
@@ -46,10 +47,12 @@ def records_for_queues(n: int) -> list[dict[str, Any]]:
     return [seed_record(_id=f"r{i:04d}", queueId=f"qu-{i:04d}", queueName=f"Queue {i}") for i in range(n)]
 
 
-def make(**overrides: Any) -> tuple[KoreAIProvider, SourceHealth, RecordingSleep]:
+def make(accounts: Accounts | None = None, **overrides: Any) -> tuple[KoreAIProvider, SourceHealth, RecordingSleep]:
     health = SourceHealth("kore-us", "koreai", 3)
     sleep = RecordingSleep()
-    provider = KoreAIProvider(koreai_config(**overrides), health, clock=FakeClock(NOW), sleep=sleep)
+    provider = KoreAIProvider(
+        koreai_config(**overrides), health, clock=FakeClock(NOW), sleep=sleep, accounts=accounts or Accounts()
+    )
     return provider, health, sleep
 
 
@@ -384,10 +387,13 @@ async def test_a_missing_field_fails_the_poll_naming_record_and_field(mock: resp
         ]
     )
     provider, _, _ = make(page_size=1)
-    with pytest.raises(
-        ProviderError, match=rf"^{HERE}: callvolume response: CallVolumeUpdate\[1\]\.intervalStartTimeStamp is missing$"
-    ):
+    with pytest.raises(ProviderError) as caught:  # the record's index counts across pages, as `skip` does
         await provider.fetch(NINE45, TEN)
+    assert re.fullmatch(
+        rf"{HERE}: callvolume response: Object missing required field `intervalStartTimeStamp` - at "
+        r"`\$\.CallVolumeUpdate\[1\]`",
+        str(caught.value),
+    )
     await provider.aclose()
     assert [json.loads(call.request.content)["skip"] for call in route.calls] == [0, 1]
 
@@ -486,8 +492,9 @@ async def test_requests_never_exceed_60_in_any_minute_retries_included(mock: res
 async def test_sources_of_one_account_share_the_pace(mock: respx.MockRouter) -> None:
     server = PagingServer(records_for_queues(50))
     mock.post(CALLVOLUME).mock(side_effect=server)
-    first, _, _ = make(page_size=1)
-    second, _, _ = make(page_size=1, name="kore-us-queues", group_by=["queue"])
+    accounts = Accounts()  # what the exporter hands every provider it builds
+    first, _, _ = make(accounts, page_size=1)
+    second, _, _ = make(accounts, page_size=1, name="kore-us-queues", group_by=["queue"])
 
     await asyncio.gather(first.fetch(NINE45, TEN), second.fetch(NINE45, TEN))
 

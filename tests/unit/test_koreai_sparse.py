@@ -142,18 +142,23 @@ def test_a_record_with_only_its_interval_is_a_bucket_of_zeros() -> None:
 def test_a_record_without_its_interval_still_fails_the_poll_naming_its_path(key: str, value: object) -> None:
     with pytest.raises(ProviderError) as caught:
         parse_callvolume([page(seed_record(_id="a"), seed_record(**{key: value}))], NINE45, TEN, RULES)
-    assert str(caught.value) == f"callvolume response: CallVolumeUpdate[1].{key} is missing"
+    expected = (
+        f"Expected `str`, got `null` - at `$.CallVolumeUpdate[1].{key}`"
+        if value is None
+        else f"Object missing required field `{key}` - at `$.CallVolumeUpdate[1]`"
+    )
+    assert str(caught.value) == f"callvolume response: {expected}"
 
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("queueId", 5, "queueId is not a string"),
-        ("queueId", {"id": "q"}, "queueId is not a string"),
-        ("source", ["voice"], "source is not a string"),
-        ("completedContacts", None, "completedContacts is not a non-negative number: None"),  # null is not "left out"
-        ("conversationHandleTime", "0", "conversationHandleTime is not a non-negative number: '0'"),
-        ("offeredContacts", False, "offeredContacts is not a non-negative number: False"),
+        ("queueId", 5, "Expected `str | null`, got `int`"),
+        ("queueId", {"id": "q"}, "Expected `str | null`, got `object`"),
+        ("source", ["voice"], "Expected `str | null`, got `array`"),
+        ("completedContacts", None, "Expected `int | float`, got `null`"),  # null is not "left out"
+        ("conversationHandleTime", "0", "Expected `int | float`, got `str`"),
+        ("offeredContacts", False, "Expected `int | float`, got `bool`"),
     ],
 )
 def test_a_wrong_type_still_fails_the_poll_naming_its_json_path(key: str, value: object, message: str) -> None:
@@ -161,7 +166,7 @@ def test_a_wrong_type_still_fails_the_poll_naming_its_json_path(key: str, value:
     sparse[1][key] = value
     with pytest.raises(ProviderError) as caught:
         parse_callvolume([page(*sparse)], NINE45, TEN, RULES)
-    assert str(caught.value) == f"callvolume response: CallVolumeUpdate[1].{message}"
+    assert str(caught.value) == f"callvolume response: {message} - at `$.CallVolumeUpdate[1].{key}`"
 
 
 # --- over HTTP: the poll succeeds, and names only real queues ---------------------------------------------------

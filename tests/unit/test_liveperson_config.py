@@ -5,9 +5,10 @@ from typing import Any
 import pytest
 import yaml
 
-from aht_exporter.config import parse_config, redacted
+from aht_exporter.config import redacted
 from aht_exporter.model import ConfigError
 from aht_exporter.providers.liveperson import LivePersonConfig, timeframe_needed
+from aht_exporter.registry import parse_config
 
 SECRET = "lp-secret-Wq93kZ"
 CONSUMER_SECRET = "lp-consumer-secret-Jd71"

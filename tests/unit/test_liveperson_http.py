@@ -12,10 +12,10 @@ from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature, utils
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import Field, ProviderError, RateLimited, make_labels
 from aht_exporter.providers.liveperson import LivePersonProvider
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.timebuckets import parse_iso
 from tests.helpers import RecordingSleep, fixture, parse_exposition
@@ -579,8 +579,8 @@ async def test_a_missing_field_fails_the_poll_naming_it(
         await provider.fetch(START, END)
     assert str(info.value) == (
         "data request to va.data.liveperson.net GET /operations/api/account/12345678/engactivity: "
-        "engactivity response: metricsByIntervals[1].metricsData.skillsMetricsPerAgent"
-        '.metricsPerSkill["12"].metricsPerAgent["8"].totalInteractiveChats is missing or not a non-negative number'
+        "engactivity response: Object missing required field `totalInteractiveChats` - at "
+        '`$.metricsByIntervals[1].metricsData.skillsMetricsPerAgent.metricsPerSkill["12"].metricsPerAgent["8"]`'
     )
     await provider.aclose()
 
@@ -606,8 +606,12 @@ async def test_an_error_body_in_a_200_fails_with_the_vendor_message(
             r"GET /api/account/12345678/service/leDataReporting/baseURI.json: "
             r"HTTP 404: account not found$",
         ),
-        (httpx.Response(200, json={"service": "leDataReporting"}), r"baseURI is missing or not a host name"),
-        (httpx.Response(200, json={"baseURI": "https://evil.example/x"}), r"baseURI is missing or not a host name"),
+        (
+            httpx.Response(200, json={"service": "leDataReporting"}),
+            r"not a domain reply: Object missing required field `baseURI`$",
+        ),
+        (httpx.Response(200, json={"baseURI": 7}), r"not a domain reply: Expected `str`, got `int` - at `\$.baseURI`$"),
+        (httpx.Response(200, json={"baseURI": "https://evil.example/x"}), r"baseURI is not a host name$"),
         (
             httpx.Response(200, text="<html>"),
             r"^domain lookup \(leDataReporting\): data request to api\.liveperson\.net GET "

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from aht_exporter.cli import _install_redaction
-from aht_exporter.config import build_config
 from aht_exporter.logs import NOISY_KINDS, NOISY_LOGGERS, RateLimit, setup_logging
+from aht_exporter.registry import build_config
 
 SECRET = 'sec"ret-7Kp\\x'  # a quote and a backslash: escaped by logfmt and JSON, so masked before encoding
 

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from aht_exporter.config import build_config
 from aht_exporter.exposition import ScrapeTail, SourceView, render
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import Field, make_labels
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
 from aht_exporter.store import Snapshot

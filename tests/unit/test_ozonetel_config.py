@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from aht_exporter.config import build_config, parse_config, redacted
+from aht_exporter.config import redacted
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import ConfigError
 from aht_exporter.providers.ozonetel import OzonetelConfig, OzonetelProvider, requests_per_poll
+from aht_exporter.registry import build_config, parse_config
 from aht_exporter.scheduler import Exporter
 
 KEY = "oz-key-Q7w9e2Lm"

@@ -17,6 +17,7 @@ import respx
 from aht_exporter.clock import FakeClock
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import AverageUpdate, ProviderError, make_labels
+from aht_exporter.pacing import Accounts
 from aht_exporter.providers.ozonetel import OzonetelProvider
 from aht_exporter.redact import Redactor
 from aht_exporter.scheduler import SourceRunner
@@ -227,8 +228,9 @@ async def test_each_token_is_counted_on_the_source_that_had_it_issued(mock: resp
     mock.post(AHT).mock(return_value=agent_reply())
     clock = FakeClock(T0)
     first, second = SourceHealth("oz-1", "ozonetel", 3), SourceHealth("oz-2", "ozonetel", 3)
-    one = OzonetelProvider(oz_config(name="oz-1", agents=["a1"]), first, clock=clock)
-    two = OzonetelProvider(oz_config(name="oz-2", agents=["a1"]), second, clock=clock)  # the same account
+    accounts = Accounts()
+    one = OzonetelProvider(oz_config(name="oz-1", agents=["a1"]), first, clock=clock, accounts=accounts)
+    two = OzonetelProvider(oz_config(name="oz-2", agents=["a1"]), second, clock=clock, accounts=accounts)  # one account
     for _ in range(12):  # an hour
         await one.fetch_averages()
         await two.fetch_averages()

@@ -185,8 +185,8 @@ async def test_no_data_found_does_not_vouch_for_targets_whose_replies_failed(moc
     runner = SourceRunner(provider.config, provider, clock=clock, redactor=Redactor([]))
     assert not await runner.poll()
     assert (
-        health.last_error
-        == "data request to in1-ccaas-api.ozonetel.com POST /ca_apis/aht for agent 'a2': message.AHT is missing"
+        health.last_error == "data request to in1-ccaas-api.ozonetel.com POST /ca_apis/aht for agent 'a2': "
+        "Object missing required field `AHT` - at `$.message`"
     )
     assert [json.loads(c.request.content) for c in aht.calls] == [
         {"userName": "acme", "agentId": "a1"},

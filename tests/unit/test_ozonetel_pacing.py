@@ -15,11 +15,11 @@ import pytest
 import respx
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config
 from aht_exporter.health import SourceHealth
-from aht_exporter.pacing import Pacer, shared_pacer
+from aht_exporter.pacing import Accounts, Pacer
 from aht_exporter.providers.ozonetel import OzonetelConfig, OzonetelProvider, requests_per_poll
 from aht_exporter.redact import Redactor
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import SourceRunner
 from tests.helpers import T0
 
@@ -151,7 +151,7 @@ async def test_targets_that_do_not_fit_are_served_round_robin_oldest_first(mock:
     assert second == everyone[per_poll:] + everyone[: per_poll - (300 - per_poll)]
     assert third == everyone[per_poll - 67 : per_poll] + everyone[per_poll:] + everyone[: per_poll - 2 * 67]
     # Each poll's update holds only what it refreshed; the store keeps the rest (AverageUpdate semantics).
-    assert runner.snapshot is not None and len(runner.snapshot.averages["2h"]) == 300
+    assert runner.snapshot is not None and len(runner.snapshot.windows["2h"]) == 300
     await provider.aclose()
 
 
@@ -161,7 +161,11 @@ async def test_sources_of_one_account_share_the_budget(mock: respx.MockRouter) -
     clock = FakeClock(T0)
     agents = big_source(name="oz-agents", campaigns=[], agents=[f"a{i}" for i in range(80)])
     campaigns = big_source(name="oz-campaigns", agents=[], campaigns=[f"c{i}" for i in range(80)])
-    providers = [OzonetelProvider(c, SourceHealth(c.name, "ozonetel", 3), clock=clock) for c in (agents, campaigns)]
+    accounts = Accounts()
+    providers = [
+        OzonetelProvider(c, SourceHealth(c.name, "ozonetel", 3), clock=clock, accounts=accounts)
+        for c in (agents, campaigns)
+    ]
     updates = await asyncio.gather(*(p.fetch_averages() for p in providers))
     assert [len(u.averages) for u in updates] == [80, 80]
     assert most_in_any_minute(server.times) <= 50
@@ -214,7 +218,9 @@ async def test_a_bursting_pacer_holds_a_request_back_only_when_the_window_is_ful
     assert pacer.requests_within(59) == 3 and pacer.requests_within(60) == 6
 
 
-@pytest.mark.asyncio
-async def test_one_pacer_per_key_and_loop() -> None:
-    assert shared_pacer(("ozonetel", "u"), 50) is shared_pacer(("ozonetel", "u"), 10)
-    assert shared_pacer(("ozonetel", "u"), 50) is not shared_pacer(("ozonetel", "v"), 50)
+def test_one_pacer_per_account_key_the_first_askers_rate() -> None:
+    accounts = Accounts()
+    first = accounts.pacer(("ozonetel", "u"), 50)
+    assert accounts.pacer(("ozonetel", "u"), 10) is first and first.per_minute == 50
+    assert accounts.pacer(("ozonetel", "v"), 50) is not first
+    assert Accounts().pacer(("ozonetel", "u"), 50) is not first  # another exporter's accounts are its own

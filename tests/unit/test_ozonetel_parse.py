@@ -67,7 +67,7 @@ def test_an_aht_beyond_the_limit_of_seconds_is_refused() -> None:
 
 def test_an_absurd_aht_fails_the_reply_naming_the_field() -> None:
     payload = {"status": "success", "message": {"AgentID": "xx", "AgentName": "n", "AHT": "9" * 400 + ":00:00"}}
-    with pytest.raises(ProviderError, match="AHT"):
+    with pytest.raises(ProviderError, match=r"is not HH:MM:SS - at `\$\.message\.AHT`$"):
         parse_aht_reply(payload, AGENT)
 
 
@@ -120,41 +120,104 @@ def test_no_call_in_two_hours_is_no_value(aht: str | None) -> None:
     assert reading.seconds is None
 
 
+OK = "success"
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"AgentName": "A", "AHT": "00:00:01"}, "Object missing required field `AgentID` - at `$.message`"),
+        ({"AgentID": "", "AHT": "00:00:01"}, "`AgentID` is empty - at `$.message.AgentID`"),
+        ({"AgentID": " ", "AHT": "00:00:01"}, "`AgentID` is empty - at `$.message.AgentID`"),
+        ({"AgentID": True, "AHT": "00:00:01"}, "Expected `int | str`, got `bool` - at `$.message.AgentID`"),
+        ({"AgentID": 1.5, "AHT": "00:00:01"}, "Expected `int | str`, got `float` - at `$.message.AgentID`"),
+        ({"AgentID": "a"}, "Object missing required field `AHT` - at `$.message`"),
+        ({"AgentID": "a", "AHT": 157}, "Expected `str | null`, got `int` - at `$.message.AHT`"),
+        ({"AgentID": "a", "AHT": "2:37"}, "'2:37' is not HH:MM:SS - at `$.message.AHT`"),
+        ({"AgentID": "a", "AgentName": 7, "AHT": ""}, "Expected `str | null`, got `int` - at `$.message.AgentName`"),
+    ],
+)
+def test_a_bad_field_of_a_success_reply_is_named_by_its_json_path(message: dict[str, Any], error: str) -> None:
+    with pytest.raises(ProviderError) as info:
+        parse_aht_reply({"status": OK, "message": message}, AGENT)
+    assert not isinstance(info.value, ReplyError)  # malformed, not a vendor's error
+    assert str(info.value) == f"/ca_apis/aht for agent 'xx': {error}"
+
+
 @pytest.mark.parametrize(
     ("payload", "error"),
     [
-        ({"status": "success", "message": {"AgentName": "A", "AHT": "00:00:01"}}, "message.AgentID is missing"),
-        ({"status": "success", "message": {"AgentID": "", "AHT": "00:00:01"}}, "message.AgentID is missing"),
-        ({"status": "success", "message": {"AgentID": True, "AHT": "00:00:01"}}, "message.AgentID is missing"),
-        ({"status": "success", "message": {"AgentID": "a"}}, "message.AHT is missing"),
-        ({"status": "success", "message": {"AgentID": "a", "AHT": 157}}, "message.AHT: 157 is not an HH:MM:SS"),
-        ({"status": "success", "message": {"AgentID": "a", "AHT": "2:37"}}, "message.AHT: '2:37' is not HH:MM:SS"),
-        ({"status": "success", "message": {"AgentID": "a", "AgentName": 7, "AHT": ""}}, "message.AgentName is not"),
-        ({"status": "success", "message": "done"}, "`message` is not an object with AHT"),
-        ({"status": "success", "message": [{}, {}]}, "`message` is not an object with AHT"),
+        ({"status": OK, "message": "done"}, "Expected an object with `AHT`, got a string - at `$.message`"),
+        ({"status": OK, "message": [{}, {}]}, "Object missing required field `AgentID` - at `$.message[0]`"),
+        (
+            {"status": OK, "message": [{"AgentID": "a", "AHT": ""}] * 2},
+            "Expected one object with `AHT`, got 2 - at `$.message`",
+        ),
+        ({"status": OK, "message": []}, "Expected one object with `AHT`, got 0 - at `$.message`"),
+        ({"status": OK, "message": ["done"]}, "Expected an object with `AHT`, got a string - at `$.message[0]`"),
+        (
+            {"status": OK, "message": [[{"AgentID": "a"}]]},
+            "Expected `str | object | null`, got `array` - at `$.message[0]`",
+        ),
+        ({"status": OK, "message": 5}, "Expected `str | object | array | null`, got `int` - at `$.message`"),
+        ({"status": OK, "message": None}, "Expected an object with `AHT`, got `null` - at `$.message`"),
+        ({"status": OK}, "Object missing required field `message` - at `$`"),
+        (
+            {"status": OK, "message": '{"AgentID": "a"}'},
+            "Object missing required field `AHT` - at `$.message` (in the JSON text it holds)",
+        ),
+        (
+            {"status": OK, "message": '{"AgentID": "a", "AHT": 7}'},
+            "Expected `str | null`, got `int` - at `$.message.AHT` (in the JSON text it holds)",
+        ),
+        ({"status": OK, "message": "{not json"}, "Expected an object with `AHT`, got a string - at `$.message`"),
+        ({"status": OK, "AgentID": "a", "AHT": 7}, "Expected `str | null`, got `int` - at `$.AHT`"),
+        ({"status": OK, "AgentID": "", "AHT": "00:00:01"}, "`AgentID` is empty - at `$.AgentID`"),
+    ],
+    ids=[
+        "text",
+        "list-of-two-empty",
+        "list-of-two",
+        "empty-list",
+        "list-of-text",
+        "list-in-list",
+        "number",
+        "null",
+        "absent",
+        "json-text-missing-field",
+        "json-text-wrong-type",
+        "text-not-json",
+        "flattened-wrong-type",
+        "flattened-empty-id",
     ],
 )
-def test_a_bad_success_reply_names_the_field(payload: dict[str, Any], error: str) -> None:
-    with pytest.raises(ProviderError, match=f"/ca_apis/aht for agent 'xx': {error}".replace("(", r"\(")):
+def test_a_message_nested_a_wrong_way_is_named_by_its_json_path(payload: dict[str, Any], error: str) -> None:
+    with pytest.raises(ProviderError) as info:
         parse_aht_reply(payload, AGENT)
+    assert not isinstance(info.value, ReplyError)  # malformed, not a vendor's error
+    assert str(info.value) == f"/ca_apis/aht for agent 'xx': {error}"
 
 
 def test_a_campaign_reply_needs_the_campaign_id() -> None:
-    with pytest.raises(ProviderError, match=r"message\.CampaignID is missing"):
+    with pytest.raises(ProviderError) as info:
         parse_aht_reply({"status": "success", "message": {"AgentID": "1", "AHT": "00:00:01"}}, CAMPAIGN)
+    assert str(info.value).endswith("Object missing required field `CampaignID` - at `$.message`")
 
 
 @pytest.mark.parametrize(
     ("payload", "error"),
     [
-        ([], "expected a JSON object, got list"),
-        ({"message": {"AHT": "00:00:01"}}, "`status` is missing"),
-        ({"status": 200}, "`status` is not a string"),
+        ([], "Expected `object`, got `array` - at `$`"),
+        ("success", "Expected `object`, got `str` - at `$`"),
+        ({"message": {"AHT": "00:00:01"}}, "Object missing required field `status` - at `$`"),
+        ({"status": 200}, "Expected `bool | str`, got `int` - at `$.status`"),
+        ({"status": None, "message": "x"}, "Expected `bool | str`, got `null` - at `$.status`"),
     ],
 )
-def test_a_reply_without_a_usable_status_is_refused(payload: object, error: str) -> None:
-    with pytest.raises(ProviderError, match=error):
+def test_a_reply_without_a_usable_status_is_refused_naming_the_path(payload: object, error: str) -> None:
+    with pytest.raises(ProviderError) as info:
         reply_error(payload, "aht")
+    assert str(info.value) == f"aht: {error}"
 
 
 SEED_ERRORS = {k: v for k, v in fixture("ozonetel_aht_errors.json").items() if not k.startswith("_")}
@@ -227,10 +290,22 @@ def test_documented_token_errors_carry_the_vendor_message(case: str, problem: Pr
     assert info.value.problem is problem
 
 
-@pytest.mark.parametrize("payload", [{"message": ""}, {"token": ""}, {"token": 12}])
-def test_a_token_reply_without_a_token_is_refused(payload: dict[str, Any]) -> None:
-    with pytest.raises(ProviderError, match="`token` is missing"):
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ({"message": ""}, "Object missing required field `token` - at `$`"),
+        ({"token": ""}, "`token` is empty - at `$.token`"),
+        ({"token": "  "}, "`token` is empty - at `$.token`"),
+        ({"token": 12}, "Expected `str`, got `int` - at `$.token`"),
+        ({"token": None}, "Expected `str`, got `null` - at `$.token`"),
+        (["tok"], "Expected `object`, got `array` - at `$`"),
+    ],
+)
+def test_a_token_reply_without_a_token_is_refused_naming_the_path(payload: object, error: str) -> None:
+    with pytest.raises(ProviderError) as info:
         parse_token_reply(payload, "token")
+    assert not isinstance(info.value, ReplyError)
+    assert str(info.value) == f"token: {error}"
 
 
 NO_CALLS = fixture("ozonetel_aht_no_calls.json")

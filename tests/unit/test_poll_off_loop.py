@@ -17,6 +17,7 @@ from aht_exporter.model import Bucket, Field, make_labels
 from aht_exporter.providers import genesys
 from aht_exporter.providers.genesys import GenesysProvider
 from aht_exporter.scheduler import SourceRunner
+from aht_exporter.store import SourceStore
 from tests.unit.genesys_config import API, LOGIN, genesys_config
 from tests.unit.test_scheduler import TEN, B, runner_for, steady
 
@@ -26,6 +27,11 @@ WAIT = 10.0  # seconds: the bound of every wait below; none is reached when the 
 async def until(event: threading.Event) -> None:
     """Wait, without blocking the loop, for a worker thread to set `event`."""
     assert await asyncio.to_thread(event.wait, WAIT), "the worker thread never got there"
+
+
+def bucket_store(runner: SourceRunner) -> SourceStore:
+    assert isinstance(runner.store, SourceStore)
+    return runner.store
 
 
 def gated(runner: SourceRunner, method: str, calls: int) -> tuple[threading.Event, threading.Event]:
@@ -81,7 +87,7 @@ async def test_a_poll_cancelled_during_its_store_work_leaves_the_store_whole_for
     assert await asyncio.wait_for(second, WAIT)
     assert provider.spans == spans
     assert runner.snapshot == snapshot
-    assert runner.store.fetched_until == TEN + B
+    assert bucket_store(runner).fetched_until == TEN + B
     await provider.aclose()
 
 
@@ -93,7 +99,7 @@ async def test_store_work_that_fails_after_its_poll_was_cancelled_fails_nothing_
     clock = FakeClock(TEN + 6 * 60)
     runner, provider = runner_for(steady(), clock)
     inside, gate = gated(runner, "prune", calls=1)
-    real_prune = runner.store.prune
+    real_prune = bucket_store(runner).prune
     broken = {"yes": True}
 
     def prune(data_end: int) -> None:
@@ -101,7 +107,7 @@ async def test_store_work_that_fails_after_its_poll_was_cancelled_fails_nothing_
         if broken.pop("yes", False):
             raise RuntimeError("a bug in the store")
 
-    runner.store.prune = prune  # type: ignore[method-assign]
+    bucket_store(runner).prune = prune  # type: ignore[method-assign]
     first = asyncio.create_task(runner.poll())
     await until(inside)
     first.cancel()

@@ -22,10 +22,11 @@ import pytest_asyncio
 import respx
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import Config, build_config, load_config
+from aht_exporter.config import Config
 from aht_exporter.exposition import ReloadStatus
 from aht_exporter.logs import LogfmtFormatter
 from aht_exporter.redact import MASK, Redactor
+from aht_exporter.registry import build_config, load_config
 from aht_exporter.reload import Outcome, Reloader, secrets_in_file
 from aht_exporter.scheduler import Changes, Exporter, diff_sources
 from aht_exporter.server import check_telemetry_path, start_server

@@ -17,10 +17,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config
 from aht_exporter.exposition import Renderer, SourceView, render
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import Bucket, Field, Labels, Names, clean_text, make_labels
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.store import Snapshot, SourceStore
 from aht_exporter.timebuckets import Duration

@@ -18,7 +18,6 @@ import pytest
 import respx
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import ApiClient, json_body
 from aht_exporter.model import ProviderError
@@ -26,6 +25,7 @@ from aht_exporter.providers.genesys import GenesysProvider
 from aht_exporter.providers.koreai import KoreAIProvider
 from aht_exporter.providers.liveperson import LivePersonProvider
 from aht_exporter.providers.ozonetel import OzonetelConfig, OzonetelProvider
+from aht_exporter.registry import build_config
 from aht_exporter.timebuckets import parse_iso
 from tests.helpers import RecordingSleep
 from tests.unit.genesys_config import API, LOGIN, genesys_config
@@ -501,7 +501,7 @@ async def test_a_koreai_reply_nested_too_deeply_around_the_slow_down_text_is_a_p
 
     assert str(info.value) == (
         f"data request to platform.kore.ai POST {httpx.URL(CALLVOLUME).path}: "
-        "callvolume: response is nested too deeply to be JSON we read (HTTP 200)"
+        "callvolume response: Expected `object`, got `array`"  # msgspec reads no further than the first `[`
     )
     assert route.call_count == 1
 

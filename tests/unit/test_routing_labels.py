@@ -11,10 +11,11 @@ import sys
 import pytest
 import yaml
 
-from aht_exporter.config import RESERVED_LABELS, Config, parse_config, redacted
+from aht_exporter.config import RESERVED_LABELS, Config, redacted
 from aht_exporter.exposition import SourceView, render
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import MISSING_LABEL, ConfigError, Field, make_labels
+from aht_exporter.registry import parse_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.store import Snapshot
 from grafana.aht_mixin import rules

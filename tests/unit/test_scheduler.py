@@ -5,17 +5,16 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config
 from aht_exporter.health import SourceHealth
-from aht_exporter.httpclient import ApiClient
 from aht_exporter.model import Bucket, Field, Names, ProviderError, make_labels
-from aht_exporter.providers.base import Provider
+from aht_exporter.providers.base import BucketProvider, ClientNeeds, DataAge
+from aht_exporter.providers.genesys import GenesysConfig
 from aht_exporter.redact import Redactor
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import SourceRunner, poll_deadline, trigger_for
 from aht_exporter.timebuckets import parse_iso
 
@@ -26,10 +25,11 @@ VOICE = make_labels(media_type="voice")
 Fetch = Callable[[int, int], list[Bucket]]
 
 
-class ScriptedProvider(Provider):
+class ScriptedProvider(BucketProvider[GenesysConfig]):
     """Answers fetch() from a function; records every span asked for."""
 
     name = "scripted"
+    data_age = DataAge(bucket=B, delay=60)
 
     def __init__(self, health: SourceHealth, answer: Fetch) -> None:
         config = build_config(
@@ -50,13 +50,14 @@ class ScriptedProvider(Provider):
             "t",
             {},
         ).sources[0]
+        assert isinstance(config, GenesysConfig)
         super().__init__(config, health)
         self.answer = answer
         self.spans: list[tuple[int, int]] = []
         self.names_calls = 0
 
-    def make_client(self, config: Any, health: SourceHealth, **_: Any) -> ApiClient:
-        return ApiClient(counter=health, timeout=1)
+    def client_needs(self) -> ClientNeeds:
+        return ClientNeeds(error_message=lambda body: None)
 
     @property
     def fields(self) -> frozenset[Field]:

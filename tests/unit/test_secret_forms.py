@@ -21,15 +21,15 @@ import pytest
 import respx
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import build_config
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import ApiClient
 from aht_exporter.logs import install_redactor, setup_logging
 from aht_exporter.model import ProviderError
-from aht_exporter.providers.genesys import GenesysProvider
-from aht_exporter.providers.liveperson import LivePersonProvider
+from aht_exporter.providers.genesys import GenesysConfig, GenesysProvider
+from aht_exporter.providers.liveperson import LivePersonConfig, LivePersonProvider
 from aht_exporter.providers.ozonetel import OzonetelConfig, OzonetelProvider
 from aht_exporter.redact import RUNTIME, Redactor, RuntimeSecrets
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import SourceRunner
 from aht_exporter.timebuckets import parse_iso
 from tests.helpers import T0, RecordingSleep
@@ -204,6 +204,7 @@ def genesys_setup(**overrides: Any) -> tuple[GenesysProvider, SourceRunner]:
     source = {"name": "genesys-eu", "provider": "genesys", "region": "mypurecloud.ie", "client_id": CLIENT_ID}
     config = build_config({"sources": [source | {"client_secret": SECRET, **overrides}]}, "t.yaml", {})
     health = SourceHealth("genesys-eu", "genesys", 3)
+    assert isinstance(config.sources[0], GenesysConfig)
     provider = GenesysProvider(config.sources[0], health, sleep=RecordingSleep())
     clock = FakeClock(NINE + 6 * 60)
     return provider, SourceRunner(config.sources[0], provider, clock=clock, redactor=Redactor.for_config(config))
@@ -249,6 +250,7 @@ async def test_a_liveperson_sentinel_401_echoing_the_form_body_shows_no_form_of_
     urls = {"sentinel_url": sentinel, "base_url": "https://va.data.liveperson.net"}
     config = build_config({"sources": [raw | urls | {"client_secret": SECRET}]}, "t.yaml", {})
     source = config.sources[0]
+    assert isinstance(source, LivePersonConfig)
     provider = LivePersonProvider(
         source, SourceHealth("lp", "liveperson", 3), clock=FakeClock(NINE), sleep=RecordingSleep()
     )

@@ -7,7 +7,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from aht_exporter.config import build_config
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import accepts_gzip, check_telemetry_path, parse_listen_address, start_server
 from tests.helpers import mask_scrape_time_values

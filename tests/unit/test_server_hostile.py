@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from aht_exporter import connections
-from aht_exporter.config import build_config
 from aht_exporter.connections import GUARD_KEY, ConnectionGuard, connection_cap
 from aht_exporter.exposition import Rendered
+from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
 
