@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import subprocess
-import sys
+import re
 import threading
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,13 +32,13 @@ import pytest
 from aiohttp import web
 
 from aht_exporter.clock import SystemClock
-from aht_exporter.demo import Demo
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
+from aht_exporter.simulator.demo import Demo
 from grafana.aht_mixin import queries as q
 from grafana.aht_mixin.promql import JOB
 from grafana.aht_mixin.rules import ALERTS, DASHBOARD_OVERVIEW, DATA_AGE_DEFAULTS, Alert, routed
-from tests.prometheus_bin import require
+from tests.prometheus_bin import PrometheusServer
 
 pytestmark = pytest.mark.prometheus
 
@@ -140,16 +139,19 @@ class Prometheus:
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
-    def wait_until_ready(self) -> None:
-        """Prometheus answers 503 (not JSON) until it has loaded its storage and rules."""
+    def wait_for_rule_evaluations(self, after: float) -> None:
+        """Until every rule group has been evaluated twice since `after` (Unix seconds, this host's clock,
+        which is Prometheus' too): a group last evaluated more than an interval after `after` was also
+        evaluated one interval before that, and after `after` both times."""
         deadline = time.monotonic() + WAIT
         while True:
-            with contextlib.suppress(httpx.TransportError):
-                if self.http.get("/-/ready").status_code == 200:
-                    return
+            groups = self.http.get("/api/v1/rules").json()["data"]["groups"]
+            assert groups, "Prometheus loaded no rule group"
+            if all(evaluated_at(g["lastEvaluation"]) > after + g["interval"] for g in groups):
+                return
             if time.monotonic() > deadline:
-                raise AssertionError(f"Prometheus was not ready within {WAIT:.0f}s")
-            time.sleep(0.1)
+                raise AssertionError(f"the rule groups were not evaluated twice within {WAIT:.0f}s: {groups}")
+            time.sleep(0.25)  # waiting for Prometheus' evaluations, bounded by WAIT
 
     def wait_for(self, promql: str, what: str) -> list[dict[str, Any]]:
         deadline = time.monotonic() + WAIT
@@ -178,10 +180,13 @@ class Prometheus:
         return q.variable_regex(lag["regex"], self.label_values(q.substitute(lag["definition"], values)))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def evaluated_at(rfc3339: str) -> float:
+    """Unix seconds of Prometheus' `lastEvaluation` (nanosecond digits, `Z` or an offset)."""
+    moment = re.fullmatch(r"([^.Z+]+)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", rfc3339)
+    assert moment is not None, rfc3339
+    whole, fraction, zone = moment.groups()
+    seconds = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone)).timestamp()
+    return seconds + float(f"0.{fraction or 0}")
 
 
 @dataclass
@@ -192,56 +197,35 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    binary = require("prometheus")
     tmp: Path = tmp_path_factory.mktemp("every-query")
     demo = DemoExporter()
-    log = (tmp / "prometheus.log").open("w")
-    proc: subprocess.Popen[bytes] | None = None
     try:
         demo.start()
         rule_files = "".join(f"  - {p}\n" for p in q.PROMETHEUS_RULE_FILES)
-        config = tmp / "prometheus.yml"
-        config.write_text(
+        config = (
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             f"rule_files:\n{rule_files}"
             f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{demo.address}']\n"
         )
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        prom = Prometheus(f"http://127.0.0.1:{port}")
-        prom.wait_until_ready()
+        with PrometheusServer(tmp, config) as server:
+            yield from ready_and_polled(Prometheus(server.url), demo)
+    finally:
+        demo.stop()
+
+
+def ready_and_polled(prom: Prometheus, demo: DemoExporter) -> Iterator[Live]:
+    """`live`, once Prometheus has scraped three polls and evaluated its rules over the last one."""
+    try:
         prom.wait_for("queue_media_type:aht_seconds:ratio", "the first scrape and rule evaluation")
         # Two more polls, scraped in between, so every counter and histogram has moved inside the
         # dashboards' 15m and 1h ranges: rates and quantiles then have something to show.
         for expected in (2, 3):
             demo.run(demo.poll())
             prom.wait_for(f'min(aht_exporter_polls_total{{result="success"}}) >= {expected}', f"poll {expected}")
-        time.sleep(2.5)  # two more rule evaluations over the final state
+        prom.wait_for_rule_evaluations(after=time.time())  # the rules have seen the final state
         yield Live(prom, demo)
-        prom.http.close()
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-        demo.stop()
-        text = (tmp / "prometheus.log").read_text()
-        if text.strip():
-            print(f"prometheus.log:\n{text[-2000:]}", file=sys.stderr)
+        prom.http.close()
 
 
 @pytest.fixture

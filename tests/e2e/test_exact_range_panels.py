@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import io
 import subprocess
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,13 +25,12 @@ import pytest
 from aht_exporter.backfill import Backfill, counter_lag, parse_when
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import Config
-from aht_exporter.demo import Demo
+from aht_exporter.simulator.demo import Demo
 from aht_exporter.simulator.genesys import GenesysSimulator
 from aht_exporter.state import StateStore
 from grafana.aht_mixin import queries as q
 from grafana.aht_mixin.rules import DASHBOARD_OVERVIEW
-from tests.e2e.test_prometheus import free_port
-from tests.prometheus_bin import require
+from tests.prometheus_bin import PrometheusServer, require
 
 pytestmark = pytest.mark.prometheus
 
@@ -42,7 +40,6 @@ TO = parse_when("2026-11-04", "--to")  # two days of history
 NOW = TO + 3 * HOUR  # when the backfill runs, and the exporter starts
 SOURCE = "demo-genesys"
 GROUP_BY = ("media_type", "queue")
-WAIT = 60.0  # seconds: upper bound of the wait for Prometheus to open the blocks
 
 RANGES = {
     "a day": (FROM, FROM + DAY),
@@ -71,17 +68,8 @@ class History:
         self.http = httpx.Client(base_url=api, timeout=30)
 
     def query(self, promql: str, at: int) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                r = self.http.get("/api/v1/query", params={"query": promql, "time": at})
-                if r.status_code != 503:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Prometheus did not answer within {WAIT:.0f}s")
-            time.sleep(0.25)  # Prometheus is still opening the blocks: waiting for a process, not a clock
+        """Asked of a ready Prometheus (it has opened the blocks): one answer, no retries."""
+        r = self.http.get("/api/v1/query", params={"query": promql, "time": at})
         body = r.json()
         assert body["status"] == "success", f"{promql}\n-> {body}"
         result: list[dict[str, Any]] = body["data"]["result"]
@@ -99,7 +87,8 @@ class History:
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[History, GenesysSimulator, int]]:
-    promtool, prometheus = require("promtool"), require("prometheus")
+    promtool = require("promtool")
+    require("prometheus")  # skips (or fails) before the backfill's work, not after it
     tmp: Path = tmp_path_factory.mktemp("exact-range-panels")
 
     async def backfill() -> tuple[GenesysSimulator, int]:
@@ -133,30 +122,11 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[History,
             timeout=300,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-    (tmp / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
-    port = free_port()
-    with (tmp / "prometheus.log").open("w") as log:
-        proc = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'tsdb'}",
-                "--storage.tsdb.retention.time=100y",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        try:
-            yield History(f"http://127.0.0.1:{port}"), genesys, lag
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    config = "global:\n  scrape_interval: 1m\n"
+    with PrometheusServer(tmp, config, storage=tmp / "tsdb", args=["--storage.tsdb.retention.time=100y"]) as running:
+        history = History(running.url)
+        yield history, genesys, lag
+        history.http.close()
 
 
 def panel(title: str) -> q.Query:

@@ -4,7 +4,6 @@ scrape, in every body; promtool accepts them and a real Prometheus ingests them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import re
 import socket
@@ -22,8 +21,8 @@ import pytest_asyncio
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from tests.e2e.test_prometheus import free_port, query
-from tests.prometheus_bin import require
+from tests.e2e.test_prometheus import query, scraping
+from tests.prometheus_bin import PrometheusServer, require
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 BOUND = 60.0  # seconds any single wait below may take
@@ -168,34 +167,8 @@ async def test_promtool_check_metrics_accepts_the_running_exporter_s_body(runnin
 
 @pytest.mark.asyncio
 async def test_a_real_prometheus_ingests_the_process_metrics(running: Running, tmp_path: Path) -> None:
-    binary = require("prometheus")
-    target = running.url.removeprefix("http://")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: aht\n    static_configs:\n      - targets: ['{target}']\n"
-    )
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        binary,
-        f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-        stdout=DEVNULL,
-        stderr=DEVNULL,
-    )
-    api = f"http://127.0.0.1:{port}"
-    try:
-        # Until it is ready Prometheus answers queries with a plain-text 503, which `query` cannot read.
-        async with httpx.AsyncClient(base_url=api, timeout=5) as client:
-            for _ in range(240):
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get("/-/ready")).status_code == 200:
-                        break
-                await asyncio.sleep(0.25)  # waiting for a process to come up, not for a clock bucket
-            else:
-                raise AssertionError("Prometheus was not ready within a minute")
+    async with PrometheusServer(tmp_path, scraping(running.url.removeprefix("http://"))) as prometheus:
+        api = prometheus.url
         (up,) = await query(api, 'up{job="aht"}')
         assert up["value"][1] == "1"
         for name in (
@@ -212,10 +185,3 @@ async def test_a_real_prometheus_ingests_the_process_metrics(running: Running, t
         # Scraped once a second, OpenMetrics and gzipped: the stored samples move from scrape to scrape.
         (changes,) = await query(api, 'changes(process_cpu_seconds_total{job="aht"}[1m]) > 0')
         assert float(changes["value"][1]) >= 1
-    finally:
-        proc.terminate()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), timeout=10)
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

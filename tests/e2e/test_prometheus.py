@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import sys
-from asyncio.subprocess import DEVNULL, PIPE
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,48 +15,22 @@ import pytest_asyncio
 
 from aht_exporter.providers.genesys import GenesysConfig
 from tests.e2e.conftest import Stack
-from tests.prometheus_bin import require
+from tests.prometheus_bin import PrometheusServer, require
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def scraping(target: str) -> str:
+    """A prometheus.yml that scrapes `target` (host:port) every second, as job `aht`."""
+    return (
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: aht\n    static_configs:\n      - targets: ['{target}']\n"
+    )
 
 
 @pytest_asyncio.fixture
 async def prometheus(stack: Stack, tmp_path: Path) -> AsyncIterator[str]:
-    binary = require("prometheus")
     target = str(stack.client.base_url).removeprefix("http://").rstrip("/")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: aht\n    static_configs:\n      - targets: ['{target}']\n"
-    )
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        *[
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=DEVNULL,
-        stderr=(tmp_path / "prometheus.log").open("w"),
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        log = (tmp_path / "prometheus.log").read_text()
-        if log.strip():
-            print(log[-2000:], file=sys.stderr)
+    async with PrometheusServer(tmp_path, scraping(target)) as running:
+        yield running.url
 
 
 async def query(api: str, promql: str, *, attempts: int = 120) -> list[dict[str, Any]]:

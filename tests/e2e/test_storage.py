@@ -19,12 +19,12 @@ import pytest
 import pytest_asyncio
 
 from aht_exporter.clock import SystemClock
-from aht_exporter.demo import Demo
+from aht_exporter.simulator.demo import Demo
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.genesys import GenesysSimulator
 from aht_exporter.timebuckets import floor_to, isoformat_z
 from tests.e2e.fleet import start_fleet
-from tests.e2e.test_reload import WAIT, Running, raw, write
+from tests.e2e.test_reload import WAIT, Running, raw, until, write
 from tests.helpers import Series, samples
 
 HOUR = 3600
@@ -123,7 +123,8 @@ async def test_backfill_then_restarts_and_a_kill_mid_poll_keep_the_counters_exac
     genesys.faults.inject(Fault.SLOW, seconds=60)
     running = await start(config, storage)
     await running.line(r'msg="state restored" source=demo-genesys')
-    await asyncio.sleep(0.5)  # the poll is waiting for the hanging vendor, not for a clock bucket
+    # Killed while the poll is in flight: once the vendor holds its request, not after a guessed time.
+    await until(lambda: bool(genesys.faults.injected[Fault.SLOW]), "the poll's request reached the vendor")
     await kill(running)
     genesys.faults.clear()
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from aht_exporter.config import parse_config
+from aht_exporter.registry import parse_config
 from grafana.aht_mixin.promql import JOB
 from tests.prometheus_bin import require
 
@@ -328,14 +328,14 @@ def test_kubernetes_has_the_expected_kinds() -> None:
     )
 
 
-def test_deployment_has_one_replica_and_says_why() -> None:
+def test_deployment_runs_one_pod_at_a_time_on_a_store_only_it_mounts() -> None:
+    """A second pod would poll the same tenant again and export every series twice: one replica, replaced
+    (Recreate) rather than rolled (a rolling update runs old and new side by side), on a claim that one
+    node mounts read-write."""
     deployment = one("Deployment")
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
-    text = (K8S / "deployment.yaml").read_text(encoding="utf-8")
-    before = text[: text.index("  replicas: 1")]
-    comment = " ".join(line.strip("# ") for line in before.splitlines()[-6:] if line.strip().startswith("#"))
-    assert "One replica" in comment and "twice the API load" in comment, comment
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert one("PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
 def test_probes_ask_healthy_and_ready_on_the_metrics_port() -> None:
