@@ -97,6 +97,10 @@ class FaultInjector:
             self.remaining -= 1
             if self.remaining <= 0:
                 self.clear()
+        elif fault is Fault.UNAUTHORIZED and not self.sticky and not self.forms.token_paths:
+            # A vendor without token requests (SigV4) never sees the client renew its credentials: an expired
+            # one is refused once, and the resent request, signed with renewed credentials, is served.
+            self.clear()
         self.injected[fault] += 1
         return fault
 

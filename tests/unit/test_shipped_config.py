@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from aht_exporter.config import parse_config
 from aht_exporter.model import ConfigError
 from aht_exporter.providers import PROVIDERS
+from aht_exporter.registry import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {name: "x-value" for name in re.findall(r"\$\{([A-Z0-9_]+)\}", (ROOT / "config.yaml").read_text())}
@@ -25,7 +25,12 @@ def test_the_shipped_config_yaml_names_its_missing_secrets() -> None:
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 README = (ROOT / "README.md").read_text()
-SAMPLE_VALUES = {"LP_ACCOUNT_ID": "12345678", "KORE_ORG_ID": "o-1234", "KORE_ACCOUNT_ID": "a-1234"}
+SAMPLE_VALUES = {
+    "LP_ACCOUNT_ID": "12345678",
+    "KORE_ORG_ID": "o-1234",
+    "KORE_ACCOUNT_ID": "a-1234",
+    "CONNECT_INSTANCE_ARN": "arn:aws:connect:eu-west-2:123456789012:instance/11111111-2222-4333-8444-555555555555",
+}
 
 
 def readme_variables(config: str) -> tuple[set[str], set[str]]:
