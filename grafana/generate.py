@@ -3,7 +3,7 @@
     python grafana/generate.py           # write every file that changed
     python grafana/generate.py --check   # exit 1, naming each file that differs from a fresh generation
 
-Needs only PyYAML (a dependency of aht-exporter itself).
+Needs aht-exporter installed (for each provider's declared data age) and PyYAML.
 """
 
 from __future__ import annotations

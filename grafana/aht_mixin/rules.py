@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from aht_exporter.providers import PROVIDERS
+
 from .promql import JOB, SERIES_KEY, by, indent, number, parenthesized, summed
 
 RUNBOOK_BASE = "docs/alerts.md"
@@ -83,18 +85,13 @@ ROUTING_LABELS = ("team", "site")
 config's `labels` and `queue_labels`). A fixed set: PromQL's group_left copies the labels it is told, not
 all of them. To route by another label, add its name here and regenerate (README, "Labels for routing")."""
 
-DATA_AGE_DEFAULTS: dict[str, int] = {
-    # 2 buckets + delay (the issue's threshold): data one whole bucket late. Bucket sizes:
-    # docs/providers/<vendor>.md, Configuration.
-    # Polls fire at UTC multiples of `every` plus `delay`, so a healthy source's data is at most one bucket
-    # plus the delay old (plus the seconds a poll takes): a whole bucket of margin below the threshold.
-    "genesys": 2 * 1800 + DEFAULT_DELAY,  # 30m buckets by default (15m possible: override)
-    "liveperson": 2 * 300 + DEFAULT_DELAY,  # 5m buckets
-    "koreai": 2 * 900 + DEFAULT_DELAY,  # 15m intervals in Kore.ai's sample
-    "ozonetel": 2 * 300,  # no buckets: data ends when the poll ran (every 5m), no delay
-}
-DATA_AGE_FALLBACK = DATA_AGE_DEFAULTS["genesys"]
-"""For a provider not listed above: assume 30-minute buckets."""
+DATA_AGE_DEFAULTS: dict[str, int] = {name: cls.data_age.stale_after for name, cls in PROVIDERS.items()}
+"""Each provider's default DataStale threshold, as the provider declares it (`data_age` in its module, see
+aht_exporter/providers/base.py `DataAge`): two buckets plus the delay, one whole bucket late. Polls fire at
+UTC multiples of `every` plus `delay`, so a healthy source's data is at most one bucket plus the delay old
+(plus the seconds a poll takes): a whole bucket of margin below the threshold."""
+DATA_AGE_FALLBACK = max(DATA_AGE_DEFAULTS.values())
+"""For a provider these rules do not know (an exporter newer than its rules): the most patient default."""
 
 RATE_LIMIT_RANGE = "45m"
 """The range AhtExporterRateLimited looks back over. The counter moves only during polls, so the range
