@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import platform
+import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -158,26 +159,52 @@ class ScrapeTail:
         return generate_text(families)
 
 
+# Level 6 is zlib's default trade-off; zlib releases the GIL while it compresses.
+GZIP_LEVEL = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Bytes of a body and the same bytes as a deflate segment of their own: compressed by a fresh compressor
+    and flushed to a byte boundary, so that segments concatenated in any order are one valid deflate stream
+    (no segment refers back into another). A source's lines are compressed once, when its poll changes them;
+    a render of the body only strings segments together."""
+
+    raw: bytes
+    deflated: bytes
+
+    @classmethod
+    def of(cls, raw: bytes) -> Segment:
+        deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate: no wrapper
+        return cls(raw, deflate.compress(raw) + deflate.flush(zlib.Z_SYNC_FLUSH))
+
+
+# A gzip member's header (RFC 1952): deflate, no flags, no time, no extra flags, unknown OS.
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
 @dataclass(frozen=True, slots=True)
 class CachedBody:
     """One format's body as the last render left it: everything but its per-scrape tail.
 
-    `gzip_parts` is an unfinished gzip stream: all that the compressor gave for `parts`, flushed to a
-    byte boundary (Z_SYNC_FLUSH). `deflate` is the compressor's state after them; it is never finished
-    itself. Each gzipped scrape finishes a copy with that scrape's tail, so the body stays ONE gzip stream
-    (some clients, httpx among them, decode only the first member of a multi-member one) and the cached
-    part is never compressed again.
+    `gzip_parts` is the start of ONE gzip member (some clients, httpx among them, decode only the first
+    member of several): its header and the segments' deflate data, with `crc` and `size` the CRC-32 and
+    length of `parts`. Each gzipped scrape ends it with its tail, compressed as the final deflate block, and
+    the member's trailer; nothing cached is compressed again.
     """
 
     parts: tuple[bytes, ...]
     gzip_parts: tuple[bytes, ...]
-    deflate: zlib._Compress = field(repr=False)
+    crc: int
+    size: int
 
     def finish(self, tail: bytes, *, gzipped: bool) -> tuple[bytes, ...]:
         if not gzipped:
             return (*self.parts, tail)
-        deflate = self.deflate.copy()  # a few microseconds, and a tail's worth of compressing
-        return (*self.gzip_parts, deflate.compress(tail) + deflate.flush())
+        deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+        end = deflate.compress(tail) + deflate.flush()  # the final block
+        trailer = struct.pack("<II", zlib.crc32(tail, self.crc), (self.size + len(tail)) & 0xFFFFFFFF)
+        return (*self.gzip_parts, end + trailer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +311,7 @@ def _family_header(name: str, help_text: str) -> bytes:
     return f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode()
 
 
-_HEADERS = {name: _family_header(name, text) for name, text in (*DATA_FAMILIES, *ROUTING_FAMILIES)}
+_HEADERS = {name: Segment.of(_family_header(name, text)) for name, text in (*DATA_FAMILIES, *ROUTING_FAMILIES)}
 
 
 def go_float(value: float) -> str:
@@ -377,15 +404,15 @@ def routing_samples(view: SourceView) -> dict[str, bytes]:
     return out
 
 
-def routing_part(views: Sequence[SourceView]) -> list[bytes]:
+def routing_part(views: Sequence[SourceView]) -> list[Segment]:
     """The routing-label info series of every source, stale or never polled alike: a line per source and
-    labelled queue, formatted anew each render (they change only with the config)."""
+    labelled queue, formatted anew each render (they change only with the config; a few lines a source)."""
     routing = [routing_samples(view) for view in views]
-    out: list[bytes] = []
+    out: list[Segment] = []
     for name, _ in ROUTING_FAMILIES:
         lines = [chunks[name] for chunks in routing if name in chunks]
         if lines:
-            out += (_HEADERS[name], *lines)
+            out += (_HEADERS[name], Segment.of(b"".join(lines)))
     return out
 
 
@@ -559,9 +586,9 @@ class Renderer:
 
     def __init__(self, tail: ScrapeTail | None = None) -> None:
         self.tail = ScrapeTail() if tail is None else tail
-        # (id(snapshot), source, provider) -> (snapshot, its samples). Holding the snapshot keeps its id
-        # from being reused while the entry lives.
-        self._samples: dict[tuple[int, str, str], tuple[Snapshot, dict[str, bytes]]] = {}
+        # (id(snapshot), source, provider) -> (snapshot, its samples per family, each compressed on its own).
+        # Holding the snapshot keeps its id from being reused while the entry lives.
+        self._samples: dict[tuple[int, str, str], tuple[Snapshot, dict[str, Segment]]] = {}
         # The sources whose data failed to render in the last render, and why: new failures only (a
         # snapshot that failed once is not tried again, and not reported again).
         self.failures: dict[str, str] = {}
@@ -572,17 +599,20 @@ class Renderer:
 
     def render(self, views: Sequence[SourceView]) -> Rendered:
         """CPU-bound: call it off the event loop."""
-        samples: dict[tuple[int, str, str], tuple[Snapshot, dict[str, bytes]]] = {}
+        samples: dict[tuple[int, str, str], tuple[Snapshot, dict[str, Segment]]] = {}
         self.failures = {}
         for view in views:
             snap = view.snapshot
             if snap is None or view.health.stale:
                 continue
-            # A snapshot is immutable and each poll makes a new one: same object, same lines.
+            # A snapshot is immutable and each poll makes a new one: same object, same lines, same segments.
             key = (id(snap), view.health.source, view.health.provider)
-            samples[key] = self._samples.get(key) or (snap, self._source_samples(view))
+            cached = self._samples.get(key)
+            if cached is None:
+                cached = (snap, {family: Segment.of(lines) for family, lines in self._source_samples(view).items()})
+            samples[key] = cached
         self._samples = samples  # snapshots no longer shown drop out
-        data: list[bytes] = []
+        data: list[Segment] = []
         for name, _ in DATA_FAMILIES:
             lines = [chunks[name] for _, chunks in samples.values() if name in chunks]
             if lines:
@@ -607,31 +637,33 @@ class Renderer:
             return {}
 
 
-# Level 6 is zlib's default trade-off; zlib releases the GIL while it compresses.
-GZIP_LEVEL = 6
 # Parts smaller than this are joined with their small neighbours: fewer writes per scrape, and only
 # small copies (family headers, the health part, the parts of a small exposition).
 SMALL_PART = 64 * 1024
 
 
-def bodies(data: Sequence[bytes], text_end: bytes, openmetrics_end: bytes, tail: ScrapeTail) -> Rendered:
-    """The cached part of each format: the data parts both formats share, then each format's own end
+def bodies(data: Sequence[Segment], text_end: bytes, openmetrics_end: bytes, tail: ScrapeTail) -> Rendered:
+    """The cached part of each format: the data segments both formats share, then each format's own end
     (the health families; OpenMetrics without its "# EOF", which ends the scrape tail instead).
 
-    The data part, nearly all of the bytes, is compressed once: the compressor's state after it is
-    copied, each copy compresses one format's end, and is flushed to a byte boundary so that a scrape
-    only compresses its tail.
+    Only the ends are compressed here; the data segments were when their source last changed. The CRC-32
+    that the gzip trailer needs is computed over the data once per render (zlib releases the GIL for it:
+    about a millisecond a megabyte), and shared by both formats up to their ends.
     """
-    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: a gzip wrapper
-    head = b"".join([deflate.compress(part) for part in data])
-    text_deflate = deflate.copy()
-    text_gzip = (head, text_deflate.compress(text_end) + text_deflate.flush(zlib.Z_SYNC_FLUSH))
-    openmetrics_gzip = (head, deflate.compress(openmetrics_end) + deflate.flush(zlib.Z_SYNC_FLUSH))
-    return Rendered(
-        CachedBody(_coalesce([*data, text_end]), _coalesce(text_gzip), text_deflate),
-        CachedBody(_coalesce([*data, openmetrics_end]), _coalesce(openmetrics_gzip), deflate),
-        tail,
-    )
+    crc = 0
+    for segment in data:
+        crc = zlib.crc32(segment.raw, crc)
+    size = sum(len(segment.raw) for segment in data)
+    raw = [segment.raw for segment in data]
+    deflated = [GZIP_HEADER, *(segment.deflated for segment in data)]
+
+    def cached(end: bytes) -> CachedBody:
+        last = Segment.of(end)
+        return CachedBody(
+            _coalesce([*raw, end]), _coalesce([*deflated, last.deflated]), zlib.crc32(end, crc), size + len(end)
+        )
+
+    return Rendered(cached(text_end), cached(openmetrics_end), tail)
 
 
 def _coalesce(parts: Sequence[bytes]) -> tuple[bytes, ...]:

@@ -25,6 +25,7 @@ import freshness
 import loop_stall
 import memory
 import poll
+import rerender
 import scrape
 import scrape_tail
 from common import REPO, Result
@@ -53,6 +54,7 @@ TINY = {
     ],
     "freshness": ["--agents=40", "--contacts-per-slot=4", "--ozonetel-targets=3"],
     "loop_stall": ["--agents=40", "--contacts-per-slot=4", "--polls=1"],
+    "rerender": ["--series=2000", "--small=20", "--repeat=2"],
 }
 
 
@@ -84,6 +86,7 @@ def run(tiny: bool) -> tuple[list[Result], float]:
         ("memory", memory),
         ("freshness", freshness),
         ("loop_stall", loop_stall),
+        ("rerender", rerender),
     )
     for name, module in benchmarks:
         argv = TINY[name] if tiny else []

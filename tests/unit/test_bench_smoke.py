@@ -135,3 +135,9 @@ def test_the_soak_runs_with_faults_and_judges_its_rss() -> None:
     assert "target: RSS grows by at most 5%" in done.stdout
     failed = next(line for line in done.stdout.splitlines() if line.startswith("source polls failed"))
     assert int(failed.split()[-1]) > 0  # the faults reached the exporter
+
+
+def test_rerender_prints_a_small_poll_beside_a_big_source_and_from_scratch(outputs: dict[str, str]) -> None:
+    text = outputs["rerender"]
+    assert "== Re-render after one source's poll, beside 2,000 unchanged series" in text
+    assert "a poll of the small source (20 series)" in text and "every source new" in text

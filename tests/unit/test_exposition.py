@@ -1,10 +1,21 @@
 import gzip
 import platform
+import zlib
 
+import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from aht_exporter import __version__
-from aht_exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, ScrapeTail, SourceView, render
+from aht_exporter.exposition import (
+    OPENMETRICS_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    Renderer,
+    ScrapeTail,
+    Segment,
+    SourceView,
+    bodies,
+    render,
+)
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import Field, Names, make_labels
 from aht_exporter.store import Snapshot
@@ -151,3 +162,57 @@ def test_tokens_issued_are_a_counter_per_source_in_both_formats() -> None:
     )
     assert text in rendered.text.decode()
     assert openmetrics in rendered.openmetrics.decode()
+
+
+# --- a poll re-renders only its source (issue 18) ------------------------------------------------------------
+
+
+def agents_view(name: str, agents: int, handle: float = 100.0) -> SourceView:
+    groups = {
+        make_labels(agent=f"agent-{i:05d}"): {Field.HANDLE_TIME: handle + i, Field.CONTACTS_HANDLED: 1.0 + i % 7}
+        for i in range(agents)
+    }
+    health = SourceHealth(name, "genesys", 3, up=True, polled=True)
+    snap = Snapshot(data_end=1772445600, fields=FIELDS, windows={"30m": groups, "1h": groups})
+    return SourceView(health, snap)
+
+
+def test_a_poll_of_a_small_source_beside_a_big_one_compresses_only_the_small_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renderer = Renderer(ScrapeTail([FixedScrapeFamilies()]))
+    big, small = agents_view("big", 5000), agents_view("small", 10)
+    first = renderer.render([big, small])
+
+    compressed: list[int] = []
+    real = Segment.of
+
+    def counting(raw: bytes) -> Segment:
+        compressed.append(len(raw))
+        return real(raw)
+
+    monkeypatch.setattr(Segment, "of", staticmethod(counting))
+    polled = agents_view("small", 12, handle=200.0)  # the small source's next poll: a new snapshot
+    second = renderer.render([big, polled])
+
+    assert len(first.text) > 1_000_000
+    # The small source's families and the two formats' ends (health, routing): never the big source's lines.
+    assert sum(compressed) < len(first.text) // 40, compressed
+    for rendered in (first, second):
+        for openmetrics in (False, True):
+            identity = rendered.openmetrics if openmetrics else rendered.text
+            member = rendered.openmetrics_gzip if openmetrics else rendered.text_gzip
+            one = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            assert one.decompress(member) == identity  # one member, its CRC-32 and length checked
+            assert one.eof and one.unused_data == b""
+            assert gzip.decompress(member) == identity
+    assert b'source="small",window="1h"} 211.0' in second.text  # agent-00011's new handle time
+
+
+def test_segments_in_any_order_make_one_valid_gzip_member() -> None:
+    pieces = [b"", b"a", b"# HELP x y\n", bytes(range(256)) * 300, "é\n".encode()]
+    for order in (pieces, pieces[::-1]):
+        body = bodies([Segment.of(p) for p in order], b"text end\n", b"om end\n", ScrapeTail([FixedScrapeFamilies()]))
+        for cached in (body.text_format, body.openmetrics_format):
+            whole = b"".join(cached.finish(b"tail\n", gzipped=True))
+            assert gzip.decompress(whole) == b"".join(cached.finish(b"tail\n", gzipped=False))
