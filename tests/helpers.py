@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aht_exporter.model import Bucket
 from aht_exporter.providers.genesys import parse_aggregates_json
+from aht_exporter.providers.koreai import Record, Rules, latest_revisions, parse_page, parse_record, to_buckets
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -79,3 +80,13 @@ class FixedScrapeFamilies:
 def parse_aggregates(payload: object, group_by: Sequence[str]) -> list[Bucket]:
     """Genesys aggregates, already decoded (a fixture, a test's dict), parsed as the provider parses the bytes."""
     return parse_aggregates_json(json.dumps(payload).encode(), group_by)
+
+
+def parse_callvolume(payloads: Sequence[object], start: int, end: int, rules: Rules) -> list[Bucket]:
+    """Kore.ai pages, already decoded and in order, to the buckets of [start, end), as the provider reads them."""
+    records: list[Record] = []
+    for payload in payloads:
+        page = parse_page(payload, skip=len(records))
+        offset = len(records)
+        records.extend(parse_record(raw, offset + i, rules) for i, raw in enumerate(page.records))
+    return to_buckets(latest_revisions(records), start, end, rules.bucket)

@@ -35,7 +35,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, Literal
@@ -450,16 +450,6 @@ def to_buckets(records: Iterable[Record], start: int, end: int, bucket: int) -> 
     return [
         Bucket(start=t, end=t + bucket, labels=labels, values=values) for (t, labels), values in sorted(sums.items())
     ]
-
-
-def parse_callvolume(payloads: Sequence[object], start: int, end: int, rules: Rules) -> list[Bucket]:
-    """Pages of a reply, in order -> buckets of [start, end). Pure."""
-    records: list[Record] = []
-    for payload in payloads:
-        page = parse_page(payload, skip=len(records))
-        offset = len(records)
-        records.extend(parse_record(raw, offset + i, rules) for i, raw in enumerate(page.records))
-    return to_buckets(latest_revisions(records), start, end, rules.bucket)
 
 
 def implausible_aht(buckets: Iterable[Bucket]) -> tuple[Bucket, float] | None:

@@ -18,7 +18,6 @@ from aht_exporter.model import AverageUpdate, Bucket, Field, Names, ProviderErro
 from aht_exporter.providers.koreai import (
     Rules,
     latest_revisions,
-    parse_callvolume,
     parse_page_json,
     parse_record,
     to_buckets,
@@ -35,7 +34,7 @@ from aht_exporter.providers.ozonetel import (
 )
 from aht_exporter.store import Snapshot, SourceStore
 from aht_exporter.timebuckets import Duration, isoformat_z
-from tests.helpers import parse_aggregates
+from tests.helpers import parse_aggregates, parse_callvolume
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),

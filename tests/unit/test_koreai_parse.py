@@ -23,7 +23,6 @@ from aht_exporter.providers.koreai import (
     implausible_aht,
     latest_revisions,
     mint_jwt,
-    parse_callvolume,
     parse_page,
     parse_record,
     query_body,
@@ -31,7 +30,7 @@ from aht_exporter.providers.koreai import (
     to_buckets,
 )
 from aht_exporter.timebuckets import parse_iso
-from tests.helpers import fixture
+from tests.helpers import fixture, parse_callvolume
 from tests.unit.test_koreai_config import CALLVOLUME, CLIENT, SECRET, koreai_config
 
 NINE45 = int(parse_iso("2023-06-01T09:45:00Z"))

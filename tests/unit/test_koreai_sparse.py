@@ -18,9 +18,9 @@ import respx
 from aht_exporter.clock import FakeClock
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import MISSING_LABEL, Field, Names, ProviderError, make_labels
-from aht_exporter.providers.koreai import FIELDS, KoreAIProvider, Rules, parse_callvolume, parse_record
+from aht_exporter.providers.koreai import FIELDS, KoreAIProvider, Rules, parse_record
 from aht_exporter.timebuckets import parse_iso
-from tests.helpers import fixture
+from tests.helpers import fixture, parse_callvolume
 from tests.unit.test_koreai_config import CALLVOLUME, ORG, koreai_config
 from tests.unit.test_koreai_parse import page
 
