@@ -48,9 +48,16 @@ SAMPLES: dict[str, list[str]] = {
     "koreai": ["koreai_seed003_response.json"],
     "liveperson": ["liveperson_seed002_totals_intervals.json", "liveperson_intervals_skills.json"],
     "ozonetel": ["ozonetel_aht_agent.json", "ozonetel_aht_campaign.json"],
+    "amazon_connect": ["amazon_connect_metric_data_queue_channel.json", "amazon_connect_metric_data_agent.json"],
 }
 # Name endpoints' shapes (Genesys queues and users), mutated the same way.
 NAME_SAMPLE = {"entities": [{"id": "q1", "name": "Sales"}], "pageCount": 1, "pageNumber": 1}
+
+
+def sample(name: str) -> Any:
+    """A vendor sample as its API sends it (Amazon Connect's fixtures wrap the reply with where it came from)."""
+    body = fixture(name)
+    return body["reply"] if isinstance(body, dict) and {"source", "reply"} <= body.keys() else body
 
 
 def _keys(value: Any) -> Iterator[str]:
@@ -63,7 +70,7 @@ def _keys(value: Any) -> Iterator[str]:
             yield from _keys(v)
 
 
-KNOWN_KEYS = sorted({k for names in SAMPLES.values() for n in names for k in _keys(fixture(n))} | {"entities", "id"})
+KNOWN_KEYS = sorted({k for names in SAMPLES.values() for n in names for k in _keys(sample(n))} | {"entities", "id"})
 
 # Any character at all, lone surrogates and control characters included.
 ANY_CHAR = st.one_of(
@@ -136,7 +143,7 @@ GZIP_BOMB = _gzip_bomb()
 def bodies(draw: st.DrawFn, provider: str) -> tuple[bytes, dict[str, str]]:
     kind = draw(st.sampled_from(["sample", "sample", "sample", "json", "deep", "oversized", "binary", "gzip"]))
     if kind == "sample":
-        base = fixture(draw(st.sampled_from(SAMPLES[provider])))
+        base = sample(draw(st.sampled_from(SAMPLES[provider])))
         return _dumps(draw, draw(mutated(draw(st.sampled_from([base, NAME_SAMPLE]))))), {}
     if kind == "json":
         return _dumps(draw, draw(JSON_VALUES)), {}
@@ -154,7 +161,7 @@ def bodies(draw: st.DrawFn, provider: str) -> tuple[bytes, dict[str, str]]:
     which = draw(st.sampled_from(["bomb", "valid", "broken"]))
     if which == "bomb":
         return GZIP_BOMB, {"Content-Encoding": "gzip"}
-    compressed = gzip.compress(json.dumps(fixture(SAMPLES[provider][0])).encode())
+    compressed = gzip.compress(json.dumps(sample(SAMPLES[provider][0])).encode())
     if which == "broken":
         compressed = compressed[: len(compressed) // 2]
     return compressed, {"Content-Encoding": "gzip"}
@@ -240,7 +247,13 @@ def _pointed_at(source: dict[str, Any], old: str, new: str, name: str) -> dict[s
 
 # Beside each hostile provider, a healthy source of another whose simulator has no per-minute budget that a
 # fixed clock would never refill (Kore.ai's has: 60 requests, and its clock stands still here).
-HEALTHY_BESIDE = {"genesys": "liveperson", "koreai": "genesys", "liveperson": "genesys", "ozonetel": "genesys"}
+HEALTHY_BESIDE = {
+    "genesys": "liveperson",
+    "koreai": "genesys",
+    "liveperson": "genesys",
+    "ozonetel": "genesys",
+    "amazon_connect": "genesys",
+}
 
 
 def _config(world: World, provider: str) -> tuple[list[dict[str, Any]], str, str]:
