@@ -11,7 +11,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
-from botocore.credentials import Credentials
 from pydantic import Field as PydanticField
 from pydantic import SecretStr
 
@@ -124,7 +123,7 @@ class AmazonConnectProvider(BucketProvider[AmazonConnectConfig]):
         self._instance_arn = config.instance_arn  # with instance_id + region: learned from ListQueues
         keys = None
         if config.access_key_id is not None and config.secret_access_key is not None:
-            keys = Credentials(config.access_key_id, config.secret_access_key.get_secret_value())
+            keys = (config.access_key_id, config.secret_access_key.get_secret_value())
         self.signer = Signer(SIGNING_NAME, region, keys, config.profile)
         self._queues: list[str] = [resource_id(q) for q in config.queues]
         self._listed_at: float | None = None  # when all queues were last listed (`queues` empty)

@@ -114,6 +114,9 @@ def test_a_config_run_loads_no_simulator(tmp_path: Path) -> None:
     modules = loaded_modules(code)
     assert "aht_exporter.providers" in modules
     assert [m for m in modules if m.startswith("aht_exporter.simulator")] == []
+    # botocore (7 MiB of RSS) only for an AWS source: loaded when one first signs or resolves credentials.
+    assert "aht_exporter.providers.amazon_connect" in modules
+    assert [m for m in modules if m.startswith("botocore")] == []
 
 
 def test_the_help_still_lists_every_demo_fault(monkeypatch: pytest.MonkeyPatch) -> None:
