@@ -42,7 +42,7 @@ from botocore.validate import ParamValidator
 from aht_exporter.clock import Clock
 from aht_exporter.model import Labels
 from aht_exporter.providers.amazon_connect_api import LIST_PATHS, METRIC_DATA_PATH, SIGNING_NAME
-from aht_exporter.simulator import serve_app
+from aht_exporter.simulator import ServedSimulator
 from aht_exporter.simulator.faults import FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Totals, Workload
 
@@ -124,7 +124,7 @@ def validate(operation: str, params: Mapping[str, Any]) -> None:
         raise _Reply(400, "InvalidParameterException", report.generate_report().replace("\n", " ")[:1000])
 
 
-class AmazonConnectSimulator:
+class AmazonConnectSimulator(ServedSimulator):
     """The Amazon Connect endpoints the exporter calls, on a loopback port, serving `workload`."""
 
     def __init__(
@@ -151,30 +151,14 @@ class AmazonConnectSimulator:
         self.requests: Counter[str] = Counter()
         self.denied: Counter[str] = Counter()  # 403s by error code
         self.faults = FaultInjector(FORMS)
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("the simulator is not started")
-        return self._base_url
 
     def queue_arn(self, queue_id: str) -> str:
         return f"{self.instance_arn}/queue/{queue_id}"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        app = web.Application(middlewares=[self._middleware, self.faults.middleware])
-        app.router.add_post(METRIC_DATA_PATH, self._metric_data)
-        app.router.add_get(LIST_PATHS["queues"].format("{instance}"), self._queues)
-        app.router.add_get(LIST_PATHS["users"].format("{instance}"), self._users)
-        self._runner, self._base_url = await serve_app(app, host, port)
-        return self._base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner, self._base_url = None, None
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post(METRIC_DATA_PATH, self._metric_data)
+        router.add_get(LIST_PATHS["queues"].format("{instance}"), self._queues)
+        router.add_get(LIST_PATHS["users"].format("{instance}"), self._users)
 
     def truth(
         self, start: float, end: float, group_by: Sequence[str], as_of: float | None = None

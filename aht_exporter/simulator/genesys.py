@@ -32,7 +32,7 @@ from aiohttp.typedefs import Handler
 
 from aht_exporter.clock import Clock
 from aht_exporter.model import Labels
-from aht_exporter.simulator import serve_app
+from aht_exporter.simulator import ServedSimulator
 from aht_exporter.simulator.faults import FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Totals, Workload
 
@@ -338,7 +338,7 @@ def _iso(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-class GenesysSimulator:
+class GenesysSimulator(ServedSimulator):
     """The Genesys Cloud endpoints the exporter calls, on a loopback port, serving `workload`."""
 
     def __init__(
@@ -376,28 +376,12 @@ class GenesysSimulator:
         self._tokens: dict[str, float] = {}  # access token -> expiry (clock seconds)
         self._calls: dict[str, deque[float]] = {}  # access token -> times of its admitted requests
         self.faults = FaultInjector(FORMS)
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
 
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("the simulator is not started")
-        return self._base_url
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        app = web.Application(middlewares=[self._middleware, self.faults.middleware])
-        app.router.add_post(TOKEN_PATH, self._token)
-        app.router.add_post(AGGREGATES_PATH, self._aggregates)
-        app.router.add_get(QUEUES_PATH, self._queues)
-        app.router.add_get(USERS_PATH, self._users)
-        self._runner, self._base_url = await serve_app(app, host, port)
-        return self._base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner, self._base_url = None, None
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post(TOKEN_PATH, self._token)
+        router.add_post(AGGREGATES_PATH, self._aggregates)
+        router.add_get(QUEUES_PATH, self._queues)
+        router.add_get(USERS_PATH, self._users)
 
     def expire_tokens(self) -> None:
         """Invalidate every token issued so far, as if they had all expired."""

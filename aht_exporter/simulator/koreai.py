@@ -38,7 +38,7 @@ from aiohttp.typedefs import Handler
 
 from aht_exporter.clock import Clock
 from aht_exporter.model import MISSING_LABEL, Labels
-from aht_exporter.simulator import serve_app
+from aht_exporter.simulator import ServedSimulator
 from aht_exporter.simulator.faults import Fault, FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Totals, Workload, total_by_group
 
@@ -110,7 +110,7 @@ class _Reply(Exception):
         self.body = _kore_error(status, message)
 
 
-class KoreAISimulator:
+class KoreAISimulator(ServedSimulator):
     """The Kore.ai Contact Volume API on a loopback port, serving `workload` in `interval_seconds` records."""
 
     def __init__(
@@ -160,29 +160,13 @@ class KoreAISimulator:
         self.bodies: deque[dict[str, Any]] = deque(maxlen=10_000)  # accepted request bodies, newest last
         self._calls: deque[float] = deque()  # times of admitted requests, for the per-minute limit
         self._jtis: dict[str, float] = {}  # jti -> its token's expiry: a replay is refused
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
 
     @property
     def path(self) -> str:
         return CALLVOLUME_PATH.format(account_id=self._account_id)
 
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("the simulator is not started")
-        return self._base_url
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        app = web.Application(middlewares=[self._middleware, self.faults.middleware])
-        app.router.add_post(CALLVOLUME_PATH.format(account_id="{account_id}"), self._callvolume)
-        self._runner, self._base_url = await serve_app(app, host, port)
-        return self._base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner, self._base_url = None, None
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post(CALLVOLUME_PATH.format(account_id="{account_id}"), self._callvolume)
 
     def truth(
         self, start: float, end: float, group_by: Sequence[str], as_of: float | None = None

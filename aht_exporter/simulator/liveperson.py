@@ -59,7 +59,7 @@ from oauthlib.oauth1.rfc5849 import signature, utils
 
 from aht_exporter.clock import Clock
 from aht_exporter.model import Labels
-from aht_exporter.simulator import serve_app
+from aht_exporter.simulator import ServedSimulator
 from aht_exporter.simulator.faults import FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Totals, Workload, total_by_group
 
@@ -242,7 +242,7 @@ def as_chat(contact: Contact) -> Contact:
     )
 
 
-class LivePersonSimulator:
+class LivePersonSimulator(ServedSimulator):
     """The LivePerson endpoints the exporter calls, on a loopback port, serving `workload`'s chats."""
 
     def __init__(
@@ -288,14 +288,6 @@ class LivePersonSimulator:
         self._nonces: deque[tuple[str, str]] = deque(maxlen=_SEEN_NONCES)
         self._in_flight = 0
         self._gate: asyncio.Event | None = None
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("the simulator is not started")
-        return self._base_url
 
     @property
     def engactivity_path(self) -> str:
@@ -314,20 +306,15 @@ class LivePersonSimulator:
     def csds_path(self, service: str) -> str:
         return CSDS_PATH.format(account=self.account_id, service=service)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        app = web.Application(middlewares=[self._middleware, self.faults.middleware])
-        app.router.add_get(CSDS_PATH.format(account="{account}", service="{service}"), self._csds)
-        app.router.add_post(TOKEN_PATH.format(account="{account}"), self._token)
-        app.router.add_post(TOKEN_PATH_V2.format(account="{account}"), self._token)
-        app.router.add_get(ENGACTIVITY_PATH.format(account="{account}"), self._engactivity)
-        self._runner, self._base_url = await serve_app(app, host, port)
-        return self._base_url
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get(CSDS_PATH.format(account="{account}", service="{service}"), self._csds)
+        router.add_post(TOKEN_PATH.format(account="{account}"), self._token)
+        router.add_post(TOKEN_PATH_V2.format(account="{account}"), self._token)
+        router.add_get(ENGACTIVITY_PATH.format(account="{account}"), self._engactivity)
 
     async def stop(self) -> None:
         self.resume()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner, self._base_url = None, None
+        await super().stop()
 
     @property
     def skills(self) -> list[tuple[str, str]]:

@@ -45,7 +45,7 @@ from aiohttp.typedefs import Handler
 
 from aht_exporter.clock import Clock
 from aht_exporter.model import Labels
-from aht_exporter.simulator import serve_app
+from aht_exporter.simulator import ServedSimulator
 from aht_exporter.simulator.faults import FaultInjector, VendorForms
 from aht_exporter.simulator.workload import Contact, Workload
 
@@ -114,7 +114,7 @@ class _Reply(Exception):
             self.body["data"] = None
 
 
-class OzonetelSimulator:
+class OzonetelSimulator(ServedSimulator):
     """The two Ozonetel endpoints the exporter calls, on a loopback port, serving `workload`."""
 
     def __init__(
@@ -168,14 +168,6 @@ class OzonetelSimulator:
         self._admitted: deque[float] = deque()  # monotonic times of admitted requests, last minute
         self._issued: deque[float] = deque()  # clock times of tokens issued, last hour
         self._token: tuple[str, float] | None = None  # the one valid token and its expiry (clock)
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("the simulator is not started")
-        return self._base_url
 
     @property
     def agent_ids(self) -> list[str]:
@@ -188,17 +180,9 @@ class OzonetelSimulator:
     def campaign_id(self, name: str) -> str:
         return self._campaigns[name][0]
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        app = web.Application(middlewares=[self._middleware, self.faults.middleware])
-        app.router.add_route("*", AHT_PATH, self._aht)
-        app.router.add_route("*", TOKEN_PATH, self._generate_token)
-        self._runner, self._base_url = await serve_app(app, host, port)
-        return self._base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner, self._base_url = None, None
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_route("*", AHT_PATH, self._aht)
+        router.add_route("*", TOKEN_PATH, self._generate_token)
 
     def expire_tokens(self) -> None:
         """Invalidate the current token, as if it had expired."""
