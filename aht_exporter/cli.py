@@ -16,6 +16,7 @@ from aht_exporter import __version__
 from aht_exporter.clock import SystemClock
 from aht_exporter.config import Config, redacted
 from aht_exporter.logs import install_redactor, setup_logging
+from aht_exporter.memory import freeze_startup_objects
 from aht_exporter.model import ConfigError
 from aht_exporter.redact import Redactor
 from aht_exporter.registry import load_config
@@ -312,6 +313,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     if on_start is not None:
         on_start(exporter)
+    freeze_startup_objects()
     exporter.start()
     try:
         await stop.wait()

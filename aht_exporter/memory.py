@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 from collections.abc import Callable
 
 
@@ -30,6 +31,19 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 
 
 _MALLOC_TRIM = _find_malloc_trim()
+
+
+def freeze_startup_objects() -> None:
+    """Take what is alive once the exporter is built (modules, pydantic and msgspec types, the config, the
+    restored store) out of the cyclic garbage collector's traversals, once, before serving.
+
+    A full collection traverses every tracked object, and a poll's allocations trigger several. Start-up
+    leaves about 71,000 tracked objects that live as long as the process: 38 ms of every full collection,
+    during which the GIL is held and the event loop waits (docs/performance.md, Event-loop stalls). Garbage is
+    collected first, so only live objects are frozen; a frozen object is still freed when nothing refers to
+    it (reference counting), only a cycle of them would not be."""
+    gc.collect()
+    gc.freeze()
 
 
 def release_free_memory() -> bool:
