@@ -282,6 +282,9 @@ async def serve(
 
     SIGHUP, and POST /-/reload with `lifecycle`, reload `config_path` (None: nothing to reload, the demo).
     `storage`: the state store's directory (None: memory only)."""
+    # Before the exporter is built: its runners, providers and stores are replaced by reloads, and a frozen
+    # cycle among them (a runner and its provider refer to each other) would never be freed.
+    freeze_startup_objects()
     state = StateStore(storage)
     exporter = Exporter(config, state=state)
     reloader = Reloader(exporter, config_path)
@@ -313,7 +316,6 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     if on_start is not None:
         on_start(exporter)
-    freeze_startup_objects()
     exporter.start()
     try:
         await stop.wait()

@@ -100,10 +100,10 @@ class Measured:
 async def measure(sim: SimulatorProcess, clock: SharedClock, args: argparse.Namespace) -> Measured:
     clock.set(T0)
     config = build_config({"defaults": {"every": "5m", "delay": "1m"}, "sources": [sim.source("genesys")]}, "bench", {})
+    if not args.no_freeze:
+        freeze_startup_objects()  # as cli.serve does before it builds the exporter
     exporter = Exporter(config, clock=clock)
     server, _ = await start_server(exporter, "127.0.0.1:0")
-    if not args.no_freeze:
-        freeze_startup_objects()  # as cli.serve does before it starts polling
     probe = LagProbe()
     first = LagProbe()  # the first poll's stalls, apart: it backfills and fetches every name
     runner = exporter.runners[0]

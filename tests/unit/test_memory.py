@@ -6,6 +6,7 @@ import os
 import signal
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -43,10 +44,17 @@ def test_freezing_collects_the_garbage_first_and_freezes_only_what_lives() -> No
 
 
 @pytest.mark.asyncio
-async def test_serve_freezes_start_up_objects_before_the_first_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_serve_freezes_start_up_objects_before_it_builds_the_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
     steps: list[str] = []
     monkeypatch.setattr(cli, "freeze_startup_objects", lambda: steps.append("freeze"))
     monkeypatch.setattr(Exporter, "start", lambda self: steps.append("polling starts"))
+
+    class Recorded(Exporter):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            steps.append("exporter built")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "Exporter", Recorded)
     source = {
         "name": "g",
         "provider": "genesys",
@@ -62,4 +70,5 @@ async def test_serve_freezes_start_up_objects_before_the_first_poll(monkeypatch:
         asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)  # then stop, as a pod would
 
     assert await cli.serve(config, "127.0.0.1:0", on_start=on_start) == cli.EXIT_OK
-    assert steps == ["served", "freeze", "polling starts"]
+    # Start-up is frozen; the exporter's runners and stores, which reloads replace, are not.
+    assert steps == ["freeze", "exporter built", "served", "polling starts"]
