@@ -47,6 +47,8 @@ def test_freezing_collects_the_garbage_first_and_freezes_only_what_lives() -> No
 async def test_serve_freezes_start_up_objects_before_it_builds_the_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
     steps: list[str] = []
     monkeypatch.setattr(cli, "freeze_startup_objects", lambda: steps.append("freeze"))
+    # The shutdown watchdog ends the process 10 s after the signal unless it has exited: here, the test run.
+    monkeypatch.setattr(cli, "_shutdown_watchdog", lambda limit: steps.append(f"watchdog {limit:g}s"))
     monkeypatch.setattr(Exporter, "start", lambda self: steps.append("polling starts"))
 
     class Recorded(Exporter):
@@ -71,4 +73,4 @@ async def test_serve_freezes_start_up_objects_before_it_builds_the_exporter(monk
 
     assert await cli.serve(config, "127.0.0.1:0", on_start=on_start) == cli.EXIT_OK
     # Start-up is frozen; the exporter's runners and stores, which reloads replace, are not.
-    assert steps == ["freeze", "exporter built", "served", "polling starts"]
+    assert steps == ["freeze", "exporter built", "served", "polling starts", "watchdog 10s"]
