@@ -8,27 +8,23 @@ that a retry's wait after a throttling costs no real time.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.config import Config
 from aht_exporter.model import Field, Labels
 from aht_exporter.providers.amazon_connect import AmazonConnectConfig
 from aht_exporter.providers.amazon_connect_api import fields_for
-from aht_exporter.registry import build_config
-from aht_exporter.scheduler import Exporter
-from aht_exporter.server import start_server
 from aht_exporter.simulator.amazon_connect import DEMO_SECRET_KEY, AmazonConnectSimulator, demo_simulator, demo_source
 from aht_exporter.simulator.demo import demo_workload
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.workload import Totals
 from aht_exporter.timebuckets import final_until
-from tests.helpers import T0, Series, parse_exposition, samples
+from tests.e2e.stack import Stack as BaseStack
+from tests.e2e.stack import serve_stack
+from tests.helpers import T0, Series, samples
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
 
@@ -46,20 +42,7 @@ NAME = "demo-amazon-connect"
 WRONG_SECRET = "wrong/secret/key/0123456789abcdefghijklmn"
 
 
-@dataclass
-class Stack:
-    clock: FakeClock
-    sim: AmazonConnectSimulator
-    config: Config
-    exporter: Exporter
-    client: httpx.AsyncClient
-
-    async def scrape(self) -> Series:
-        await self.exporter.rendered_now()
-        r = await self.client.get("/metrics")
-        assert r.status_code == 200
-        return parse_exposition(r.text)
-
+class Stack(BaseStack[AmazonConnectSimulator]):
     def source(self, name: str = NAME) -> AmazonConnectConfig:
         source = next(s for s in self.config.sources if s.name == name)
         assert isinstance(source, AmazonConnectConfig)
@@ -79,15 +62,7 @@ async def make_stack() -> AsyncIterator[StackFactory]:
 
     async def build(*sources: dict[str, Any]) -> Stack:
         clock = FakeClock(T0)
-        sim = demo_simulator(demo_workload(), clock)
-        url = await sim.start()
-        raw = [{**demo_source(url), **overrides} for overrides in (sources or ({},))]
-        config = build_config({"sources": raw}, "<test>", {})
-        exporter = Exporter(config, clock=clock)
-        runner, bound = await start_server(exporter, "127.0.0.1:0")
-        client = httpx.AsyncClient(base_url=f"http://{bound[0]}")
-        cleanups.extend([sim.stop, exporter.aclose, runner.cleanup, client.aclose])
-        return Stack(clock, sim, config, exporter, client)
+        return await serve_stack(Stack, clock, demo_simulator(demo_workload(), clock), demo_source, sources, cleanups)
 
     yield build
     for cleanup in reversed(cleanups):

@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 
 from aht_exporter.clock import Clock, FakeClock
-from aht_exporter.config import Config
 from aht_exporter.model import MISSING_LABEL, Labels
 from aht_exporter.providers.koreai import FIELDS, KoreAIConfig
-from aht_exporter.registry import build_config
-from aht_exporter.scheduler import Exporter
-from aht_exporter.server import start_server
 from aht_exporter.simulator.demo import demo_workload
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.koreai import KoreAISimulator, demo_source
 from aht_exporter.simulator.workload import Totals, Workload
-from tests.helpers import T0, Series, parse_exposition, samples
+from tests.e2e.stack import Stack as BaseStack
+from tests.e2e.stack import serve_stack
+from tests.helpers import T0, Series, samples
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
 
@@ -57,20 +53,7 @@ class LoopClock:
         return self._start + loop_now - self._base
 
 
-@dataclass
-class Stack:
-    clock: Clock
-    sim: KoreAISimulator
-    config: Config
-    exporter: Exporter
-    client: httpx.AsyncClient
-
-    async def scrape(self) -> Series:
-        await self.exporter.rendered_now()
-        r = await self.client.get("/metrics")
-        assert r.status_code == 200
-        return parse_exposition(r.text)
-
+class Stack(BaseStack[KoreAISimulator]):
     def source(self, name: str = "demo-koreai") -> KoreAIConfig:
         source = next(s for s in self.config.sources if s.name == name)
         assert isinstance(source, KoreAIConfig)
@@ -93,14 +76,7 @@ async def make_stack() -> AsyncIterator[StackFactory]:
     ) -> Stack:
         clock = clock or FakeClock(T0)
         sim = KoreAISimulator(workload or demo_workload(), clock, **sim_options)
-        url = await sim.start()
-        raw = [{**demo_source(url), **overrides} for overrides in (sources or ({},))]
-        config = build_config({"sources": raw}, "<test>", {})
-        exporter = Exporter(config, clock=clock)
-        runner, bound = await start_server(exporter, "127.0.0.1:0")
-        client = httpx.AsyncClient(base_url=f"http://{bound[0]}")
-        cleanups.extend([sim.stop, exporter.aclose, runner.cleanup, client.aclose])
-        return Stack(clock, sim, config, exporter, client)
+        return await serve_stack(Stack, clock, sim, demo_source, sources, cleanups)
 
     yield build
     for cleanup in reversed(cleanups):
