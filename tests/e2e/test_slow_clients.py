@@ -94,7 +94,13 @@ async def test_idle_connections_beyond_the_file_limit_neither_lock_out_a_scraper
             r = await client.get("/metrics")
             assert r.status_code == 200
             assert "aht_exporter_build_info" in r.text
+        # A connection still in the kernel's listen queue looks held from here too: the guard accepts (and
+        # evicts for) those at the loop's next turns. Wait for that, but only while no idle connection can
+        # have reached its header timeout, which would make the count meaningless.
         held = sum(held_open(sock) for sock in idle)
+        while held > CAP + CAP // 8 and time.monotonic() - opened_at < HEADER_TIMEOUT - 1:
+            await asyncio.sleep(0.05)
+            held = sum(held_open(sock) for sock in idle)
         assert held <= CAP + CAP // 8  # the cap, and the few being closed to make room
         if time.monotonic() - opened_at < HEADER_TIMEOUT - 1:  # none can have timed out yet
             assert held >= CAP // 2  # the scraper was answered while the idle connections were held
