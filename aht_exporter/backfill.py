@@ -152,7 +152,7 @@ class Timeline:
     fields: tuple[Field, ...]
     # per label set: the poll indexes where its totals changed, and each field's value from there (millionths)
     changes: dict[Labels, tuple[array[int], dict[Field, array[int]]]] = field(default_factory=dict)
-    totals: dict[Labels, dict[Field, int]] = field(default_factory=dict)
+    totals: dict[Labels, dict[str, int]] = field(default_factory=dict)
     last_seen: dict[Labels, int] = field(default_factory=dict)
 
     @classmethod
@@ -160,7 +160,7 @@ class Timeline:
         cls,
         polls: list[tuple[int, int]],
         fields: Iterable[Field],
-        buckets: Iterable[tuple[int, dict[Labels, dict[Field, int]]]],
+        buckets: Iterable[tuple[int, dict[Labels, dict[str, int]]]],
     ) -> Timeline:
         timeline = cls(polls, tuple(sorted(fields)))
         frontiers = [frontier for _, frontier in polls]
@@ -170,7 +170,7 @@ class Timeline:
                 i += 1  # polls before this bucket was final: their totals are those counted so far
             for labels, values in groups.items():
                 timeline.last_seen[labels] = t
-                totals = timeline.totals.setdefault(labels, dict.fromkeys(timeline.fields, 0))
+                totals = timeline.totals.setdefault(labels, dict.fromkeys(map(str, timeline.fields), 0))
                 for f, v in values.items():
                     totals[f] = totals.get(f, 0) + v
                 at, series = timeline.changes.setdefault(labels, (array("q"), {f: array("q") for f in timeline.fields}))
@@ -279,7 +279,7 @@ class Backfill:
     # within the account's one budget (pacing.Accounts).
     accounts: Accounts = field(default_factory=Accounts)
     # the buckets of each source, when there is no store to keep them in
-    _memory: dict[str, dict[int, dict[Labels, dict[Field, int]]]] = field(default_factory=dict)
+    _memory: dict[str, dict[int, dict[Labels, dict[str, int]]]] = field(default_factory=dict)
 
     def plan(self) -> list[Plan]:
         """Every source to backfill, or ConfigError naming what cannot be done."""
@@ -425,7 +425,7 @@ class Backfill:
                 await self.sleep(RATE_LIMIT_PAUSE)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _buckets(self, plan: Plan) -> Iterator[tuple[int, dict[Labels, dict[Field, int]]]]:
+    def _buckets(self, plan: Plan) -> Iterator[tuple[int, dict[Labels, dict[str, int]]]]:
         if self.state.enabled:
             return self.state.backfill_buckets(plan.name)
         return iter(sorted(self._memory.get(plan.name, {}).items()))

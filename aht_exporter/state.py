@@ -172,7 +172,7 @@ class StateStore:
             "SELECT labels, last_seen, data FROM totals WHERE source = ?", (source,)
         ):
             labels = tuple(_decode_labels(labels_blob))
-            state.totals[labels] = {Field(f): v for f, v in _decode_values(data).items()}
+            state.totals[labels] = _decode_values(data)
             state.last_seen[labels] = last_seen
         return state
 
@@ -213,7 +213,7 @@ class StateStore:
         db.executemany(
             "INSERT OR REPLACE INTO totals (source, labels, last_seen, data) VALUES (?, ?, ?, ?)",
             (
-                (source, _labels_key(labels), last_seen, _encode({f.value: v for f, v in values.items()}))
+                (source, _labels_key(labels), last_seen, _encode({str(f): v for f, v in values.items()}))
                 for labels, (last_seen, values) in c.totals.items()
             ),
         )
@@ -250,7 +250,7 @@ class StateStore:
         return start
 
     def backfill_save(
-        self, source: str, done_until: int, buckets: Mapping[int, Mapping[Labels, Mapping[Field, int]]]
+        self, source: str, done_until: int, buckets: Mapping[int, Mapping[Labels, Mapping[str, int]]]
     ) -> None:
         """One fetched chunk and the progress it makes, in one transaction."""
         if self._db is None:
@@ -262,7 +262,7 @@ class StateStore:
             )
             self._db.execute("UPDATE backfill SET done_until = ? WHERE source = ?", (done_until, source))
 
-    def backfill_buckets(self, source: str) -> Iterator[tuple[int, dict[Labels, dict[Field, int]]]]:
+    def backfill_buckets(self, source: str) -> Iterator[tuple[int, dict[Labels, dict[str, int]]]]:
         """The fetched buckets, oldest first, one at a time (a month of a big tenant is more than memory)."""
         if self._db is None:
             return
@@ -309,8 +309,8 @@ class StateStore:
                 self._db = None
 
 
-def _decode_groups(data: bytes) -> dict[Labels, dict[Field, int]]:
-    return {tuple(labels): {Field(f): v for f, v in values.items()} for labels, values in _decode_bucket(data)}
+def _decode_groups(data: bytes) -> dict[Labels, dict[str, int]]:
+    return {tuple(labels): dict(values) for labels, values in _decode_bucket(data)}
 
 
 def identity(provider: str, bucket: int, group_by: Iterable[str] | None, fields: Iterable[Field]) -> str:
@@ -326,12 +326,9 @@ def identity(provider: str, bucket: int, group_by: Iterable[str] | None, fields:
     ).decode()
 
 
-def _encode_bucket(groups: Mapping[Labels, Mapping[Field, int]]) -> bytes:
+def _encode_bucket(groups: Mapping[Labels, Mapping[str, int]]) -> bytes:
     return _encode(
-        [
-            ([list(pair) for pair in labels], {f.value: v for f, v in values.items()})
-            for labels, values in groups.items()
-        ]
+        [([list(pair) for pair in labels], {str(f): v for f, v in values.items()}) for labels, values in groups.items()]
     )
 
 

@@ -24,7 +24,13 @@ TOTALS_RETENTION = 35 * 86400
 """Seconds a label set's running totals are kept after the newest bucket it appeared in: a queue idle for
 a month still has its `_total` counters, so that "this month" stays exact for it; then they are forgotten."""
 
-Totals = Mapping[Field, float]
+Totals = Mapping[str, float]
+"""A label set's values, keyed by each `Field`'s value as a plain str (a `Field` finds it: a StrEnum member
+hashes and compares as its value). Plain keys matter at 100k label sets: a dict whose keys and values are
+str and numbers holds nothing the garbage collector tracks, so CPython leaves the dict itself untracked and
+no collection walks it, where a `Field` key (an object with a `__dict__`) would keep every such dict in
+every full collection's traversal: tens of ms with the GIL held (docs/performance.md, "Event-loop stalls")."""
+KEY: dict[Field, str] = {f: f.value for f in Field}
 MICRO = 1_000_000  # the store's unit: every provider's values are whole ms or s, exact in millionths
 
 
@@ -59,8 +65,8 @@ class SourceState:
     fetched_until: int | None = None
     final_until: int | None = None
     unrecovered: int = 0
-    buckets: dict[int, dict[Labels, dict[Field, int]]] = field(default_factory=dict)
-    totals: dict[Labels, dict[Field, int]] = field(default_factory=dict)
+    buckets: dict[int, dict[Labels, dict[str, int]]] = field(default_factory=dict)
+    totals: dict[Labels, dict[str, int]] = field(default_factory=dict)
     last_seen: dict[Labels, int] = field(default_factory=dict)
 
 
@@ -73,9 +79,9 @@ class Changes:
     final_until: int | None
     unrecovered: int
     replaced: tuple[int, int] | None  # the span re-fetched: its rows are replaced by `buckets`
-    buckets: Mapping[int, Mapping[Labels, Mapping[Field, int]]]
+    buckets: Mapping[int, Mapping[Labels, Mapping[str, int]]]
     pruned_before: int | None  # buckets older than this are gone
-    totals: Mapping[Labels, tuple[int, Mapping[Field, int]]]  # changed label sets: (last_seen, totals)
+    totals: Mapping[Labels, tuple[int, Mapping[str, int]]]  # changed label sets: (last_seen, totals)
     forgotten: frozenset[Labels] = frozenset()
     everything: bool = False  # the whole state: what was saved before is replaced, not updated
 
@@ -153,19 +159,20 @@ class SourceStore:
         self.bucket = bucket
         self.windows = sorted(windows)
         self.fields = fields
+        self._keys = sorted(KEY[f] for f in fields)
         self.every, self.delay, self.refresh = every, delay, refresh
         self.counter_lag: int | None = counter_lag(
             bucket=bucket, every=every, delay=delay, refresh=refresh, longest_window=self.longest_window
         )
         # Values as whole millionths (of a second, of a contact): sums of integers are exact, so a window's
         # handle time is exactly the sum of the vendor's milliseconds, never 288.92900000000003.
-        self._buckets: dict[int, dict[Labels, dict[Field, int]]] = {}
+        self._buckets: dict[int, dict[Labels, dict[str, int]]] = {}
         self.fetched_until: int | None = None
         # The `_total` counters: per label set, the sum of every final bucket counted so far, in millionths.
         # A label set gets its totals, at zero, as soon as it appears in any bucket, final or not: by the
         # time its first bucket is counted, Prometheus has seen the counter at zero for `refresh`, and the
         # increase from absent to the first value is never lost.
-        self.totals: dict[Labels, dict[Field, int]] = {}
+        self.totals: dict[Labels, dict[str, int]] = {}
         self.last_seen: dict[Labels, int] = {}  # the start of the newest bucket each label set appeared in
         self.final_until: int | None = None  # buckets before it are counted in `totals`
         self.unrecovered = 0  # buckets that became final without ever being fetched: the totals lack them
@@ -212,7 +219,7 @@ class SourceStore:
         Two records for the same bucket and labels are summed. Label values are vendor text: here, where
         every provider's labels enter, they are made fit for /metrics (`clean_labels`).
         """
-        fresh: dict[int, dict[Labels, dict[Field, int]]] = {}
+        fresh: dict[int, dict[Labels, dict[str, int]]] = {}
         cleaned: dict[Labels, Labels] = {}  # a label set recurs in every bucket: clean each one once
         for b in buckets:
             if b.start % self.bucket or b.end - b.start != self.bucket or not start <= b.start < end:
@@ -227,7 +234,8 @@ class SourceStore:
             totals = fresh.setdefault(b.start, {}).setdefault(labels, {})
             try:
                 for f, v in b.values.items():
-                    totals[f] = totals.get(f, 0) + round(v * MICRO)
+                    k = KEY[f]
+                    totals[k] = totals.get(k, 0) + round(v * MICRO)
             except (OverflowError, ValueError):
                 raise _unstorable(b) from None
         if self.fetched_until is not None and start > self.fetched_until:
@@ -242,7 +250,7 @@ class SourceStore:
             self._replaced = (start, end)
         else:
             self._replaced = (min(start, self._replaced[0]), max(end, self._replaced[1]))
-        zero = dict.fromkeys(self.fields, 0)
+        zero = dict.fromkeys(self._keys, 0)
         for t, groups in fresh.items():
             for labels in groups:
                 if labels not in self.totals:
@@ -269,7 +277,7 @@ class SourceStore:
                 continue  # empty, as vendors omit empty buckets (or never fetched: see `unrecovered`)
             counted += 1
             for labels, values in groups.items():
-                totals = self.totals.setdefault(labels, dict.fromkeys(self.fields, 0))
+                totals = self.totals.setdefault(labels, dict.fromkeys(self._keys, 0))
                 for f, v in values.items():
                     totals[f] = totals.get(f, 0) + v
                 self._dirty.add(labels)
@@ -330,9 +338,9 @@ class SourceStore:
 
     def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot:
         """Window sums over the closed buckets ending at or before `data_end`."""
-        windows: dict[str, dict[Labels, dict[Field, float]]] = {}
+        windows: dict[str, dict[Labels, dict[str, float]]] = {}
         for w in self.windows:
-            sums: dict[Labels, dict[Field, int]] = {}
+            sums: dict[Labels, dict[str, int]] = {}
             for t in range(data_end - w.seconds, data_end, self.bucket):
                 for labels, values in self._buckets.get(t, {}).items():
                     acc = sums.setdefault(labels, {})
@@ -353,8 +361,8 @@ class SourceStore:
 
 
 def _limit_series(
-    windows: dict[str, dict[Labels, dict[Field, float]]],
-    totals: dict[Labels, dict[Field, float]],
+    windows: dict[str, dict[Labels, dict[str, float]]],
+    totals: dict[Labels, dict[str, float]],
     fields: frozenset[Field],
     max_series: int,
 ) -> int:
@@ -429,7 +437,7 @@ class AverageStore:
     def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot:
         # Each average as handle time over one contact (Snapshot): aht_seconds is exactly the vendor's figure.
         present = {
-            labels: {Field.HANDLE_TIME: v, Field.CONTACTS_HANDLED: 1.0}
+            labels: {KEY[Field.HANDLE_TIME]: v, KEY[Field.CONTACTS_HANDLED]: 1.0}
             for labels, v in sorted(self._averages.items())
             if v is not None
         }

@@ -49,7 +49,7 @@ def om_lines(snapshot: Snapshot, at: int) -> list[str]:
             f'{k}="{v}"' for k, v in sorted({"source": SOURCE, "provider": "genesys", **dict(labels)}.items())
         )
         for f, value in totals.items():
-            out.append(f"aht_{f.value}_total{{{text}}} {value!r} {at}\n")
+            out.append(f"aht_{f}_total{{{text}}} {value!r} {at}\n")
     return out
 
 

@@ -159,7 +159,7 @@ async def test_the_store_is_left_for_the_live_exporter_to_continue_the_counters(
     for labels, totals in loaded.totals.items():
         full = tuple(sorted({**dict(labels), "source": "demo-genesys", "provider": "genesys"}.items()))
         for f, v in totals.items():
-            assert last[(f"aht_{f.value}_total", full)] == v / MICRO
+            assert last[(f"aht_{f}_total", full)] == v / MICRO
     # The store now counts the source: a second backfill of it is refused.
     with pytest.raises(ConfigError, match="already counted live"):
         backfill(config, tmp_path, state).plan()
