@@ -15,6 +15,7 @@ from pathlib import Path
 from aht_exporter import __version__
 from aht_exporter.clock import SystemClock
 from aht_exporter.config import Config, redacted
+from aht_exporter.httpclient import warm_up
 from aht_exporter.logs import install_redactor, setup_logging
 from aht_exporter.memory import freeze_startup_objects
 from aht_exporter.model import ConfigError
@@ -284,6 +285,7 @@ async def serve(
     `storage`: the state store's directory (None: memory only)."""
     # Before the exporter is built: its runners, providers and stores are replaced by reloads, and a frozen
     # cycle among them (a runner and its provider refer to each other) would never be freed.
+    warm_up()
     freeze_startup_objects()
     state = StateStore(storage)
     exporter = Exporter(config, state=state)

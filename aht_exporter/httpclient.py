@@ -16,10 +16,13 @@ import asyncio
 import base64
 import binascii
 import codecs
+import functools
+import importlib
 import io
 import logging
 import math
 import re
+import ssl
 import time
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -80,6 +83,27 @@ that set it off, and each request is counted under its endpoint, a fixed name pe
 
 UNNAMED_ENDPOINT = "other"
 """The endpoint of a request sent without one: no provider does, but a count must never be lost."""
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context every API client verifies with, as httpx makes it by default (certifi's CA
+    bundle, or SSL_CERT_FILE / SSL_CERT_DIR). Made once, not once per client: loading the bundle is about 35
+    ms in one C call that holds the GIL, which kept the event loop (and every scrape) waiting when the first
+    poll made its client (docs/performance.md, "Event-loop stalls"). An SSLContext is safe to share."""
+    return httpx.create_ssl_context()
+
+
+# What the first request of the first poll would otherwise import, on the event loop, while scrapes wait.
+_FIRST_REQUEST_MODULES = ("httpcore", "h11", "anyio")
+
+
+def warm_up() -> None:
+    """Do at start what the first poll would otherwise do while the event loop serves: load the CA bundle
+    and import the HTTP stack's modules (`cli.serve`, before it freezes start-up objects)."""
+    tls_context()
+    for name in _FIRST_REQUEST_MODULES:
+        importlib.import_module(name)
 
 
 def step_extensions(step: Step, endpoint: str) -> dict[str, str]:
@@ -251,6 +275,7 @@ class ApiClient:
             timeout=httpx.Timeout(timeout),
             auth=auth,
             transport=transport,
+            verify=tls_context(),
             headers={"User-Agent": f"aht-exporter/{__version__}", "Accept-Encoding": ACCEPT_ENCODING},
             event_hooks={"request": [self._on_request], "response": [self._on_response]},
         )
