@@ -1,0 +1,91 @@
+"""The Genesys reply is decoded a slice of results at a time (`genesys.DECODE_SLICE`), so that no one msgspec
+call holds the GIL for the whole of a 6 MB reply: the same buckets as one decode, and the same errors, with
+the path in the whole reply."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+
+from aht_exporter.model import ProviderError
+from aht_exporter.providers import genesys
+from aht_exporter.providers.genesys import parse_aggregates_json
+from tests.helpers import fixture
+
+GROUP_BY = ["agent", "media_type"]
+
+
+def whole(raw: bytes) -> list[object]:
+    """The buckets as one decode of the whole reply makes them (the way before slices)."""
+    return genesys._buckets(genesys._DECODER.decode(raw), GROUP_BY)  # type: ignore[return-value]
+
+
+def many_results(n: int) -> bytes:
+    """The SDK's sample reply, its results repeated under n distinct agents."""
+    sample = fixture("genesys_sdk_aggregates_agent.json")
+    results = []
+    for i in range(n):
+        for result in sample["results"]:
+            results.append({**result, "group": {**result["group"], "userId": f"agent-{i:05d}"}})
+    return json.dumps({"results": results}).encode()
+
+
+@pytest.mark.parametrize("slice_bytes", [1, 700, 10_000, genesys.DECODE_SLICE])
+def test_slices_give_the_buckets_of_one_decode(monkeypatch: pytest.MonkeyPatch, slice_bytes: int) -> None:
+    raw = many_results(300)
+    monkeypatch.setattr(genesys, "DECODE_SLICE", slice_bytes)
+    got = parse_aggregates_json(raw, GROUP_BY)
+    intervals = sum(len(r["data"]) for r in fixture("genesys_sdk_aggregates_agent.json")["results"])
+    assert len(got) == 300 * intervals
+    assert got == whole(raw)
+
+
+def test_a_slice_really_is_decoded_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = many_results(50)
+    calls: list[int] = []
+    real = genesys._RESULTS
+
+    class Counting:
+        def decode(self, data: bytes) -> object:
+            calls.append(len(data))
+            return real.decode(data)
+
+    monkeypatch.setattr(genesys, "_RESULTS", Counting())
+    monkeypatch.setattr(genesys, "DECODE_SLICE", 2_000)
+    parse_aggregates_json(raw, GROUP_BY)
+    assert len(calls) > 10
+    assert max(calls) < 2_000 + 2 * len(raw) // 100  # a slice ends at the first result past the bound
+
+
+def test_an_error_in_a_later_slice_names_its_path_in_the_whole_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    reply = json.loads(many_results(40))
+    reply["results"][57]["data"][0]["interval"] = 17
+    raw = json.dumps(reply).encode()
+    monkeypatch.setattr(genesys, "DECODE_SLICE", 1_000)
+    with pytest.raises(ProviderError) as caught:
+        parse_aggregates_json(raw, GROUP_BY)
+    assert str(caught.value) == "aggregates response: Expected `str`, got `int` - at `$.results[57].data[0].interval`"
+
+
+def test_results_not_a_list_and_error_bodies_read_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(genesys, "DECODE_SLICE", 1)
+    with pytest.raises(ProviderError) as caught:
+        parse_aggregates_json(b'{"results": {"a": 1}}', GROUP_BY)
+    assert str(caught.value) == "aggregates response: Expected `array`, got `object` - at `$.results`"
+    body = b'{"code": "bad.request", "message": "nope", "contextId": "c-1"}'
+    with pytest.raises(ProviderError) as caught:
+        parse_aggregates_json(body, GROUP_BY)
+    assert str(caught.value) == "aggregates response: the vendor answered 200 with an error: bad.request: nope (c-1)"
+    assert parse_aggregates_json(b"{}", GROUP_BY) == []
+    assert parse_aggregates_json(b'{"results": []}', GROUP_BY) == []
+    with pytest.raises(ProviderError) as caught:
+        parse_aggregates_json(b'{"results": [{"group": {}, ', GROUP_BY)
+    assert str(caught.value) == """aggregates query: response is not JSON (HTTP 200, '{"results": [{"group": {}, ')"""
+    with pytest.raises(ProviderError, match="nested too deeply"):
+        parse_aggregates_json(b'{"results": [{"group": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}]}", GROUP_BY)
+    scanned = genesys._SCANNER.decode(b'{"results": [1, "x"]}').results
+    assert isinstance(scanned, list)
+    assert [bytes(r) for r in scanned] == [b"1", b'"x"']
+    assert all(isinstance(r, msgspec.Raw) for r in scanned)
