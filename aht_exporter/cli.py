@@ -17,7 +17,7 @@ from aht_exporter.clock import SystemClock
 from aht_exporter.config import Config, redacted
 from aht_exporter.httpclient import warm_up
 from aht_exporter.logs import install_redactor, setup_logging
-from aht_exporter.memory import freeze_startup_objects
+from aht_exporter.memory import freeze_startup_objects, tune_malloc
 from aht_exporter.model import ConfigError
 from aht_exporter.redact import Redactor
 from aht_exporter.registry import load_config
@@ -266,6 +266,18 @@ async def run_probe(config: Config, record: str | None) -> int:
     return await probe.run_probe(config, sys.stdout, record=Path(record) if record else None)
 
 
+def prepare_process(*, freeze: bool = True) -> None:
+    """What `serve` does before it builds the exporter (and the benchmarks, to measure what runs): malloc
+    tuned before any worker thread allocates, the TLS context and the HTTP stack loaded, and what start-up
+    left alive frozen out of the collector's walks. Before the exporter is built: its runners, providers
+    and stores are replaced by reloads, and a frozen cycle among them (a runner and its provider refer to
+    each other) would never be freed."""
+    tune_malloc()
+    warm_up()
+    if freeze:
+        freeze_startup_objects()
+
+
 async def serve(
     config: Config,
     listen: str | Sequence[str],
@@ -283,10 +295,7 @@ async def serve(
 
     SIGHUP, and POST /-/reload with `lifecycle`, reload `config_path` (None: nothing to reload, the demo).
     `storage`: the state store's directory (None: memory only)."""
-    # Before the exporter is built: its runners, providers and stores are replaced by reloads, and a frozen
-    # cycle among them (a runner and its provider refer to each other) would never be freed.
-    warm_up()
-    freeze_startup_objects()
+    prepare_process()
     state = StateStore(storage)
     exporter = Exporter(config, state=state)
     reloader = Reloader(exporter, config_path)

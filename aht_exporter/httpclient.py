@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import codecs
+import contextlib
 import functools
 import importlib
 import io
@@ -94,8 +95,19 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-# What the first request of the first poll would otherwise import, on the event loop, while scrapes wait.
-_FIRST_REQUEST_MODULES = ("httpcore", "h11", "anyio")
+# What the first request of the first poll would otherwise import, on the event loop, while scrapes wait:
+# httpcore's connection code and anyio's, which anyio loads on first use (the asyncio backend is the module
+# anyio.get_async_backend() imports). A name a later version moved is skipped: only the warm-up is lost.
+_FIRST_REQUEST_MODULES = (
+    "httpcore",
+    "h11",
+    "anyio",
+    "anyio.abc",
+    "anyio.lowlevel",
+    "anyio.streams.tls",
+    "anyio.to_thread",
+    "anyio._backends._asyncio",
+)
 
 
 def warm_up() -> None:
@@ -103,7 +115,8 @@ def warm_up() -> None:
     and import the HTTP stack's modules (`cli.serve`, before it freezes start-up objects)."""
     tls_context()
     for name in _FIRST_REQUEST_MODULES:
-        importlib.import_module(name)
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def step_extensions(step: Step, endpoint: str) -> dict[str, str]:

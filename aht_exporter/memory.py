@@ -13,24 +13,51 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
-def _find_malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _libc_function(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
     try:
-        libc = ctypes.CDLL(name)  # CDLL: the GIL is released during the call
-        trim = libc.malloc_trim
+        function = getattr(ctypes.CDLL(library), name)  # CDLL: the GIL is released during the call
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
 
 
-_MALLOC_TRIM = _find_malloc_trim()
+_MALLOC_TRIM = _libc_function("malloc_trim", [ctypes.c_size_t])
+_MALLOPT = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
+
+# glibc's mallopt() parameters (malloc.h) and what we set, each unless its environment variable is set.
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
+MMAP_THRESHOLD = 1 << 20
+"""Allocations this size or larger are mmap()ed and go back to the system when freed. glibc's default
+threshold starts at 128 KiB but rises to the size of each big block freed (up to 32 MiB): after the first
+render freed a 12 MiB body, every later body and reply was carved from the heap, which then kept it. A fixed
+threshold (setting one turns the rise off) keeps the bodies, replies and big lists out of the heap."""
+ARENA_MAX = 2
+"""malloc arenas at most. glibc makes up to 8 per core, one per thread that allocates at the same time
+(here: the event loop, the poll's and the render's worker threads), and each keeps the memory it freed."""
+_TUNING = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"), (M_ARENA_MAX, ARENA_MAX, "MALLOC_ARENA_MAX"))
+
+
+def tune_malloc(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Set glibc malloc's mmap threshold and arena count (above), once, before any worker thread starts;
+    return what was set. What the user set in the environment (`MALLOC_ARENA_MAX=4`, or any GLIBC_TUNABLES)
+    wins. Elsewhere (musl, macOS) nothing is done. Measured with bench/memory.py: docs/performance.md."""
+    if _MALLOPT is None or "GLIBC_TUNABLES" in environ:
+        return []
+    done = []
+    for param, value, variable in _TUNING:
+        if variable not in environ and _MALLOPT(param, value) == 1:
+            done.append(f"{variable}={value}")
+    return done
 
 
 def freeze_startup_objects() -> None:

@@ -115,9 +115,9 @@ def agent_snapshot(series: int, seed: int = 1) -> Snapshot:
     """
     rng = random.Random(seed)
     agents = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(max(1, series // SERIES_PER_AGENT))]
-    windows: dict[str, dict[tuple[tuple[str, str], ...], dict[Field, float]]] = {}
+    windows: dict[str, dict[tuple[tuple[str, str], ...], dict[str, float]]] = {}
     for window, most in zip(WINDOWS, (5, 10), strict=True):
-        groups = {}
+        groups: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
         for agent in agents:
             handled = rng.randint(1, most)
             talk = sum(rng.randint(30_000, 900_000) for _ in range(handled))

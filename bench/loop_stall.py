@@ -27,7 +27,7 @@ from pathlib import Path
 from common import T0, Result, SharedClock, SimulatorProcess, Target
 from sources import SOURCES
 
-from aht_exporter.memory import freeze_startup_objects
+from aht_exporter.cli import prepare_process
 from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import start_server
@@ -100,8 +100,7 @@ class Measured:
 async def measure(sim: SimulatorProcess, clock: SharedClock, args: argparse.Namespace) -> Measured:
     clock.set(T0)
     config = build_config({"defaults": {"every": "5m", "delay": "1m"}, "sources": [sim.source("genesys")]}, "bench", {})
-    if not args.no_freeze:
-        freeze_startup_objects()  # as cli.serve does before it builds the exporter
+    prepare_process(freeze=not args.no_freeze)  # as cli.serve does before it builds the exporter
     exporter = Exporter(config, clock=clock)
     server, _ = await start_server(exporter, "127.0.0.1:0")
     probe = LagProbe()

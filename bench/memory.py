@@ -55,10 +55,12 @@ def phase(name: str, series: int, polls: int, started: float) -> None:
 
 async def child(args: argparse.Namespace) -> None:
     """One scenario in this fresh process; prints a JSON line per phase."""
+    from aht_exporter.cli import prepare_process
     from aht_exporter.registry import build_config
     from aht_exporter.scheduler import Exporter
     from aht_exporter.server import start_server
 
+    prepare_process()  # as cli.serve does: malloc tuned, the HTTP stack loaded, start-up objects frozen
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         clock_file = Path(tmp) / "clock"

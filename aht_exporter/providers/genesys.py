@@ -196,7 +196,9 @@ def query_body(start: int, end: int, config: GenesysConfig) -> dict[str, Any]:
 # The reply's shape, decoded by msgspec straight into these compact records: a 20,000-agent reply
 # (6 MB of JSON) takes a third of the memory and a fifth of the time that dicts from json.loads take,
 # and a mistyped or missing field fails with its path (`$.results[0].data[2].interval`).
-# Keys we do not read (max, min, other dimensions, `systemToOrganizationMappings`) are skipped.
+# Keys we do not read (max, min, other dimensions, `systemToOrganizationMappings`) are skipped. Tuples, not
+# lists, and structs the collector does not track: the collector soon stops tracking a tuple of untracked
+# objects, where 60,000 lists would be walked by every full collection while the reply is alive.
 class _Stats(msgspec.Struct, gc=False):
     count: float | UnsetType = UNSET
     sum: float | UnsetType = UNSET
@@ -209,13 +211,13 @@ class _Metric(msgspec.Struct, gc=False):
 
 class _Data(msgspec.Struct, gc=False):
     interval: str
-    metrics: list[_Metric] = msgspec.field(default_factory=list)
+    metrics: tuple[_Metric, ...] = ()
 
 
 class _Result(msgspec.Struct, gc=False):
     # [doc] a group may carry dimensions not asked for; only ours must be strings.
     group: dict[str, Any] = msgspec.field(default_factory=dict)
-    data: list[_Data] = msgspec.field(default_factory=list)
+    data: tuple[_Data, ...] = ()
 
 
 class _Reply(msgspec.Struct, gc=False):

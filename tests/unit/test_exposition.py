@@ -168,7 +168,7 @@ def test_tokens_issued_are_a_counter_per_source_in_both_formats() -> None:
 
 
 def agents_view(name: str, agents: int, handle: float = 100.0) -> SourceView:
-    groups = {
+    groups: dict[tuple[tuple[str, str], ...], dict[str, float]] = {
         make_labels(agent=f"agent-{i:05d}"): {Field.HANDLE_TIME: handle + i, Field.CONTACTS_HANDLED: 1.0 + i % 7}
         for i in range(agents)
     }

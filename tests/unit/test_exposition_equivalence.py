@@ -151,7 +151,7 @@ class SnapshotKeys(TypedDict, total=False):
     names: Names
 
 
-def snapshot(windows: dict[str, dict[Labels, dict[Field, float]]], **kwargs: Unpack[SnapshotKeys]) -> Snapshot:
+def snapshot(windows: dict[str, dict[Labels, dict[str, float]]], **kwargs: Unpack[SnapshotKeys]) -> Snapshot:
     fields = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED, Field.TALK_TIME, Field.CONTACTS_ABANDONED})
     return Snapshot(data_end=1772445600, fields=fields, windows=windows, **kwargs)
 
@@ -190,7 +190,7 @@ def test_label_values_with_backslash_quote_and_newline_are_escaped() -> None:
 
 
 def test_special_and_large_floats_are_written_as_go_writes_them() -> None:
-    groups: dict[Labels, dict[Field, float]] = {
+    groups: dict[Labels, dict[str, float]] = {
         make_labels(agent=f"a{i}"): {Field.HANDLE_TIME: v, Field.CONTACTS_HANDLED: 1.0, Field.TALK_TIME: v}
         for i, v in enumerate(SPECIAL)
     }
@@ -246,7 +246,7 @@ values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-
 def test_any_labels_and_values_match_client_python(
     groups: dict[tuple[str, str], tuple[float, float, float]], names: dict[str, str], source: str
 ) -> None:
-    windows: dict[str, dict[Labels, dict[Field, float]]] = {
+    windows: dict[str, dict[Labels, dict[str, float]]] = {
         "30m": {
             make_labels(queue=q, media_type=m): {Field.HANDLE_TIME: h, Field.CONTACTS_HANDLED: n, Field.TALK_TIME: t}
             for (q, m), (h, n, t) in groups.items()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aht_exporter import cli
+from aht_exporter import cli, memory
 from aht_exporter.memory import freeze_startup_objects
 from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
@@ -46,6 +46,13 @@ def test_freezing_collects_the_garbage_first_and_freezes_only_what_lives() -> No
 @pytest.mark.asyncio
 async def test_serve_freezes_start_up_objects_before_it_builds_the_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
     steps: list[str] = []
+
+    def tune_malloc() -> list[str]:
+        steps.append("malloc tuned")
+        return []
+
+    monkeypatch.setattr(cli, "tune_malloc", tune_malloc)
+    monkeypatch.setattr(cli, "warm_up", lambda: steps.append("HTTP stack loaded"))
     monkeypatch.setattr(cli, "freeze_startup_objects", lambda: steps.append("freeze"))
     # The shutdown watchdog ends the process 10 s after the signal unless it has exited: here, the test run.
     monkeypatch.setattr(cli, "_shutdown_watchdog", lambda limit: steps.append(f"watchdog {limit:g}s"))
@@ -73,4 +80,42 @@ async def test_serve_freezes_start_up_objects_before_it_builds_the_exporter(monk
 
     assert await cli.serve(config, "127.0.0.1:0", on_start=on_start) == cli.EXIT_OK
     # Start-up is frozen; the exporter's runners and stores, which reloads replace, are not.
-    assert steps == ["freeze", "exporter built", "served", "polling starts", "watchdog 10s"]
+    assert steps == [
+        "malloc tuned",
+        "HTTP stack loaded",
+        "freeze",
+        "exporter built",
+        "served",
+        "polling starts",
+        "watchdog 10s",
+    ]
+
+
+def test_malloc_is_tuned_unless_the_environment_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 1
+
+    monkeypatch.setattr(memory, "_MALLOPT", mallopt)
+    # glibc's malloc.h: M_MMAP_THRESHOLD -3, M_ARENA_MAX -8.
+    assert memory.tune_malloc({}) == ["MALLOC_MMAP_THRESHOLD_=1048576", "MALLOC_ARENA_MAX=2"]
+    assert calls == [(-3, 1 << 20), (-8, 2)]
+    calls.clear()
+    assert memory.tune_malloc({"MALLOC_ARENA_MAX": "4"}) == ["MALLOC_MMAP_THRESHOLD_=1048576"]
+    assert calls == [(-3, 1 << 20)]
+    calls.clear()
+    assert memory.tune_malloc({"GLIBC_TUNABLES": "glibc.malloc.arena_max=8"}) == []
+    assert calls == []
+    monkeypatch.setattr(memory, "_MALLOPT", lambda param, value: 0)  # refused (not glibc's malloc)
+    assert memory.tune_malloc({}) == []
+    monkeypatch.setattr(memory, "_MALLOPT", None)  # no such function (musl, macOS)
+    assert memory.tune_malloc({}) == []
+
+
+def test_this_c_library_takes_the_tuning() -> None:
+    if memory._MALLOPT is None:
+        pytest.skip("this C library has no mallopt (not glibc)")
+    # Setting either again is harmless: the values are the ones serve() sets.
+    assert memory.tune_malloc({}) == ["MALLOC_MMAP_THRESHOLD_=1048576", "MALLOC_ARENA_MAX=2"]

@@ -26,7 +26,7 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 def big_view() -> SourceView:
     """Enough series for bodies of several parts, each bigger than one write slice."""
     fields = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED, Field.TALK_TIME})
-    groups = {
+    groups: dict[tuple[tuple[str, str], ...], dict[str, float]] = {
         make_labels(agent=f"agent-{i:05d}"): {Field.HANDLE_TIME: 100.0 + i, Field.CONTACTS_HANDLED: 1.0 + i % 7}
         for i in range(6000)
     }

@@ -53,7 +53,7 @@ BODIES = [(False, False), (False, True), (True, False), (True, True)]  # (openme
 
 def view(agents: int = 50) -> SourceView:
     fields = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED})
-    groups = {
+    groups: dict[tuple[tuple[str, str], ...], dict[str, float]] = {
         make_labels(agent=f"agent-{i:05d}"): {Field.HANDLE_TIME: 100.0 + i, Field.CONTACTS_HANDLED: 1.0 + i % 7}
         for i in range(agents)
     }

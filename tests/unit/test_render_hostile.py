@@ -32,12 +32,14 @@ END = 1772445600
 B = 1800
 
 
-def view(source: str, windows: dict[Labels, dict[Field, Any]], names: Names | None = None) -> SourceView:
+def view(source: str, windows: dict[Labels, dict[str, Any]], names: Names | None = None) -> SourceView:
     health = SourceHealth(source, "genesys", 3, up=True, polled=True, last_success=END - 60.0, data_end=END)
     return SourceView(health, Snapshot(END, FIELDS, {"30m": windows}, names or Names()))
 
 
-GOOD = {make_labels(media_type="voice", queue="q1"): {Field.HANDLE_TIME: 300.0, Field.CONTACTS_HANDLED: 2}}
+GOOD: dict[Labels, dict[str, Any]] = {
+    make_labels(media_type="voice", queue="q1"): {Field.HANDLE_TIME: 300.0, Field.CONTACTS_HANDLED: 2}
+}
 
 
 def test_a_lone_surrogate_in_a_label_value_that_reached_the_exposition_becomes_u_fffd() -> None:
@@ -54,7 +56,9 @@ def test_a_lone_surrogate_in_a_label_value_that_reached_the_exposition_becomes_u
 
 def test_a_source_whose_data_cannot_render_is_left_out_and_the_others_render(caplog: pytest.LogCaptureFixture) -> None:
     renderer = Renderer()
-    broken = {make_labels(queue="q1"): {Field.HANDLE_TIME: "not a number", Field.CONTACTS_HANDLED: 1}}
+    broken: dict[Labels, dict[str, Any]] = {
+        make_labels(queue="q1"): {Field.HANDLE_TIME: "not a number", Field.CONTACTS_HANDLED: 1}
+    }
     views = [view("broken", broken), view("fine", GOOD)]
     with caplog.at_level(logging.ERROR):
         series = parse_exposition(renderer.render(views).text.decode())
@@ -186,7 +190,7 @@ async def test_a_source_whose_data_cannot_render_shows_down_and_the_other_is_unt
     exporter = two_sources()
     broken, fine = exporter.runners
     # Not a number where the store promises one: Any lets the bad value through to the renderer.
-    bad: dict[Labels, dict[Field, Any]] = {make_labels(queue="q1"): {Field.HANDLE_TIME: "x", Field.CONTACTS_HANDLED: 1}}
+    bad: dict[Labels, dict[str, Any]] = {make_labels(queue="q1"): {Field.HANDLE_TIME: "x", Field.CONTACTS_HANDLED: 1}}
     for runner, windows in ((broken, bad), (fine, GOOD)):
         runner.snapshot = Snapshot(END, FIELDS, {"30m": windows})
         runner.health.record_success(T0, 0.1, END)
