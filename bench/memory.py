@@ -186,6 +186,8 @@ def main(args: argparse.Namespace) -> Result:
             else "the allocators keep part of each poll's transient memory (docs/performance.md has the breakdown)",
         )
     )
+    if args.where:
+        result.notes.append("--where: tracemalloc's own memory is in these RSS readings; compare them with nothing")
     result.notes.append(
         "RSS includes the cached bodies (text and OpenMetrics, identity and gzip, sharing their data part) and "
         "the per-source cache of formatted series; peak RSS includes the transient JSON of the provider's reply. "

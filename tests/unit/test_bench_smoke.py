@@ -27,7 +27,7 @@ from aht_exporter.providers.genesys import fields_for  # noqa: E402
 TINY = {
     **run_all.TINY,
     "freshness": [*run_all.TINY["freshness"], "--providers=genesys,ozonetel"],
-    "memory": [*run_all.TINY["memory"], "--held-polls=3", "--polls=0"],
+    "memory": [*run_all.TINY["memory"], "--held-polls=3", "--polls=0", "--where"],
 }
 
 
@@ -49,7 +49,7 @@ def outputs() -> dict[str, str]:
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, f"bench/{name}.py failed:\n{stderr[-3000:]}"
-        out[name] = stdout
+        out[name] = stdout + stderr  # memory's --where report is on stderr
     return out
 
 
@@ -78,6 +78,8 @@ def test_memory_reports_idle_held_and_after_the_polls(outputs: dict[str, str]) -
     text = outputs["memory"]
     assert "idle: server listening" in text and "after the first poll" in text and "after 3 polls" in text
     assert "target: RSS holding" in text
+    assert "RSS after each of the 3 polls: highest" in text
+    assert "live Python allocations since the first poll:" in text and "store.py:" in text
 
 
 def test_freshness_checks_metrics_for_each_provider(outputs: dict[str, str]) -> None:
