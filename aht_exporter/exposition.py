@@ -15,6 +15,7 @@ import logging
 import math
 import platform
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -163,24 +164,111 @@ class ScrapeTail:
 GZIP_LEVEL = 6
 
 
+# --- CRC-32 of concatenated segments, without reading their bytes again ----------------------------------
+# zlib's crc32_combine (crc32.c, zlib 1.2.12 and later), which Python's zlib does not expose: the CRC of A+B
+# is CRC(A) times x^(8 len B) modulo the CRC polynomial, plus CRC(B), in GF(2). The power is computed once
+# per segment (`Segment.shift`), so that a render combines each segment's CRC in one multiplication.
+_CRC_POLY = 0xEDB88320  # reflected, as zlib's
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a times b modulo the CRC polynomial (reflected bit order)."""
+    m, p = 1 << 31, 0
+    while True:
+        if a & m:
+            p ^= b
+            if (a & (m - 1)) == 0:
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+
+
+def _x2n_table() -> tuple[int, ...]:
+    table = [1 << 30]  # x^1
+    for _ in range(31):
+        table.append(_multmodp(table[-1], table[-1]))
+    return tuple(table)
+
+
+_X2N = _x2n_table()  # x^(2^k) modulo the polynomial
+
+
+def crc_shift(size: int) -> int:
+    """x^(8 size) modulo the CRC polynomial: what a CRC is multiplied by when `size` bytes follow."""
+    p, k = 1 << 31, 3
+    while size:
+        if size & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        size >>= 1
+        k += 1
+    return p
+
+
+def crc32_combine(crc1: int, crc2: int, shift: int) -> int:
+    """The CRC-32 of A+B from CRC(A), CRC(B) and `crc_shift(len(B))`."""
+    return _multmodp(shift, crc1) ^ crc2
+
+
+KEEP_TEXT = 64 * 1024
+"""A segment smaller than this keeps its text beside its deflate data (headers, a small source's families,
+the health part): making it again would cost more than it holds."""
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """Bytes of a body and the same bytes as a deflate segment of their own: compressed by a fresh compressor
-    and flushed to a byte boundary, so that segments concatenated in any order are one valid deflate stream
-    (no segment refers back into another). A source's lines are compressed once, when its poll changes them;
-    a render of the body only strings segments together."""
+    """Bytes of a body as a deflate segment of their own: compressed by a fresh compressor and flushed to a
+    byte boundary, so that segments concatenated in any order are one valid deflate stream (no segment refers
+    back into another). A source's lines are compressed once, when its poll changes them; a render of the body
+    only strings segments together, and makes its CRC-32 from theirs.
 
-    raw: bytes
+    A big segment does not keep its text: a gzip scrape (Prometheus always asks for gzip) never needs it, and
+    at 100k series the text is 23 MiB where the deflate data is 5. A scrape that asks for no compression gets
+    it inflated once per render (`Rendered.inflate`)."""
+
     deflated: bytes
+    size: int  # bytes of text
+    crc: int  # CRC-32 of the text
+    shift: int  # crc_shift(size)
+    kept: bytes | None = None  # the text itself, when smaller than KEEP_TEXT
 
     @classmethod
     def of(cls, raw: bytes) -> Segment:
         deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate: no wrapper
-        return cls(raw, deflate.compress(raw) + deflate.flush(zlib.Z_SYNC_FLUSH))
+        deflated = deflate.compress(raw) + deflate.flush(zlib.Z_SYNC_FLUSH)
+        kept = raw if len(raw) < KEEP_TEXT else None
+        return cls(deflated, len(raw), zlib.crc32(raw), crc_shift(len(raw)), kept)
+
+    @property
+    def raw(self) -> bytes:
+        """The text: kept, or inflated from the deflate data (zlib releases the GIL while it inflates)."""
+        if self.kept is not None:
+            return self.kept
+        return zlib.decompressobj(-zlib.MAX_WBITS).decompress(self.deflated)
 
 
 # A gzip member's header (RFC 1952): deflate, no flags, no time, no extra flags, unknown OS.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+class DataText:
+    """The data segments' text, both formats' share of an uncompressed body: made on first use, once per
+    render, and dropped with the render. Thread-safe: the server makes it in a worker thread."""
+
+    def __init__(self, segments: Sequence[Segment]) -> None:
+        self._segments = segments
+        self._parts: tuple[bytes, ...] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self._parts is not None
+
+    def parts(self) -> tuple[bytes, ...]:
+        if self._parts is None:
+            with self._lock:
+                if self._parts is None:
+                    self._parts = _coalesce([segment.raw for segment in self._segments])
+        return self._parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +278,19 @@ class CachedBody:
     `gzip_parts` is the start of ONE gzip member (some clients, httpx among them, decode only the first
     member of several): its header and the segments' deflate data, with `crc` and `size` the CRC-32 and
     length of `parts`. Each gzipped scrape ends it with its tail, compressed as the final deflate block, and
-    the member's trailer; nothing cached is compressed again.
+    the member's trailer; nothing cached is compressed again. `parts`, the uncompressed body, is the data's
+    text (`DataText`, made when first asked for) and this format's end.
     """
 
-    parts: tuple[bytes, ...]
+    data: DataText
+    end: bytes
     gzip_parts: tuple[bytes, ...]
     crc: int
     size: int
+
+    @property
+    def parts(self) -> tuple[bytes, ...]:
+        return (*self.data.parts(), self.end) if self.end else self.data.parts()
 
     def finish(self, tail: bytes, *, gzipped: bool) -> tuple[bytes, ...]:
         if not gzipped:
@@ -219,6 +313,15 @@ class Rendered:
     text_format: CachedBody
     openmetrics_format: CachedBody
     tail: ScrapeTail
+
+    @property
+    def text_ready(self) -> bool:
+        """Whether an uncompressed body can be served without inflating the data first (`inflate`)."""
+        return self.text_format.data.ready
+
+    def inflate(self) -> None:
+        """Make the uncompressed bodies' data text (tens of ms at 100k series): in a worker thread."""
+        self.text_format.data.parts()
 
     def body(self, *, openmetrics: bool, gzipped: bool) -> tuple[tuple[bytes, ...], str]:
         """One scrape's body, as the parts to write one after another, and its content type."""
@@ -647,21 +750,20 @@ def bodies(data: Sequence[Segment], text_end: bytes, openmetrics_end: bytes, tai
     (the health families; OpenMetrics without its "# EOF", which ends the scrape tail instead).
 
     Only the ends are compressed here; the data segments were when their source last changed. The CRC-32
-    that the gzip trailer needs is computed over the data once per render (zlib releases the GIL for it:
-    about a millisecond a megabyte), and shared by both formats up to their ends.
+    that the gzip trailer needs is combined from the segments' own (a multiplication each, whatever their
+    size), and shared by both formats up to their ends. The data's text is made only for a scrape that asks
+    for no compression (`DataText`).
     """
-    crc = 0
+    crc = size = 0
     for segment in data:
-        crc = zlib.crc32(segment.raw, crc)
-    size = sum(len(segment.raw) for segment in data)
-    raw = [segment.raw for segment in data]
+        crc = crc32_combine(crc, segment.crc, segment.shift)
+        size += segment.size
+    text = DataText(data)
     deflated = [GZIP_HEADER, *(segment.deflated for segment in data)]
 
     def cached(end: bytes) -> CachedBody:
         last = Segment.of(end)
-        return CachedBody(
-            _coalesce([*raw, end]), _coalesce([*deflated, last.deflated]), zlib.crc32(end, crc), size + len(end)
-        )
+        return CachedBody(text, end, _coalesce([*deflated, last.deflated]), zlib.crc32(end, crc), size + len(end))
 
     return Rendered(cached(text_end), cached(openmetrics_end), tail)
 

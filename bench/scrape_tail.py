@@ -62,6 +62,11 @@ class Finished:
             (om, gz): rendered.body(openmetrics=om, gzipped=gz) for om in (False, True) for gz in (False, True)
         }
 
+    text_ready = True  # every body is finished already: nothing to inflate
+
+    def inflate(self) -> None:
+        pass
+
     def body(self, *, openmetrics: bool, gzipped: bool) -> tuple[tuple[bytes, ...], str]:
         return self._bodies[(openmetrics, gzipped)]
 

@@ -27,7 +27,7 @@ from aht_exporter.providers.genesys import fields_for  # noqa: E402
 TINY = {
     **run_all.TINY,
     "freshness": [*run_all.TINY["freshness"], "--providers=genesys,ozonetel"],
-    "memory": [*run_all.TINY["memory"], "--held-polls=3", "--polls=0", "--where"],
+    "memory": [*run_all.TINY["memory"], "--held-polls=3", "--polls=0", "--where", "--identity"],
 }
 
 

@@ -3,6 +3,8 @@ import platform
 import zlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from aht_exporter import __version__
@@ -13,7 +15,10 @@ from aht_exporter.exposition import (
     ScrapeTail,
     Segment,
     SourceView,
+    _multmodp,
     bodies,
+    crc32_combine,
+    crc_shift,
     render,
 )
 from aht_exporter.health import SourceHealth
@@ -216,3 +221,34 @@ def test_segments_in_any_order_make_one_valid_gzip_member() -> None:
         for cached in (body.text_format, body.openmetrics_format):
             whole = b"".join(cached.finish(b"tail\n", gzipped=True))
             assert gzip.decompress(whole) == b"".join(cached.finish(b"tail\n", gzipped=False))
+
+
+@given(st.lists(st.binary(max_size=3000), max_size=8), st.binary(max_size=100))
+def test_the_combined_crc_is_zlibs_over_the_concatenation(pieces: list[bytes], end: bytes) -> None:
+    crc = 0
+    for piece in pieces:
+        crc = crc32_combine(crc, zlib.crc32(piece), crc_shift(len(piece)))
+    assert crc == zlib.crc32(b"".join(pieces))
+    segments = [Segment.of(p) for p in pieces]
+    body = bodies(segments, end, b"om end\n", ScrapeTail([FixedScrapeFamilies()]))
+    assert body.text_format.crc == zlib.crc32(b"".join(pieces) + end)
+    assert body.text_format.size == sum(map(len, pieces)) + len(end)
+
+
+def test_crc_shift_is_the_power_zlib_would_use_at_any_size() -> None:
+    assert crc_shift(0) == 1 << 31  # x^0: multiplying by it changes nothing
+    assert crc32_combine(zlib.crc32(b"abc"), zlib.crc32(b"de"), crc_shift(2)) == zlib.crc32(b"abcde")
+    zeros = bytes(3 << 20)
+    assert crc32_combine(zlib.crc32(b"abc"), zlib.crc32(zeros), crc_shift(len(zeros))) == zlib.crc32(b"abc" + zeros)
+    # x^(8(a+b)) = x^(8a) x^(8b), past 32 bits of length too
+    for a, b in ((1, 1), (12_345, 678_901), ((1 << 32) + 5, (1 << 33) + 7)):
+        assert crc_shift(a + b) == _multmodp(crc_shift(a), crc_shift(b))
+
+
+def test_a_big_segment_keeps_only_its_deflate_data_and_inflates_to_its_text() -> None:
+    text = b"".join(f'aht_seconds{{agent="agent-{i:05d}"}} {i}.5\n'.encode() for i in range(5000))
+    segment = Segment.of(text)
+    assert segment.kept is None and segment.size == len(text) and len(segment.deflated) < len(text) // 3
+    assert segment.raw == text
+    small = Segment.of(b"# HELP x y\n")
+    assert small.kept == b"# HELP x y\n" and small.raw is small.kept

@@ -95,3 +95,35 @@ async def test_a_scraper_that_hangs_up_mid_body_leaves_the_server_serving(served
         writer.transport.abort()
     async with httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/metrics")).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_gzip_scrapes_never_make_the_text_and_the_first_uncompressed_one_makes_it_off_the_loop(
+    served: tuple[Exporter, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter, url = served
+    rendered = exporter.rendered = render([big_view()])  # fresh: nothing inflated yet
+    big = [s for s in rendered.text_format.data._segments if s.size >= 64 * 1024]
+    assert big and all(s.kept is None for s in big)  # the big segments hold their deflate data only
+    threaded: list[str] = []
+    real_to_thread = asyncio.to_thread
+
+    async def to_thread(func: object, /, *args: object) -> object:
+        threaded.append(getattr(func, "__name__", repr(func)))
+        return await real_to_thread(func, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    async with httpx.AsyncClient(base_url=url) as client:
+        for accept in ("*/*", OPENMETRICS):
+            r = await client.get("/metrics", headers={"Accept": accept, "Accept-Encoding": "gzip"})
+            assert r.status_code == 200 and len(r.content) > 1_000_000
+        assert not rendered.text_ready and threaded == []
+        first = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+        assert rendered.text_ready and threaded == ["inflate"]
+        parts = rendered.text_format.parts
+        second = await client.get("/metrics", headers={"Accept": OPENMETRICS, "Accept-Encoding": "identity"})
+        assert threaded == ["inflate"]  # once per render, for both formats
+        assert all(a is b for a, b in zip(parts, rendered.text_format.parts, strict=True))
+    assert mask_scrape_time_values(first.content) == mask_scrape_time_values(rendered.text)
+    assert mask_scrape_time_values(second.content) == mask_scrape_time_values(rendered.openmetrics)
+    assert b'aht_contacts_handled{agent="agent-05998",provider="genesys",source="g1",window="1h"} 7.0' in first.content
