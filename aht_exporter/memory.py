@@ -1,4 +1,5 @@
-"""Giving freed memory back to the system after each render.
+"""The process's memory: malloc tuned at start (`tune_malloc`), start-up objects out of the collector's
+walks (`freeze_startup_objects`), and freed memory given back to the system after each render.
 
 A poll at 100k series allocates tens of MiB for a moment (the provider's reply, the new store and
 snapshot, the new bodies) and frees most of it once the new bodies replace the old. glibc's malloc
@@ -18,13 +19,23 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def _libc_function(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
-    library = ctypes.util.find_library("c")
+def _load_libc() -> ctypes.CDLL | None:
+    library = ctypes.util.find_library("c")  # runs ldconfig: once
     if library is None:
         return None
     try:
-        function = getattr(ctypes.CDLL(library), name)  # CDLL: the GIL is released during the call
-    except (OSError, AttributeError):
+        return ctypes.CDLL(library)  # CDLL: the GIL is released during each call
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _libc_function(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
+    try:
+        function = getattr(_LIBC, name)
+    except AttributeError:  # not this C library's (or no C library found: getattr(None, ...))
         return None
     function.argtypes = argtypes
     function.restype = ctypes.c_int
