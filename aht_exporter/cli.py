@@ -172,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    return _run(config, args)
+    try:
+        return _run(config, args)
+    except ConfigError as exc:  # found at start, before serving: the CA bundle (httpclient.reload_tls_context)
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:

@@ -17,11 +17,11 @@ import base64
 import binascii
 import codecs
 import contextlib
-import functools
 import importlib
 import io
 import logging
 import math
+import os
 import re
 import ssl
 import time
@@ -44,7 +44,7 @@ from tenacity.stop import stop_base
 
 from aht_exporter import __version__
 from aht_exporter.health import Quota
-from aht_exporter.model import ProviderError, RateLimited
+from aht_exporter.model import ConfigError, ProviderError, RateLimited
 from aht_exporter.pacing import Pacer
 from aht_exporter.redact import MASK, RUNTIME, Redactor, RuntimeSecrets
 
@@ -86,13 +86,30 @@ UNNAMED_ENDPOINT = "other"
 """The endpoint of a request sent without one: no provider does, but a count must never be lost."""
 
 
-@functools.cache
+_TLS: ssl.SSLContext | None = None
+
+
 def tls_context() -> ssl.SSLContext:
     """The one TLS context every API client verifies with, as httpx makes it by default (certifi's CA
     bundle, or SSL_CERT_FILE / SSL_CERT_DIR). Made once, not once per client: loading the bundle is about 35
     ms in one C call that holds the GIL, which kept the event loop (and every scrape) waiting when the first
     poll made its client (docs/performance.md, "Event-loop stalls"). An SSLContext is safe to share."""
-    return httpx.create_ssl_context()
+    return _TLS if _TLS is not None else reload_tls_context()
+
+
+def reload_tls_context() -> ssl.SSLContext:
+    """Read the CA bundle again (at start, and at each config reload, in a worker thread: a rotated CA is
+    taken up by the sources the reload restarts or adds; a kept source's client keeps its context). The new
+    context replaces the old in one assignment: a client made meanwhile gets one or the other, whole. A
+    bundle that cannot be read is a ConfigError (one line, exit code 2 at start; a refused reload), and the
+    context there was stays."""
+    global _TLS
+    try:
+        _TLS = httpx.create_ssl_context()
+    except OSError as exc:  # ssl.SSLError is one too
+        where = "SSL_CERT_FILE or SSL_CERT_DIR" if {"SSL_CERT_FILE", "SSL_CERT_DIR"} & set(os.environ) else "certifi"
+        raise ConfigError(f"the CA bundle ({where}) cannot be read: {exc}") from None
+    return _TLS
 
 
 # What the first request of the first poll would otherwise import, on the event loop, while scrapes wait:

@@ -24,6 +24,7 @@ from aht_exporter.config import (
     read_config_text,
 )
 from aht_exporter.exposition import ReloadStatus
+from aht_exporter.httpclient import reload_tls_context
 from aht_exporter.logs import install_redactor
 from aht_exporter.model import ConfigError
 from aht_exporter.redact import Redactor
@@ -88,8 +89,9 @@ class Reloader:
             return Outcome(message)
         try:
             # Off the event loop: a config file or a secret file on a slow network mount must not stall
-            # the scrapes and polls.
+            # the scrapes and polls; nor the CA bundle, read again for the clients the reload makes.
             config = await asyncio.to_thread(self._load, self.path)
+            await asyncio.to_thread(reload_tls_context)  # a ConfigError when it cannot be read
         except ConfigError as exc:
             error = str(exc)
         except Exception as exc:  # a bug in loading: refused the same way, never a dead daemon

@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 import respx
 
+from aht_exporter import httpclient
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import Config
 from aht_exporter.exposition import ReloadStatus
@@ -280,6 +281,40 @@ async def test_a_changed_source_is_closed_and_starts_afresh_with_a_poll_now(
     }
     assert polls(exporter, "b") == 1  # its counters start again, as a new source's do
     assert polls(exporter, "a") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_reload_reads_the_ca_bundle_again_for_the_clients_it_makes(
+    started: Started, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter, reloader, path, _ = started
+    (kept,) = [r for r in exporter.runners if r.name == "a"]
+    old_context = httpclient.tls_context()
+    # A refused reload reads nothing more, and changes no client.
+    path.write_text("sources: [\n")
+    assert not (await reloader.reload()).ok
+    assert httpclient.tls_context() is old_context
+    # A reload that restarts b: its new client verifies with a context read at the reload; a keeps its own.
+    secret = tmp_path / "b-secret"
+    secret.write_text("secret-b-5678\n")
+    write(
+        path, source("a", "secret-a-1234"), source("b", None, client_secret_file=secret), source("c", "secret-c-1234")
+    )
+    assert (await reloader.reload()).changes == Changes(kept=("a", "c"), restarted=("b",))
+    (restarted,) = [r for r in exporter.runners if r.name == "b"]
+    new_context = httpclient.tls_context()
+    assert new_context is not old_context
+    assert restarted.provider.client.http._transport._pool._ssl_context is new_context  # type: ignore[attr-defined]
+    assert kept.provider.client.http._transport._pool._ssl_context is old_context  # type: ignore[attr-defined]
+    # A CA bundle that cannot be read refuses the reload, one line, and the running context stays.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing-ca.pem"))
+    write(path, source("a", "secret-a-1234"), source("c", "secret-c-1234"))
+    outcome = await reloader.reload()
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert outcome.error.startswith("the CA bundle (SSL_CERT_FILE or SSL_CERT_DIR) cannot be read: [Errno 2]")
+    assert httpclient.tls_context() is new_context
+    assert sorted(r.name for r in exporter.runners) == ["a", "b", "c"]
 
 
 @pytest.mark.asyncio
