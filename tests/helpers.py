@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Sequence
@@ -23,6 +24,17 @@ T0 = 1772445600 + 7 * 60
 
 def fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
+
+
+def koreai_seed_record(**changes: Any) -> dict[str, Any]:
+    """Kore.ai's own sample record (seed 003) with `changes`; a value of `...` leaves the key out."""
+    record: dict[str, Any] = copy.deepcopy(fixture("koreai_seed003_response.json")["CallVolumeUpdate"][0])
+    for key, value in changes.items():
+        if value is ...:
+            record.pop(key, None)
+        else:
+            record[key] = value
+    return record
 
 
 class RecordingSleep:

@@ -23,6 +23,7 @@ from aht_exporter.providers import koreai
 from aht_exporter.providers.koreai import Record, Rules, latest_revisions, parse_page, parse_record, to_buckets
 from aht_exporter.timebuckets import parse_iso
 from tests.helpers import FIXTURES, fixture
+from tests.helpers import koreai_seed_record as seed_record
 
 GOLDEN = "koreai_golden_parse.json"
 SIMULATED = fixture("koreai_simulated_pages.json")
@@ -129,17 +130,6 @@ def test_every_sample_parses_to_the_same_records_and_buckets_as_the_walkers_did(
 
 
 # --- every kind of bad reply names its JSON path ------------------------------------------------------------------
-
-
-def seed_record(**changes: Any) -> dict[str, Any]:
-    """The vendor's sample record with `changes`; a value of `...` leaves the key out."""
-    record: dict[str, Any] = copy.deepcopy(fixture("koreai_seed003_response.json")["CallVolumeUpdate"][0])
-    for key, value in changes.items():
-        if value is ...:
-            record.pop(key, None)
-        else:
-            record[key] = value
-    return record
 
 
 def page_bytes(*records: Any, has_more: bool = False) -> bytes:

@@ -7,9 +7,7 @@ derives the rest. The field table types every count and duration Integer and say
 fields; docs/providers/koreai.md ("Real-tenant cases") records what the code does with each shape.
 """
 
-import copy
 import json
-from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +19,7 @@ from aht_exporter.model import MISSING_LABEL, Field, Names, ProviderError, make_
 from aht_exporter.providers.koreai import FIELDS, KoreAIProvider, Rules, parse_record
 from aht_exporter.timebuckets import parse_iso
 from tests.helpers import fixture, parse_callvolume
+from tests.helpers import koreai_seed_record as seed_record
 from tests.unit.test_koreai_config import CALLVOLUME, ORG, koreai_config
 from tests.unit.test_koreai_parse import page
 
@@ -41,17 +40,6 @@ COUNTERS = {
     "answeredContacts": Field.CONTACTS_ANSWERED,
     "abandonedContacts": Field.CONTACTS_ABANDONED,
 }
-
-
-def seed_record(**changes: Any) -> dict[str, Any]:
-    """The vendor's sample record with `changes`; a value of `...` leaves the key out."""
-    record: dict[str, Any] = copy.deepcopy(fixture("koreai_seed003_response.json")["CallVolumeUpdate"][0])
-    for key, value in changes.items():
-        if value is ...:
-            record.pop(key, None)
-        else:
-            record[key] = value
-    return record
 
 
 # --- a null queue ------------------------------------------------------------------------------------------------
