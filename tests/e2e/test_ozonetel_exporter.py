@@ -27,7 +27,8 @@ from aht_exporter.server import start_server
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.ozonetel import AHT_PATH, TOKEN_PATH, OzonetelSimulator
 from aht_exporter.simulator.workload import Workload
-from tests.helpers import T0, RecordingSleep, Series, parse_exposition, samples
+from tests.e2e.stack import Stack as ServedStack
+from tests.helpers import T0, RecordingSleep, Series, samples
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
 
@@ -42,17 +43,11 @@ def workload(agents: int = 12, queues: int = 3, contacts_per_slot: float = 60) -
 
 
 @dataclass
-class Stack:
-    sim: OzonetelSimulator
-    clock: FakeClock
-    exporter: Exporter
-    client: httpx.AsyncClient
+class Stack(ServedStack[OzonetelSimulator]):
+    """The shared e2e stack (tests/e2e/stack.py), on a clock the tests move, with Ozonetel's own checks. Built
+    by `ozonetel_stack`, not `serve_stack`: its tests pass the exporter a sleep and defaults."""
 
-    async def scrape(self) -> Series:
-        await self.exporter.rendered_now()
-        r = await self.client.get("/metrics")
-        assert r.status_code == 200
-        return parse_exposition(r.text)
+    clock: FakeClock
 
     async def next_poll(self, minutes: int = 5) -> bool:
         """Wait for the next poll (loop time and the wall clock move together) and run it."""
@@ -101,14 +96,13 @@ async def ozonetel_stack(
         "campaigns": simulator.campaign_names,
         **(source or {}),
     }
-    exporter = Exporter(
-        build_config({"defaults": defaults or {}, "sources": [raw]}, "<e2e>", {}), clock=clock, sleep=sleep
-    )
+    config = build_config({"defaults": defaults or {}, "sources": [raw]}, "<e2e>", {})
+    exporter = Exporter(config, clock=clock, sleep=sleep)
     runner: web.AppRunner | None = None
     try:
         runner, bound = await start_server(exporter, "127.0.0.1:0")
         async with httpx.AsyncClient(base_url=f"http://{bound[0]}") as client:
-            yield Stack(simulator, clock, exporter, client)
+            yield Stack(clock, simulator, config, exporter, client)
     finally:
         if runner is not None:
             await runner.cleanup()
