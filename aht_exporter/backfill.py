@@ -43,7 +43,7 @@ from aht_exporter.providers import PROVIDERS
 from aht_exporter.providers.base import BucketProvider
 from aht_exporter.registry import load_config
 from aht_exporter.state import StateStore, identity
-from aht_exporter.store import MICRO, SourceState, SourceStore
+from aht_exporter.store import KEY, MICRO, SourceState, SourceStore
 from aht_exporter.timebuckets import closed_until, final_until, floor_to, isoformat_z
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class Timeline:
                 i += 1  # polls before this bucket was final: their totals are those counted so far
             for labels, values in groups.items():
                 timeline.last_seen[labels] = t
-                totals = timeline.totals.setdefault(labels, dict.fromkeys(map(str, timeline.fields), 0))
+                totals = timeline.totals.setdefault(labels, dict.fromkeys((KEY[f] for f in timeline.fields), 0))
                 for f, v in values.items():
                     totals[f] = totals.get(f, 0) + v
                 at, series = timeline.changes.setdefault(labels, (array("q"), {f: array("q") for f in timeline.fields}))
