@@ -37,7 +37,7 @@ from prometheus_client.utils import floatToGoString
 from aht_exporter import __version__
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import Field, Labels, clean_text, utf8
-from aht_exporter.store import Snapshot
+from aht_exporter.store import KEY, Snapshot, Totals
 
 log = logging.getLogger(__name__)
 
@@ -447,45 +447,59 @@ def source_samples(view: SourceView) -> dict[str, bytes]:
     assert snap is not None
     source = _escape_label_value(view.health.source)
     base = {"source": source, "provider": _escape_label_value(view.health.provider)}
+    around: dict[Labels, tuple[str, str]] = {}
 
-    def label_text(window: str, labels: Labels) -> str:
-        series = {**base, "window": _escape_label_value(window)}
-        series.update((k, _escape_label_value(v)) for k, v in labels)
-        return ",".join(f'{k}="{v}"' for k, v in sorted(series.items()))
+    def around_window(labels: Labels) -> tuple[str, str]:
+        """A label set's pairs with source and provider, sorted by name, as the text before the window label
+        and after it: made once per label set, for every window and for its counters. (No data label is
+        named window: data labels are the providers' dimensions, config.GROUP_BY.)"""
+        got = around.get(labels)
+        if got is None:
+            series = dict(base)
+            series.update((k, _escape_label_value(v)) for k, v in labels)
+            pairs = sorted(series.items())
+            got = around[labels] = (
+                "".join(f'{k}="{v}",' for k, v in pairs if k < "window"),
+                "".join(f',{k}="{v}"' for k, v in pairs if k > "window"),
+            )
+        return got
 
-    sums = [(label_text(w, labels), totals) for w, groups in snap.windows.items() for labels, totals in groups.items()]
+    sums = [
+        (f'{before}window="{window}"{after}', totals)
+        for w, groups in snap.windows.items()
+        for window in (_escape_label_value(w),)
+        for labels, totals in groups.items()
+        for before, after in (around_window(labels),)
+    ]
     out: dict[str, bytes] = {}
 
     def emit(family: str, lines: list[str]) -> None:
         if lines:
             out[family] = encode("".join(lines))
 
+    def gauge(name: str, key: str, rows: list[tuple[str, Totals]]) -> None:
+        emit(name, [f"{name}{{{text}}} {go_float(totals.get(key, 0.0))}\n" for text, totals in rows])
+
+    handle, handled_key = KEY[Field.HANDLE_TIME], KEY[Field.CONTACTS_HANDLED]
     emit(
         AHT_FAMILY,
         [
-            f"{AHT_FAMILY}{{{text}}} {go_float(totals.get(Field.HANDLE_TIME, 0.0) / handled)}\n"
+            f"{AHT_FAMILY}{{{text}}} {go_float(totals.get(handle, 0.0) / handled)}\n"
             for text, totals in sums
-            if (handled := totals.get(Field.CONTACTS_HANDLED, 0.0)) > 0
+            if (handled := totals.get(handled_key, 0.0)) > 0
         ],
     )
-    for f in Field:
-        if f in snap.fields:
-            name = f"aht_{f.value}"
-            emit(name, [f"{name}{{{text}}} {go_float(totals.get(f, 0.0))}\n" for text, totals in sums])
+    fields = [f for f in Field if f in snap.fields]
+    for f in fields:
+        gauge(f"aht_{f.value}", KEY[f], sums)
     if snap.totals:
         counters = [
-            (
-                ",".join(
-                    f'{k}="{v}"' for k, v in sorted({**base, **{k: _escape_label_value(v) for k, v in labels}}.items())
-                ),
-                t,
-            )
+            ((before + after[1:]) if not before else (before[:-1] + after), t)
             for labels, t in snap.totals.items()
+            for before, after in (around_window(labels),)
         ]
-        for f in Field:
-            if f in snap.fields:
-                name = f"aht_{f.value}_total"
-                emit(name, [f"{name}{{{text}}} {go_float(totals.get(f, 0.0))}\n" for text, totals in counters])
+        for f in fields:
+            gauge(f"aht_{f.value}_total", KEY[f], counters)
     for family, label, names in ((QUEUE_INFO, "queue", snap.names.queues), (AGENT_INFO, "agent", snap.names.agents)):
         emit(
             family,

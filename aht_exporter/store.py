@@ -54,8 +54,7 @@ class Snapshot:
 
     @property
     def series(self) -> int:
-        sums = sum(series_per_labelset(t, self.fields) for w in self.windows.values() for t in w.values())
-        return sums + len(self.totals) * len(self.fields)
+        return count_series(self.windows, self.totals, self.fields)
 
 
 @dataclass
@@ -135,6 +134,20 @@ def _span(start: int, end: int) -> str:
         return f"{start}/{end}"
 
 
+def _seconds(acc: Mapping[str, int]) -> dict[str, float]:
+    return {f: v / MICRO for f, v in acc.items()}
+
+
+def count_series(
+    windows: Mapping[str, Mapping[Labels, Totals]], totals: Mapping[Labels, Totals], fields: frozenset[Field]
+) -> int:
+    """The data series of these window sums and counters: `series_per_labelset` of each, summed (inlined:
+    a function call per label set was a tenth of a snapshot at 100k label sets)."""
+    handled = KEY[Field.CONTACTS_HANDLED]
+    aht = sum(1 for w in windows.values() for t in w.values() if t.get(handled, 0) > 0)
+    return aht + (sum(map(len, windows.values())) + len(totals)) * len(fields)
+
+
 def series_per_labelset(totals: Totals, fields: frozenset[Field]) -> int:
     """Data series one label set yields in one window: every field, plus aht_seconds when handled > 0."""
     return len(fields) + (1 if totals.get(Field.CONTACTS_HANDLED, 0) > 0 else 0)
@@ -181,6 +194,11 @@ class SourceStore:
         self._dirty: set[Labels] = set()
         self._forgotten: set[Labels] = set()
         self._pruned_before: int | None = None
+        # The totals as the last snapshot showed them, in seconds and contacts, sorted by label set; and the
+        # label sets whose totals changed since (None: all of them). At 100k label sets, converting and
+        # sorting all of them again took half a poll's CPU; a poll changes the few that had contacts.
+        self._shown: dict[Labels, dict[str, float]] = {}
+        self._unshown: set[Labels] | None = None
 
     @property
     def longest_window(self) -> int:
@@ -256,6 +274,7 @@ class SourceStore:
                 if labels not in self.totals:
                     self.totals[labels] = dict(zero)
                     self._dirty.add(labels)
+                    self._changed(labels)
                 if self.last_seen.get(labels, t) < t:
                     self.last_seen[labels] = t
                     self._dirty.add(labels)
@@ -281,6 +300,7 @@ class SourceStore:
                 for f, v in values.items():
                     totals[f] = totals.get(f, 0) + v
                 self._dirty.add(labels)
+                self._changed(labels)
         self.final_until = until
         return counted
 
@@ -299,6 +319,7 @@ class SourceStore:
             self.totals.pop(labels, None)
             self._dirty.discard(labels)
             self._forgotten.add(labels)
+            self._changed(labels)
 
     def restore(self, state: SourceState) -> None:
         """Take back what the source had when it last saved (before its first poll after a restart): its
@@ -309,6 +330,32 @@ class SourceStore:
         self.fetched_until = state.fetched_until
         self.final_until = state.final_until
         self.unrecovered = state.unrecovered
+        self._unshown = None
+
+    def _changed(self, labels: Labels) -> None:
+        if self._unshown is not None:
+            self._unshown.add(labels)
+
+    def _running(self) -> dict[Labels, dict[str, float]]:
+        """The totals in seconds and contacts, sorted by label set: the last snapshot's, with the label sets
+        changed since converted again. Each snapshot gets its own copy of the mapping (`_limit_series` cuts
+        it); the per-label-set dicts are shared, and never changed once made: a changed one is replaced."""
+        if self._unshown is None:
+            self._shown = {labels: _seconds(acc) for labels, acc in sorted(self.totals.items())}
+        elif self._unshown:
+            shown = self._shown
+            added = False
+            for labels in self._unshown:
+                acc = self.totals.get(labels)
+                if acc is None:
+                    shown.pop(labels, None)
+                else:
+                    added = added or labels not in shown
+                    shown[labels] = _seconds(acc)
+            if added:  # new label sets: in their sorted place (rare: a new agent or queue)
+                self._shown = dict(sorted(shown.items()))
+        self._unshown = set()
+        return dict(self._shown)
 
     def take_changes(self, *, everything: bool = False) -> Changes:
         """What changed since the last call, copied (the store goes on changing on the event loop while the
@@ -343,11 +390,14 @@ class SourceStore:
             sums: dict[Labels, dict[str, int]] = {}
             for t in range(data_end - w.seconds, data_end, self.bucket):
                 for labels, values in self._buckets.get(t, {}).items():
-                    acc = sums.setdefault(labels, {})
+                    acc = sums.get(labels)
+                    if acc is None:
+                        sums[labels] = dict(values)  # the label set's first bucket in the window: a copy
+                        continue
                     for f, v in values.items():
                         acc[f] = acc.get(f, 0) + v
             windows[w.text] = {labels: {f: v / MICRO for f, v in acc.items()} for labels, acc in sums.items()}
-        running = {labels: {f: v / MICRO for f, v in acc.items()} for labels, acc in sorted(self.totals.items())}
+        running = self._running()
         dropped = _limit_series(windows, running, self.fields, max_series) if max_series is not None else 0
         return Snapshot(
             data_end=data_end,
@@ -368,6 +418,8 @@ def _limit_series(
 ) -> int:
     """Keep at most `max_series` series, whole label sets at a time, in every window and in the totals at
     once, in a stable (sorted) order: every window shows the same queues and agents, none is left empty."""
+    if count_series(windows, totals, fields) <= max_series:
+        return 0  # the common case, counted without the cost of each label set
     cost: dict[Labels, int] = dict.fromkeys(totals, len(fields))
     for window in windows.values():
         for labels, sums in window.items():
@@ -389,15 +441,16 @@ def _limit_series(
 
 def _names_in_use(names: Names, windows: Mapping[str, Mapping[Labels, object]]) -> Names:
     """Only the names of queues and agents that appear in the data: the _info metrics stay as small as it."""
+    if not names.queues and not names.agents:
+        return names
     queues: set[str] = set()
     agents: set[str] = set()
-    for window in windows.values():
-        for labels in window:
-            for k, v in labels:
-                if k == "queue":
-                    queues.add(v)
-                elif k == "agent":
-                    agents.add(v)
+    for labels in set().union(*windows.values()):  # each label set once, though it is in every window
+        for k, v in labels:
+            if k == "queue":
+                queues.add(v)
+            elif k == "agent":
+                agents.add(v)
     return Names(
         queues={q: names.queues[q] for q in sorted(queues) if q in names.queues},
         agents={a: names.agents[a] for a in sorted(agents) if a in names.agents},

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aht_exporter.model import Bucket, Field, Labels, make_labels
-from aht_exporter.store import MICRO, TOTALS_RETENTION, SourceStore
+from aht_exporter.store import MICRO, TOTALS_RETENTION, SourceState, SourceStore
 from aht_exporter.timebuckets import Duration, closed_until, fetch_span, final_until, poll_boundary
 
 B = 300  # 5-minute buckets
@@ -202,3 +202,50 @@ def test_the_totals_of_a_label_set_unseen_for_the_retention_are_forgotten() -> N
     assert Q2 in store.totals  # idle for a month: still counted
     poll(store, vendor, START + TOTALS_RETENTION + 3600, refresh=600)
     assert Q2 not in store.totals
+
+
+def _from_scratch(store: SourceStore) -> dict[Labels, dict[str, float]]:
+    return {labels: {f: v / MICRO for f, v in acc.items()} for labels, acc in sorted(store.totals.items())}
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), polls=st.integers(3, 40))
+def test_each_snapshot_shows_the_totals_as_converted_from_scratch_and_keeps_them(seed: int, polls: int) -> None:
+    """The snapshot converts only the label sets changed since the last one (`SourceStore._running`): with
+    label sets appearing in any order, snapshots skipped, a restart's restore and label sets forgotten, each
+    snapshot equals a conversion of every total from scratch, in sorted order, and an earlier snapshot never
+    changes after it is made (a render may be reading it)."""
+    rng = random.Random(seed)
+    vendor = Vendor()
+    store = new_store()
+    pool = [make_labels(queue=f"q{rng.randrange(100)}", agent=f"a{i}") for i in range(12)]
+    taken: list[tuple[dict[Labels, dict[str, float]], object]] = []
+    now = START
+    for k in range(polls):
+        now += EVERY if rng.random() < 0.9 else TOTALS_RETENTION // 2  # now and then, a long silence
+        newest = closed_until(poll_boundary(now + DELAY, EVERY, DELAY), B)
+        for labels in rng.sample(pool, rng.randrange(0, 4)):
+            vendor.set(newest - B, labels, rng.randrange(0, 600_000), rng.randrange(0, 9))
+        poll(store, vendor, now + DELAY, refresh=600)
+        if rng.random() < 0.15:  # a restart: the state saved, then restored into a new store
+            restored = new_store()
+            restored.restore(_state_of(store))
+            store = restored
+        if rng.random() < 0.6:
+            snap = store.snapshot(newest)
+            assert snap.totals == _from_scratch(store), k
+            assert list(snap.totals) == sorted(snap.totals)
+            taken.append(({labels: dict(t) for labels, t in snap.totals.items()}, snap.totals))
+    for was, totals_then in taken:
+        assert totals_then == was
+
+
+def _state_of(store: SourceStore) -> SourceState:
+    return SourceState(
+        fetched_until=store.fetched_until,
+        final_until=store.final_until,
+        unrecovered=store.unrecovered,
+        buckets={t: {labels: dict(v) for labels, v in groups.items()} for t, groups in store._buckets.items()},
+        totals={labels: dict(v) for labels, v in store.totals.items()},
+        last_seen=dict(store.last_seen),
+    )
