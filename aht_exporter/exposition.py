@@ -250,7 +250,7 @@ class Segment:
 
     @property
     def raw(self) -> bytes:
-        """The text: kept, or inflated from the deflate data (zlib releases the GIL while it inflates)."""
+        """The text: kept, or inflated from the deflate data (ISA-L releases the GIL while it inflates)."""
         if self.kept is not None:
             return self.kept
         return isal_zlib.decompressobj(-isal_zlib.MAX_WBITS).decompress(self.deflated)
@@ -477,7 +477,7 @@ def source_samples(view: SourceView) -> dict[str, bytes]:
         if lines:
             out[family] = encode("".join(lines))
 
-    def gauge(name: str, key: str, rows: list[tuple[str, Totals]]) -> None:
+    def samples(name: str, key: str, rows: list[tuple[str, Totals]]) -> None:
         emit(name, [f"{name}{{{text}}} {go_float(totals.get(key, 0.0))}\n" for text, totals in rows])
 
     handle, handled_key = KEY[Field.HANDLE_TIME], KEY[Field.CONTACTS_HANDLED]
@@ -491,7 +491,7 @@ def source_samples(view: SourceView) -> dict[str, bytes]:
     )
     fields = [f for f in Field if f in snap.fields]
     for f in fields:
-        gauge(f"aht_{f.value}", KEY[f], sums)
+        samples(f"aht_{f.value}", KEY[f], sums)
     if snap.totals:
         counters = [
             ((before + after[1:]) if not before else (before[:-1] + after), t)
@@ -499,7 +499,7 @@ def source_samples(view: SourceView) -> dict[str, bytes]:
             for before, after in (around_window(labels),)
         ]
         for f in fields:
-            gauge(f"aht_{f.value}_total", KEY[f], counters)
+            samples(f"aht_{f.value}_total", KEY[f], counters)
     for family, label, names in ((QUEUE_INFO, "queue", snap.names.queues), (AGENT_INFO, "agent", snap.names.agents)):
         emit(
             family,
