@@ -15,7 +15,6 @@ import logging
 import math
 import platform
 import struct
-import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -233,7 +232,7 @@ class Segment:
 
     A big segment does not keep its text: a gzip scrape (Prometheus always asks for gzip) never needs it, and
     at 100k series the text is 23 MiB where the deflate data is 5. A scrape that asks for no compression gets
-    it inflated once per render (`Rendered.inflate`)."""
+    it inflated a slice at a time as it is written (`text_slices`), and nothing of it is kept."""
 
     deflated: bytes
     size: int  # bytes of text
@@ -250,35 +249,40 @@ class Segment:
 
     @property
     def raw(self) -> bytes:
-        """The text: kept, or inflated from the deflate data (ISA-L releases the GIL while it inflates)."""
+        """The text: kept, or inflated from the deflate data whole."""
+        return self.kept if self.kept is not None else b"".join(self.text_slices(self.size))
+
+    def text_slices(self, limit: int) -> Iterator[bytes]:
+        """The text, inflated at most `limit` bytes at a time: each step is one call into ISA-L, which
+        releases the GIL (the server runs each in a worker thread). Raises if the text is not `size` bytes,
+        which the body's Content-Length promised."""
         if self.kept is not None:
-            return self.kept
-        return isal_zlib.decompressobj(-isal_zlib.MAX_WBITS).decompress(self.deflated)
+            yield self.kept
+            return
+        inflate = isal_zlib.decompressobj(-isal_zlib.MAX_WBITS)
+        data, made = self.deflated, 0
+        while True:
+            piece = inflate.decompress(data, limit)
+            data = inflate.unconsumed_tail
+            if not piece and not data:
+                break
+            made += len(piece)
+            yield piece
+        if made != self.size:
+            raise ValueError(f"a segment inflated to {made} bytes, not {self.size}")
+
+
+Part = bytes | Segment
+"""A part of a body to write: bytes, or a big segment of an uncompressed body, to inflate as it is written."""
+
+
+def joined(parts: Iterable[Part]) -> bytes:
+    """Parts as one body, big segments inflated (for --once, the tests and the benchmarks; never a scrape)."""
+    return b"".join(part if isinstance(part, bytes) else part.raw for part in parts)
 
 
 # A gzip member's header (RFC 1952): deflate, no flags, no time, no extra flags, unknown OS.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-
-
-class DataText:
-    """The data segments' text, both formats' share of an uncompressed body: made on first use, once per
-    render, and dropped with the render. Thread-safe: the server makes it in a worker thread."""
-
-    def __init__(self, segments: Sequence[Segment]) -> None:
-        self._segments = segments
-        self._parts: tuple[bytes, ...] | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def ready(self) -> bool:
-        return self._parts is not None
-
-    def parts(self) -> tuple[bytes, ...]:
-        if self._parts is None:
-            with self._lock:
-                if self._parts is None:
-                    self._parts = _coalesce([segment.raw for segment in self._segments])
-        return self._parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,20 +293,21 @@ class CachedBody:
     member of several): its header and the segments' deflate data, with `crc` and `size` the CRC-32 and
     length of `parts`. Each gzipped scrape ends it with its tail, compressed as the final deflate block, and
     the member's trailer; nothing cached is compressed again. `parts`, the uncompressed body, is the data's
-    text (`DataText`, made when first asked for) and this format's end.
+    small segments' text (coalesced) and its big segments, to inflate as they are written (`Segment.text_slices`),
+    then this format's end.
     """
 
-    data: DataText
+    data: tuple[Part, ...]
     end: bytes
     gzip_parts: tuple[bytes, ...]
     crc: int
     size: int
 
     @property
-    def parts(self) -> tuple[bytes, ...]:
-        return (*self.data.parts(), self.end) if self.end else self.data.parts()
+    def parts(self) -> tuple[Part, ...]:
+        return (*self.data, self.end) if self.end else self.data
 
-    def finish(self, tail: bytes, *, gzipped: bool) -> tuple[bytes, ...]:
+    def finish(self, tail: bytes, *, gzipped: bool) -> tuple[Part, ...]:
         if not gzipped:
             return (*self.parts, tail)
         deflate = deflater()
@@ -324,37 +329,32 @@ class Rendered:
     openmetrics_format: CachedBody
     tail: ScrapeTail
 
-    @property
-    def text_ready(self) -> bool:
-        """Whether an uncompressed body can be served without inflating the data first (`inflate`)."""
-        return self.text_format.data.ready
-
-    def inflate(self) -> None:
-        """Make the uncompressed bodies' data text (tens of ms at 100k series): in a worker thread."""
-        self.text_format.data.parts()
-
-    def body(self, *, openmetrics: bool, gzipped: bool) -> tuple[tuple[bytes, ...], str]:
-        """One scrape's body, as the parts to write one after another, and its content type."""
+    def body(self, *, openmetrics: bool, gzipped: bool) -> tuple[tuple[Part, ...], str]:
+        """One scrape's body, as the parts to write one after another, and its content type. A gzipped body
+        is bytes only; an uncompressed one has its big data segments to inflate as they are written."""
         cached = self.openmetrics_format if openmetrics else self.text_format
         parts = cached.finish(self.tail.render(openmetrics=openmetrics), gzipped=gzipped)
         return parts, (OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE)
 
     # Whole bodies as a scrape would get them now, for --once and the tests.
+    def whole(self, *, openmetrics: bool, gzipped: bool) -> bytes:
+        return joined(self.body(openmetrics=openmetrics, gzipped=gzipped)[0])
+
     @property
     def text(self) -> bytes:
-        return b"".join(self.body(openmetrics=False, gzipped=False)[0])
+        return self.whole(openmetrics=False, gzipped=False)
 
     @property
     def text_gzip(self) -> bytes:
-        return b"".join(self.body(openmetrics=False, gzipped=True)[0])
+        return self.whole(openmetrics=False, gzipped=True)
 
     @property
     def openmetrics(self) -> bytes:
-        return b"".join(self.body(openmetrics=True, gzipped=False)[0])
+        return self.whole(openmetrics=True, gzipped=False)
 
     @property
     def openmetrics_gzip(self) -> bytes:
-        return b"".join(self.body(openmetrics=True, gzipped=True)[0])
+        return self.whole(openmetrics=True, gzipped=True)
 
 
 # The data families, in the order they appear; each is left out when no source fills it.
@@ -775,14 +775,14 @@ def bodies(data: Sequence[Segment], text_end: bytes, openmetrics_end: bytes, tai
 
     Only the ends are compressed here; the data segments were when their source last changed. The CRC-32
     that the gzip trailer needs is combined from the segments' own (a multiplication each, whatever their
-    size), and shared by both formats up to their ends. The data's text is made only for a scrape that asks
-    for no compression (`DataText`).
+    size), and shared by both formats up to their ends. The big segments' text is made only by a scrape that
+    asks for no compression, as it writes them (`Segment.text_slices`).
     """
     crc = size = 0
     for segment in data:
         crc = crc32_combine(crc, segment.crc, segment.shift)
         size += segment.size
-    text = DataText(data)
+    text = _text_parts(data)
     deflated = [GZIP_HEADER, *(segment.deflated for segment in data)]
 
     def cached(end: bytes) -> CachedBody:
@@ -790,6 +790,21 @@ def bodies(data: Sequence[Segment], text_end: bytes, openmetrics_end: bytes, tai
         return CachedBody(text, end, _coalesce([*deflated, last.deflated]), zlib.crc32(end, crc), size + len(end))
 
     return Rendered(cached(text_end), cached(openmetrics_end), tail)
+
+
+def _text_parts(segments: Sequence[Segment]) -> tuple[Part, ...]:
+    """An uncompressed body's data parts: the kept text of small segments, coalesced, and the big segments."""
+    out: list[Part] = []
+    run: list[bytes] = []
+    for segment in segments:
+        if segment.kept is not None:
+            run.append(segment.kept)
+            continue
+        out += _coalesce(run)
+        run = []
+        out.append(segment)
+    out += _coalesce(run)
+    return tuple(out)
 
 
 def _coalesce(parts: Sequence[bytes]) -> tuple[bytes, ...]:

@@ -25,6 +25,7 @@ from aht_exporter.connections import (
     connection_cap,
     listen,
 )
+from aht_exporter.exposition import Segment
 from aht_exporter.model import utf8
 from aht_exporter.reload import Reloader
 from aht_exporter.scheduler import Exporter
@@ -63,10 +64,6 @@ def accepts_gzip(accept_encoding: str) -> bool:
 async def metrics(request: web.Request) -> web.StreamResponse:
     rendered = request.app[EXPORTER_KEY].rendered
     gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    if not gzipped and not rendered.text_ready:
-        # The first uncompressed scrape since the render: the data's text is inflated from the cached deflate
-        # data (tens of ms at 100k series), in a worker thread, and kept with this render for the next ones.
-        await asyncio.to_thread(rendered.inflate)
     parts, content_type = rendered.body(
         openmetrics=wants_openmetrics(request.headers.get("Accept", "")), gzipped=gzipped
     )
@@ -76,13 +73,21 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     # The parts (the cached ones, then the few process_* and python_gc_* families `body` just read) are
     # written one after another, never joined, in slices that wait for the socket to drain: the transport
     # then never buffers more than a slice of a body per scrape, however many scrapers read a 10 MB body at once.
+    # An uncompressed body's big data segments are inflated a slice at a time as they are written, each slice
+    # in a worker thread, and nothing of them is kept (docs/performance.md, "The uncompressed text is never
+    # kept"): at 100k agents their text is about 90 MB, where the deflate data the render keeps is 20.
     response = web.StreamResponse(headers=headers)
-    response.content_length = sum(len(part) for part in parts)
+    response.content_length = sum(part.size if isinstance(part, Segment) else len(part) for part in parts)
     try:
         async with asyncio.timeout(request.app[WRITE_TIMEOUT_KEY]):
             await response.prepare(request)
             if request.method != "HEAD":
                 for part in parts:
+                    if isinstance(part, Segment):
+                        slices = part.text_slices(WRITE_SLICE)
+                        while (piece := await asyncio.to_thread(next, slices, None)) is not None:
+                            await response.write(piece)
+                        continue
                     view = memoryview(part)
                     for start in range(0, len(view), WRITE_SLICE):
                         await response.write(view[start : start + WRITE_SLICE])

@@ -94,6 +94,8 @@ async def serve_ours(series: int) -> None:
 
 async def serve_bare(series: int) -> None:
     """The same bytes from a bare asyncio socket server: request line and headers read, body written."""
+    from aht_exporter.exposition import joined
+
     rendered, n, _ = _rendered(series)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -109,10 +111,12 @@ async def serve_bare(series: int) -> None:
                 )
                 if isinstance(parts, bytes):  # the exposition before issue 8 kept each body whole
                     parts = (parts,)
-                head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {sum(map(len, parts))}\r\n"
+                # Each part as it is (joining one bytes object copies nothing), big segments inflated whole
+                body = [joined((part,)) for part in parts]
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {sum(map(len, body))}\r\n"
                 writer.write((head + ("Content-Encoding: gzip\r\n" if gzipped else "") + "\r\n").encode())
-                for part in parts:
-                    writer.write(part)
+                for chunk in body:
+                    writer.write(chunk)
                     await writer.drain()
         except ConnectionError:
             pass

@@ -19,6 +19,7 @@ from aht_exporter.exposition import (
     bodies,
     crc32_combine,
     crc_shift,
+    joined,
     render,
 )
 from aht_exporter.health import SourceHealth
@@ -219,8 +220,8 @@ def test_segments_in_any_order_make_one_valid_gzip_member() -> None:
     for order in (pieces, pieces[::-1]):
         body = bodies([Segment.of(p) for p in order], b"text end\n", b"om end\n", ScrapeTail([FixedScrapeFamilies()]))
         for cached in (body.text_format, body.openmetrics_format):
-            whole = b"".join(cached.finish(b"tail\n", gzipped=True))
-            assert gzip.decompress(whole) == b"".join(cached.finish(b"tail\n", gzipped=False))
+            whole = joined(cached.finish(b"tail\n", gzipped=True))
+            assert gzip.decompress(whole) == joined(cached.finish(b"tail\n", gzipped=False))
 
 
 @given(st.lists(st.binary(max_size=3000), max_size=8), st.binary(max_size=100))

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gzip
+import inspect
+import itertools
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import pytest_asyncio
 
-from aht_exporter.exposition import ScrapeTail, SourceView, render
+from aht_exporter.exposition import ScrapeTail, Segment, SourceView, joined, render
 from aht_exporter.health import SourceHealth
 from aht_exporter.model import Field, make_labels
 from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
-from aht_exporter.server import start_server
+from aht_exporter.server import WRITE_SLICE, start_server
 from aht_exporter.store import Snapshot
 from tests.helpers import FixedScrapeFamilies, mask_scrape_time_values
 
@@ -63,7 +65,8 @@ async def test_each_body_arrives_whole_from_its_parts(served: tuple[Exporter, st
             assert r.status_code == 200
             assert int(r.headers["Content-Length"]) == len(raw)
             # The cached parts as they are, then the tail this scrape read; the process values in it move.
-            assert raw.startswith(b"".join(expected.gzip_parts if gzipped else expected.parts))
+            cached = expected.gzip_parts if gzipped else expected.parts
+            assert raw.startswith(joined(cached))
             body = gzip.decompress(raw) if gzipped else raw
             now = rendered.openmetrics if accept == OPENMETRICS else rendered.text
             assert mask_scrape_time_values(body) == mask_scrape_time_values(now)
@@ -98,18 +101,18 @@ async def test_a_scraper_that_hangs_up_mid_body_leaves_the_server_serving(served
 
 
 @pytest.mark.asyncio
-async def test_gzip_scrapes_never_make_the_text_and_the_first_uncompressed_one_makes_it_off_the_loop(
+async def test_gzip_scrapes_never_make_the_text_and_uncompressed_ones_inflate_it_off_the_loop_keeping_none(
     served: tuple[Exporter, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exporter, url = served
-    rendered = exporter.rendered = render([big_view()])  # fresh: nothing inflated yet
-    big = [s for s in rendered.text_format.data._segments if s.size >= 64 * 1024]
-    assert big and all(s.kept is None for s in big)  # the big segments hold their deflate data only
-    threaded: list[str] = []
+    rendered = exporter.rendered = render([big_view()])
+    big = [s for s in rendered.text_format.parts if isinstance(s, Segment)]
+    assert big and all(s.kept is None and s.size >= 64 * 1024 for s in big)  # their deflate data only
+    threaded: list[object] = []
     real_to_thread = asyncio.to_thread
 
     async def to_thread(func: object, /, *args: object) -> object:
-        threaded.append(getattr(func, "__name__", repr(func)))
+        threaded.append(args[0] if args else func)
         return await real_to_thread(func, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(asyncio, "to_thread", to_thread)
@@ -117,13 +120,31 @@ async def test_gzip_scrapes_never_make_the_text_and_the_first_uncompressed_one_m
         for accept in ("*/*", OPENMETRICS):
             r = await client.get("/metrics", headers={"Accept": accept, "Accept-Encoding": "gzip"})
             assert r.status_code == 200 and len(r.content) > 1_000_000
-        assert not rendered.text_ready and threaded == []
+        assert threaded == []
         first = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
-        assert rendered.text_ready and threaded == ["inflate"]
-        parts = rendered.text_format.parts
+        # Each big segment inflated a slice at a time, every slice in a worker thread: at least a step per
+        # WRITE_SLICE of its text, and one more that finds the end.
+        least = sum(-(-s.size // WRITE_SLICE) + 1 for s in big)
+        assert len(threaded) >= least and all(inspect.isgenerator(step) for step in threaded)
+        steps = len(threaded)
         second = await client.get("/metrics", headers={"Accept": OPENMETRICS, "Accept-Encoding": "identity"})
-        assert threaded == ["inflate"]  # once per render, for both formats
-        assert all(a is b for a, b in zip(parts, rendered.text_format.parts, strict=True))
+        assert len(threaded) == 2 * steps  # again: nothing of the first scrape's text was kept
+    assert all(s.kept is None for s in big)
     assert mask_scrape_time_values(first.content) == mask_scrape_time_values(rendered.text)
     assert mask_scrape_time_values(second.content) == mask_scrape_time_values(rendered.openmetrics)
     assert b'aht_contacts_handled{agent="agent-05998",provider="genesys",source="g1",window="1h"} 7.0' in first.content
+
+
+def test_a_segment_inflates_in_slices_to_its_text_and_refuses_a_wrong_size() -> None:
+    text = b"".join(b'aht_seconds{agent="a%06d",window="1h"} %d.5\n' % (i, i * 7 % 1000) for i in range(40_000))
+    segment = Segment.of(text)
+    assert segment.kept is None and segment.size == len(text)
+    for limit in (1, 4096, WRITE_SLICE, len(text), 10 * len(text)):
+        slices = list(segment.text_slices(limit)) if limit > 1 else list(itertools.islice(segment.text_slices(1), 5))
+        assert all(0 < len(piece) <= limit for piece in slices)
+        if limit > 1:
+            assert b"".join(slices) == text
+    assert segment.raw == text
+    lying = dataclasses.replace(segment, size=segment.size + 1)
+    with pytest.raises(ValueError, match="inflated to"):
+        b"".join(lying.text_slices(WRITE_SLICE))

@@ -39,13 +39,7 @@ BOUND = 15.0  # seconds any single wait below may take before the test fails
 
 
 class BigBody:
-    """Stands in for the exporter's rendered exposition (cast to Rendered: the server only calls body(), and
-    inflate() when text_ready is False)."""
-
-    text_ready = True  # every body is finished already: nothing to inflate
-
-    def inflate(self) -> None:
-        pass
+    """Stands in for the exporter's rendered exposition (cast to Rendered: the server only calls body())."""
 
     def body(self, *, openmetrics: bool, gzipped: bool) -> tuple[tuple[bytes, ...], str]:
         return (BIG_BODY,), "text/plain; version=0.0.4; charset=utf-8"
