@@ -146,13 +146,17 @@ class Bucket:
     """What one provider reports for one label set over one closed time bucket.
 
     `values` holds only the fields the provider reported; a field the provider says it gives
-    (`Provider.fields`) but left out of a bucket means zero: vendors omit empty metrics.
+    (`Provider.fields`) but left out of a bucket means zero: vendors omit empty metrics. Its keys are
+    `Field`s or their plain str values (a `Field` finds either: a StrEnum member hashes and compares as its
+    value). A provider of many buckets keys them by the plain str: a dict of str and floats is one the
+    garbage collector does not track, where a `Field` key (an object with a `__dict__`) makes it walked
+    by every full collection while the poll runs (docs/performance.md, "Event-loop stalls").
     """
 
     start: int
     end: int
     labels: Labels
-    values: Mapping[Field, float]
+    values: Mapping[str, float]
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ hashes and compares as its value). Plain keys matter at 100k label sets: a dict 
 str and numbers holds nothing the garbage collector tracks, so CPython leaves the dict itself untracked and
 no collection walks it, where a `Field` key (an object with a `__dict__`) would keep every such dict in
 every full collection's traversal: tens of ms with the GIL held (docs/performance.md, "Event-loop stalls")."""
-KEY: dict[Field, str] = {f: f.value for f in Field}
+KEY: Mapping[str, str] = {f.value: f.value for f in Field}
 MICRO = 1_000_000  # the store's unit: every provider's values are whole ms or s, exact in millionths
 
 
@@ -122,7 +122,7 @@ def _unstorable(bucket: Bucket) -> ProviderError:
     bad = ((f, v) for f, v in bucket.values.items() if not abs(v * MICRO) < math.inf)
     field, value = next(bad, next(iter(bucket.values.items())))
     return ProviderError(
-        f"the provider returned {value!r} as {field.value} of the bucket {_span(bucket.start, bucket.end)}"
+        f"the provider returned {value!r} as {KEY[field]} of the bucket {_span(bucket.start, bucket.end)}"
     )
 
 

@@ -197,7 +197,7 @@ def parse_metric_data(raw: bytes, group_by: Sequence[str], *, status: int = 200)
         )
         if end <= start:
             raise ProviderError(f"metric data response: {where}.MetricInterval ends before it starts")
-        values: dict[Field, float] = {}
+        values: dict[str, float] = {}
         for j, datum in enumerate(result.Collections):
             unit = units.get(datum.Metric.Name) if isinstance(datum.Metric.Name, str) else None
             if unit is None or datum.Value is None:  # not ours, or null: nothing was counted
@@ -231,7 +231,7 @@ def _label(label: str, value: object, where: str) -> str:
 def merge(buckets: Sequence[Bucket]) -> list[Bucket]:
     """Buckets of one span fetched in several queue chunks, one per interval and label set: not grouped by
     queue, two chunks each report their part of the same group."""
-    merged: dict[tuple[int, int, Any], dict[Field, float]] = {}
+    merged: dict[tuple[int, int, Any], dict[str, float]] = {}
     for b in buckets:
         values = merged.setdefault((b.start, b.end, b.labels), {})
         for field, value in b.values.items():

@@ -163,6 +163,10 @@ _STATS: Mapping[str, tuple[tuple[str, Field, float], ...]] = {
     "tAbandon": (("count", Field.CONTACTS_ABANDONED, 1.0),),
     "nOffered": (("count", Field.CONTACTS_OFFERED, 1.0),),
 }
+# The same, with each field as its plain str (model.Bucket): the buckets' values dicts are then untracked.
+_STAT_KEYS: Mapping[str, tuple[tuple[str, str, float], ...]] = {
+    metric: tuple((stat, field.value, divisor) for stat, field, divisor in stats) for metric, stats in _STATS.items()
+}
 # The largest stat the vendor may send, in its unit: a `t*` sum in ms, a count in contacts (model.py).
 _LIMITS: Mapping[str, tuple[float, str]] = {"sum": (MAX_SECONDS * 1000, "ms"), "count": (MAX_COUNT, "contacts")}
 
@@ -309,9 +313,9 @@ def _buckets(reply: _Reply, group_by: Sequence[str]) -> list[Bucket]:
             span = intervals.get(entry.interval)
             if span is None:
                 span = intervals[entry.interval] = _interval(entry.interval, f"results[{i}].data[{j}]")
-            values: dict[Field, float] = {}
+            values: dict[str, float] = {}
             for k, metric in enumerate(entry.metrics):
-                for stat, field, divisor in _STATS.get(metric.metric, ()):  # a metric we did not ask for: ignored
+                for stat, field, divisor in _STAT_KEYS.get(metric.metric, ()):  # a metric not asked for: ignored
                     value = metric.stats.count if stat == "count" else metric.stats.sum
                     # The common case inline (a float in range: NaN fails both comparisons); anything
                     # else is judged, and named by its path, by _stat. At 100k agents a call and an error

@@ -180,7 +180,7 @@ class Record:
     labels: Labels
     queue_id: str | None
     queue_name: str | None
-    values: dict[Field, float]
+    values: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +332,7 @@ def parse_record(raw: object, index: int, rules: Rules) -> Record:
     # Kore stores durations in ms [sample]; dividing (not multiplying by 1e-3) keeps n/1000 exact.
     divisor = 1000 if rules.time_unit == "ms" else 1
     most = MAX_SECONDS * divisor  # in the vendor's unit
-    values = {
+    values: dict[str, float] = {
         field: _number(getattr(record, key), f"{path}.{key}", most, rules.time_unit) / divisor
         for key, field in _DURATIONS
     }
@@ -433,7 +433,7 @@ def to_buckets(records: Iterable[Record], start: int, end: int, bucket: int) -> 
     A record must lie inside one bucket (a 15-minute record rolls up into a 30-minute bucket); one that
     straddles a bucket boundary, or is longer than the bucket, fails the poll rather than being misplaced.
     """
-    sums: dict[tuple[int, Labels], dict[Field, float]] = {}
+    sums: dict[tuple[int, Labels], dict[str, float]] = {}
     for r in records:
         first = floor_to(r.start, bucket)
         if not r.start < r.end <= first + bucket:

@@ -376,14 +376,14 @@ def parse_engactivity(raw: bytes, selection: Selection, start: int, end: int, *,
     return buckets
 
 
-def read_metrics(raw: bytes | msgspec.Raw, selection: Selection, path: str = "$") -> dict[Labels, dict[Field, float]]:
+def read_metrics(raw: bytes | msgspec.Raw, selection: Selection, path: str = "$") -> dict[Labels, dict[str, float]]:
     """One `metricsData` (or a whole-timeframe reply), found at JSON path `path` -> values per label set at
     the selection's grain. Only the blocks the selection needs are read.
 
     A cell whose every figure is zero is left out, as the vendor leaves out skills and agents without data.
     """
     data = _decode(_DATA, raw, path)
-    out: dict[Labels, dict[Field, float]] = {}
+    out: dict[Labels, dict[str, float]] = {}
     if selection.by_skill:
         path = f"{path}.skillsMetricsPerAgent"
         skills = _read(_BLOCK, data.skillsMetricsPerAgent, path)
@@ -418,7 +418,7 @@ def read_metrics(raw: bytes | msgspec.Raw, selection: Selection, path: str = "$"
 _LAST_STAMP = 253402300799999  # 9999-12-31T23:59:59.999Z in ms: the last instant a date can show
 
 
-def _add(out: dict[Labels, dict[Field, float]], labels: Labels, raw: msgspec.Raw | UnsetType, path: str) -> None:
+def _add(out: dict[Labels, dict[str, float]], labels: Labels, raw: msgspec.Raw | UnsetType, path: str) -> None:
     cell = _read(_CELL, raw, path)
     # [doc] totalHandlingTime in seconds and totalInteractiveChats, our two fields, each within its bound (model.py).
     handle = _figure(cell.totalHandlingTime, MAX_SECONDS, "s", path, "totalHandlingTime")

@@ -4,14 +4,17 @@ the path in the whole reply."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import msgspec
 import pytest
 
-from aht_exporter.model import ProviderError
+from aht_exporter.model import Field, ProviderError
 from aht_exporter.providers import genesys
 from aht_exporter.providers.genesys import parse_aggregates_json
+from aht_exporter.store import SourceStore
+from aht_exporter.timebuckets import Duration
 from tests.helpers import fixture
 
 GROUP_BY = ["agent", "media_type"]
@@ -89,3 +92,22 @@ def test_results_not_a_list_and_error_bodies_read_as_before(monkeypatch: pytest.
     assert isinstance(scanned, list)
     assert [bytes(r) for r in scanned] == [b"1", b'"x"']
     assert all(isinstance(r, msgspec.Raw) for r in scanned)
+
+
+def test_what_a_big_poll_holds_is_not_walked_by_the_garbage_collector() -> None:
+    """A full collection during a 100k-agent poll walked every bucket's values dict (a `Field` key keeps a dict
+    tracked): they are keyed by the plain str now, and so are the store's and the snapshot's per-label-set
+    dicts, which the collector then leaves alone (docs/performance.md, "Event-loop stalls")."""
+    buckets = parse_aggregates_json(many_results(50), GROUP_BY)
+    assert buckets and not any(gc.is_tracked(b.values) for b in buckets)
+    assert all(v == b.values[Field(k)] for b in buckets for k, v in b.values.items())  # a Field finds each
+    start = min(b.start for b in buckets)
+    end = max(b.end for b in buckets)
+    size = buckets[0].end - buckets[0].start
+    store = SourceStore(bucket=size, windows=[Duration.parse("1d")], fields=genesys.fields_for(GROUP_BY))
+    store.replace(start, end, buckets)
+    store.finalize(start)
+    snap = store.snapshot(end)
+    held: list[object] = [*(v for groups in store._buckets.values() for v in groups.values()), *store.totals.values()]
+    held += [t for window in snap.windows.values() for t in window.values()] + list(snap.totals.values())
+    assert held and not any(gc.is_tracked(d) for d in held)
