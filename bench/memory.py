@@ -32,8 +32,8 @@ from common import T0, Result, ScraperProcess, SharedClock, SimulatorProcess, Ta
 
 RSS_TARGET = 150e6 / 2**20  # 150 MB at 100k series, in MiB as RSS is read (143.1)
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-# What Prometheus asks for (gzip, in either format); `--identity` adds uncompressed scrapes (curl), for which
-# the exporter keeps the data's text until the next render.
+# What Prometheus asks for (gzip, in either format); `--identity` adds uncompressed scrapes (curl), which
+# inflate the data's text a slice at a time as they write it, and keep none.
 SCRAPES = ({"Accept-Encoding": "gzip"}, {"Accept": OPENMETRICS, "Accept-Encoding": "gzip"})
 IDENTITY_SCRAPES = ({"Accept-Encoding": "identity"}, {"Accept": OPENMETRICS, "Accept-Encoding": "identity"})
 
@@ -190,10 +190,10 @@ def main(args: argparse.Namespace) -> Result:
     )
     if args.where:
         result.notes.append("--where: tracemalloc's own memory is in these RSS readings; compare them with nothing")
-    text = "too, made by each render's first uncompressed scrape" if args.identity else "not: no scrape asks for it"
+    text = "inflated by each uncompressed scrape as it writes it" if args.identity else "never made: no scrape asks"
     result.notes.append(
         "RSS includes the cached bodies (text and OpenMetrics, gzip, sharing their data part; the uncompressed "
-        f"data text {text}) "
+        f"data text {text}, and never kept) "
         "and the per-source cache of formatted series; peak RSS includes the transient JSON of the provider's "
         "reply. The two scenarios run at the same time, in separate processes."
     )
