@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import msgspec
+
 Labels = tuple[tuple[str, str], ...]
 """The grouping labels of a series, sorted by name: (("media_type", "voice"), ("queue", "q1"))."""
 
@@ -141,9 +143,13 @@ def make_labels(**values: str) -> Labels:
     return tuple(sorted(values.items()))
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
+class Bucket(msgspec.Struct, frozen=True, gc=False):
     """What one provider reports for one label set over one closed time bucket.
+
+    A msgspec Struct that the garbage collector does not track (`gc=False`: it holds no container that could
+    close a cycle): a 100k-agent poll makes some 100k of them, and as dataclass instances every full
+    collection while the poll ran walked them all, 27 ms per 60,000 with the GIL held, the longest stalls of
+    the event loop at that size (docs/performance.md, "Event-loop stalls").
 
     `values` holds only the fields the provider reported; a field the provider says it gives
     (`Provider.fields`) but left out of a bucket means zero: vendors omit empty metrics. Its keys are
