@@ -191,14 +191,17 @@ class SourceStore:
         self.unrecovered = 0  # buckets that became final without ever being fetched: the totals lack them
         # What changed since the last `take_changes`, for the state store to write.
         self._replaced: tuple[int, int] | None = None
-        self._dirty: set[Labels] = set()
-        self._forgotten: set[Labels] = set()
+        # Label sets as the keys of dicts, not sets: the collector never untracks a set, and walks all of its
+        # entries in every full collection (100k label sets: milliseconds each time, GIL held), where a dict
+        # of untracked keys and values is untracked (docs/performance.md, "Event-loop stalls").
+        self._dirty: dict[Labels, None] = {}
+        self._forgotten: dict[Labels, None] = {}
         self._pruned_before: int | None = None
         # The totals as the last snapshot showed them, in seconds and contacts, sorted by label set; and the
         # label sets whose totals changed since (None: all of them). At 100k label sets, converting and
         # sorting all of them again took half a poll's CPU; a poll changes the few that had contacts.
         self._shown: dict[Labels, dict[str, float]] = {}
-        self._unshown: set[Labels] | None = None
+        self._unshown: dict[Labels, None] | None = None
 
     @property
     def longest_window(self) -> int:
@@ -273,11 +276,11 @@ class SourceStore:
             for labels in groups:
                 if labels not in self.totals:
                     self.totals[labels] = dict(zero)
-                    self._dirty.add(labels)
+                    self._dirty[labels] = None
                     self._changed(labels)
                 if self.last_seen.get(labels, t) < t:
                     self.last_seen[labels] = t
-                    self._dirty.add(labels)
+                    self._dirty[labels] = None
                 elif labels not in self.last_seen:
                     self.last_seen[labels] = t
 
@@ -299,7 +302,7 @@ class SourceStore:
                 totals = self.totals.setdefault(labels, dict.fromkeys(self._keys, 0))
                 for f, v in values.items():
                     totals[f] = totals.get(f, 0) + v
-                self._dirty.add(labels)
+                self._dirty[labels] = None
                 self._changed(labels)
         self.final_until = until
         return counted
@@ -317,8 +320,8 @@ class SourceStore:
         for labels in [labels for labels, t in self.last_seen.items() if t < forget]:
             del self.last_seen[labels]
             self.totals.pop(labels, None)
-            self._dirty.discard(labels)
-            self._forgotten.add(labels)
+            self._dirty.pop(labels, None)
+            self._forgotten[labels] = None
             self._changed(labels)
 
     def restore(self, state: SourceState) -> None:
@@ -334,16 +337,17 @@ class SourceStore:
 
     def _changed(self, labels: Labels) -> None:
         if self._unshown is not None:
-            self._unshown.add(labels)
+            self._unshown[labels] = None
 
     def _running(self) -> dict[Labels, dict[str, float]]:
         """The totals in seconds and contacts, sorted by label set: the last snapshot's, with the label sets
-        changed since converted again. Each snapshot gets its own copy of the mapping (`_limit_series` cuts
-        it); the per-label-set dicts are shared, and never changed once made: a changed one is replaced."""
+        changed since converted again. Copy on write: a snapshot's mapping is never changed once made (a render
+        may be reading it), and one made when nothing changed is the very same mapping (one 100k-entry dict
+        for the collector to walk, not two). The per-label-set dicts are shared, never changed once made."""
         if self._unshown is None:
             self._shown = {labels: _seconds(acc) for labels, acc in sorted(self.totals.items())}
         elif self._unshown:
-            shown = self._shown
+            shown = dict(self._shown)
             added = False
             for labels in self._unshown:
                 acc = self.totals.get(labels)
@@ -352,16 +356,16 @@ class SourceStore:
                 else:
                     added = added or labels not in shown
                     shown[labels] = _seconds(acc)
-            if added:  # new label sets: in their sorted place (rare: a new agent or queue)
-                self._shown = dict(sorted(shown.items()))
-        self._unshown = set()
-        return dict(self._shown)
+            # New label sets go to their sorted place (rare at steady state: a new agent or queue)
+            self._shown = dict(sorted(shown.items())) if added else shown
+        self._unshown = {}
+        return self._shown
 
     def take_changes(self, *, everything: bool = False) -> Changes:
         """What changed since the last call, copied (the store goes on changing on the event loop while the
         copy is written in a thread). `everything`: the whole state, for a save after one that failed."""
         if everything:
-            self._dirty = set(self.totals)
+            self._dirty = dict.fromkeys(self.totals)
         replaced = self._replaced
         buckets = {
             t: {labels: dict(values) for labels, values in groups.items()}
@@ -380,7 +384,7 @@ class SourceStore:
             everything=everything,
         )
         self._replaced, self._pruned_before = None, None
-        self._dirty, self._forgotten = set(), set()
+        self._dirty, self._forgotten = {}, {}
         return changes
 
     def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot:
@@ -398,7 +402,10 @@ class SourceStore:
                         acc[f] = acc.get(f, 0) + v
             windows[w.text] = {labels: {f: v / MICRO for f, v in acc.items()} for labels, acc in sums.items()}
         running = self._running()
-        dropped = _limit_series(windows, running, self.fields, max_series) if max_series is not None else 0
+        dropped = 0
+        if max_series is not None and count_series(windows, running, self.fields) > max_series:
+            running = dict(running)  # cut below: a copy, as the store keeps the whole for the next snapshot
+            dropped = _limit_series(windows, running, self.fields, max_series)
         return Snapshot(
             data_end=data_end,
             fields=self.fields,
