@@ -164,7 +164,7 @@ GZIP_LEVEL = 1
 """ISA-L's fastest level (python-isal's `isal_zlib`, zlib's interface over Intel's ISA-L). On a 19 MiB body
 of this exposition it deflates in 37 ms to 4.4 MiB, where zlib takes 340 ms at its default level 6 for 4.5
 MiB and 153 ms at level 1 for 4.9 MiB: compression was more than half of a render (docs/performance.md,
-"Deflate with ISA-L"). Its output is plain deflate, which every gzip decoder reads; it releases the GIL while
+"Issue 18, continued"). Its output is plain deflate, which every gzip decoder reads; it releases the GIL while
 it compresses."""
 
 
@@ -452,7 +452,7 @@ def source_samples(view: SourceView) -> dict[str, bytes]:
     def around_window(labels: Labels) -> tuple[str, str]:
         """A label set's pairs with source and provider, sorted by name, as the text before the window label
         and after it: made once per label set, for every window and for its counters. (No data label is
-        named window: data labels are the providers' dimensions, config.GROUP_BY.)"""
+        named window: data labels are the providers' group_by dimensions, queue, agent and media_type.)"""
         got = around.get(labels)
         if got is None:
             series = dict(base)

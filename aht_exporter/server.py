@@ -74,8 +74,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     # written one after another, never joined, in slices that wait for the socket to drain: the transport
     # then never buffers more than a slice of a body per scrape, however many scrapers read a 10 MB body at once.
     # An uncompressed body's big data segments are inflated a slice at a time as they are written, each slice
-    # in a worker thread, and nothing of them is kept (docs/performance.md, "The uncompressed text is never
-    # kept"): at 100k agents their text is about 90 MB, where the deflate data the render keeps is 20.
+    # in a worker thread, and nothing of them is kept (docs/performance.md, "Issue 18, continued"): at 100k
+    # agents their text is about 90 MB, where the deflate data the render keeps is 20.
     response = web.StreamResponse(headers=headers)
     response.content_length = sum(part.size if isinstance(part, Segment) else len(part) for part in parts)
     try:
