@@ -23,8 +23,9 @@ from aht_exporter.exposition import (
     render,
 )
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import Field, Names, make_labels
-from aht_exporter.store import Snapshot
+from aht_exporter.model import Bucket, Field, Names, make_labels
+from aht_exporter.store import Snapshot, SourceStore
+from aht_exporter.timebuckets import Duration
 from tests.helpers import FixedScrapeFamilies, parse_exposition, samples
 
 FIELDS = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED, Field.TALK_TIME})
@@ -253,3 +254,51 @@ def test_a_big_segment_keeps_only_its_deflate_data_and_inflates_to_its_text() ->
     assert segment.raw == text
     small = Segment.of(b"# HELP x y\n")
     assert small.kept == b"# HELP x y\n" and small.raw is small.kept
+
+
+def test_counters_are_formatted_again_only_when_the_totals_changed() -> None:
+    """A snapshot whose totals did not change shares the last one's mapping (the store copies it on write):
+    the renderer reuses that source's `_total` segments, and the body is still byte for byte a render from
+    scratch; once a bucket is counted, the counters are formatted again."""
+    bucket, t0 = 900, 1772445600
+    store = SourceStore(bucket=bucket, windows=[Duration.parse("1h")], fields=frozenset(Field), every=300)
+    agents = [make_labels(agent=f"a{i:03d}", queue="q1") for i in range(300)]
+
+    def poll(start: int, end: int, handle: float) -> None:
+        store.replace(
+            start,
+            end,
+            [
+                Bucket(t, t + bucket, labels, {Field.HANDLE_TIME: handle, Field.CONTACTS_HANDLED: 1})
+                for t in range(start, end, bucket)
+                for labels in agents
+            ],
+        )
+
+    health = SourceHealth("g1", "genesys", 3, up=True, polled=True)
+    renderer = Renderer(ScrapeTail([FixedScrapeFamilies()]))
+
+    def rendered(snap: Snapshot) -> tuple[dict[str, Segment], bytes]:
+        body = renderer.render([SourceView(health, snap)]).text
+        fresh = Renderer(ScrapeTail([FixedScrapeFamilies()])).render([SourceView(health, snap)]).text
+        assert body == fresh
+        ((_, segments),) = renderer._samples.values()
+        return {f: s for f, s in segments.items() if f.endswith("_total")}, body
+
+    poll(t0 - 3600, t0, 10.0)
+    store.finalize(t0 - 3600)
+    first = store.snapshot(t0)
+    counters, _ = rendered(first)
+    assert len(counters) == len(Field)
+    poll(t0 - bucket, t0, 20.0)  # a revision inside the window: the windows change, the totals do not
+    second = store.snapshot(t0)
+    assert second.totals is first.totals and second.windows != first.windows
+    again, body = rendered(second)
+    assert all(again[f] is counters[f] for f in counters)  # the very segments: not formatted again
+    assert b'aht_handle_time_seconds{agent="a000",provider="genesys",queue="q1",source="g1",window="1h"} 50.0' in body
+    store.finalize(t0 - 1800)  # two buckets counted: the totals change
+    third = store.snapshot(t0)
+    assert third.totals is not second.totals
+    changed, body = rendered(third)
+    assert all(changed[f] is not counters[f] for f in counters)
+    assert b'aht_handle_time_seconds_total{agent="a000",provider="genesys",queue="q1",source="g1"} 20.0' in body
