@@ -401,11 +401,9 @@ class SourceStore:
                     for f, v in values.items():
                         acc[f] = acc.get(f, 0) + v
             windows[w.text] = {labels: {f: v / MICRO for f, v in acc.items()} for labels, acc in sums.items()}
-        running = self._running()
-        dropped = 0
-        if max_series is not None and count_series(windows, running, self.fields) > max_series:
-            running = dict(running)  # cut below: a copy, as the store keeps the whole for the next snapshot
-            dropped = _limit_series(windows, running, self.fields, max_series)
+        running, dropped = self._running(), 0
+        if max_series is not None:
+            running, dropped = _limit_series(windows, running, self.fields, max_series)
         return Snapshot(
             data_end=data_end,
             fields=self.fields,
@@ -422,18 +420,20 @@ def _limit_series(
     totals: dict[Labels, dict[str, float]],
     fields: frozenset[Field],
     max_series: int,
-) -> int:
+) -> tuple[dict[Labels, dict[str, float]], int]:
     """Keep at most `max_series` series, whole label sets at a time, in every window and in the totals at
-    once, in a stable (sorted) order: every window shows the same queues and agents, none is left empty."""
-    if count_series(windows, totals, fields) <= max_series:
-        return 0  # the common case, counted without the cost of each label set
+    once, in a stable (sorted) order: every window shows the same queues and agents, none is left empty.
+
+    The windows are cut in place; the totals kept are returned, with how many series were dropped. `totals`
+    itself is never changed (the store keeps it for the next snapshot): it is returned as it is when nothing
+    is cut, the common case, counted without the cost of each label set."""
+    total = count_series(windows, totals, fields)
+    if total <= max_series:
+        return totals, 0
     cost: dict[Labels, int] = dict.fromkeys(totals, len(fields))
     for window in windows.values():
         for labels, sums in window.items():
             cost[labels] = cost.get(labels, 0) + series_per_labelset(sums, fields)
-    total = sum(cost.values())
-    if total <= max_series:
-        return 0
     kept, keep = 0, set()
     for labels in sorted(cost):
         if kept + cost[labels] <= max_series:
@@ -441,9 +441,7 @@ def _limit_series(
             kept += cost[labels]
     for text, window in windows.items():
         windows[text] = {labels: sums for labels, sums in window.items() if labels in keep}
-    for labels in [labels for labels in totals if labels not in keep]:
-        del totals[labels]
-    return total - kept
+    return {labels: t for labels, t in totals.items() if labels in keep}, total - kept
 
 
 def _names_in_use(names: Names, windows: Mapping[str, Mapping[Labels, object]]) -> Names:
@@ -502,7 +500,7 @@ class AverageStore:
             if v is not None
         }
         windows = {self.window.text: present}
-        dropped = _limit_series(windows, {}, frozenset(), max_series) if max_series is not None else 0
+        dropped = _limit_series(windows, {}, frozenset(), max_series)[1] if max_series is not None else 0
         return Snapshot(
             data_end=data_end,
             fields=frozenset(),

@@ -114,6 +114,8 @@ def test_max_series_drops_whole_label_sets_and_counts_them() -> None:
     assert sorted(snap.totals) == labels[:2]  # the counters of the same label sets
     assert snap.series_dropped == 50 - 10
     assert snap.series == 10
+    # The cut is the snapshot's only: the store's totals, and the next snapshot without a limit, keep all
+    assert sorted(s.totals) == labels and sorted(s.snapshot(TEN).totals) == labels
 
 
 def test_max_series_keeps_the_same_label_sets_in_every_window() -> None:
