@@ -18,6 +18,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from isal import isal_zlib
 from prometheus_client import ProcessCollector
@@ -35,8 +36,8 @@ from prometheus_client.utils import floatToGoString
 
 from aht_exporter import __version__
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import Field, Labels, clean_text, utf8
-from aht_exporter.store import KEY, Snapshot, Totals
+from aht_exporter.model import Field, Labels, Sums, clean_text, utf8
+from aht_exporter.store import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -479,21 +480,21 @@ def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, byte
         if lines:
             out[family] = encode("".join(lines))
 
-    def samples(name: str, key: str, rows: list[tuple[str, Totals]]) -> None:
-        emit(name, [f"{name}{{{text}}} {go_float(totals.get(key, 0.0))}\n" for text, totals in rows])
+    def samples(name: str, field: Field, rows: list[tuple[str, Sums]]) -> None:
+        value = attrgetter(field.value)
+        emit(name, [f"{name}{{{text}}} {go_float(value(totals))}\n" for text, totals in rows])
 
-    handle, handled_key = KEY[Field.HANDLE_TIME], KEY[Field.CONTACTS_HANDLED]
     emit(
         AHT_FAMILY,
         [
-            f"{AHT_FAMILY}{{{text}}} {go_float(totals.get(handle, 0.0) / handled)}\n"
+            f"{AHT_FAMILY}{{{text}}} {go_float(totals.handle_time_seconds / handled)}\n"
             for text, totals in sums
-            if (handled := totals.get(handled_key, 0.0)) > 0
+            if (handled := totals.contacts_handled) > 0
         ],
     )
     fields = [f for f in Field if f in snap.fields]
     for f in fields:
-        samples(f"aht_{f.value}", KEY[f], sums)
+        samples(f"aht_{f.value}", f, sums)
     if counters and snap.totals:
         counter_rows = [
             ((before + after[1:]) if not before else (before[:-1] + after), t)
@@ -501,7 +502,7 @@ def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, byte
             for before, after in (around_window(labels),)
         ]
         for f in fields:
-            samples(f"aht_{f.value}_total", KEY[f], counter_rows)
+            samples(f"aht_{f.value}_total", f, counter_rows)
     for family, label, names in ((QUEUE_INFO, "queue", snap.names.queues), (AGENT_INFO, "agent", snap.names.agents)):
         emit(
             family,
@@ -720,7 +721,7 @@ class Renderer:
         self._samples: dict[tuple[int, str, str], tuple[Snapshot, dict[str, Segment]]] = {}
         # (source, provider) -> the totals mapping its counters were formatted from, and their segments.
         # Holding the mapping keeps its id from being reused while the entry lives.
-        self._counters: dict[tuple[str, str], tuple[Mapping[Labels, Totals], dict[str, Segment]]] = {}
+        self._counters: dict[tuple[str, str], tuple[Mapping[Labels, Sums], dict[str, Segment]]] = {}
         # The sources whose data failed to render in the last render, and why: new failures only (a
         # snapshot that failed once is not tried again, and not reported again).
         self.failures: dict[str, str] = {}
@@ -732,7 +733,7 @@ class Renderer:
     def render(self, views: Sequence[SourceView]) -> Rendered:
         """CPU-bound: call it off the event loop."""
         samples: dict[tuple[int, str, str], tuple[Snapshot, dict[str, Segment]]] = {}
-        counters: dict[tuple[str, str], tuple[Mapping[Labels, Totals], dict[str, Segment]]] = {}
+        counters: dict[tuple[str, str], tuple[Mapping[Labels, Sums], dict[str, Segment]]] = {}
         self.failures = {}
         for view in views:
             snap = view.snapshot

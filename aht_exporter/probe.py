@@ -247,9 +247,9 @@ def _plausibility(runner: SourceRunner, buckets: list[Bucket], report: SourceRep
             )
     for window, totals_by_labels in snapshot.windows.items():
         for labels, totals in totals_by_labels.items():
-            handled = totals.get(Field.CONTACTS_HANDLED, 0)
-            if handled > 0:
-                _check_aht(report, totals.get(Field.HANDLE_TIME, 0) / handled, labels, window, runner.config)
+            if totals.contacts_handled > 0:
+                aht = totals.handle_time_seconds / totals.contacts_handled
+                _check_aht(report, aht, labels, window, runner.config)
     _check_parts(runner.config.provider, buckets, report)
     future = [b for b in buckets if b.end > now]
     if future:

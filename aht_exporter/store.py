@@ -7,9 +7,23 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import add
 from typing import Protocol, TypeVar
 
-from aht_exporter.model import AverageUpdate, Bucket, Field, Labels, Names, ProviderError, clean_labels
+from msgspec.structs import astuple
+
+from aht_exporter.model import (
+    SUMS_FIELDS,
+    SUMS_INDEX,
+    AverageUpdate,
+    Bucket,
+    Field,
+    Labels,
+    Names,
+    ProviderError,
+    Sums,
+    clean_labels,
+)
 from aht_exporter.timebuckets import (
     Duration,
     closed_until,
@@ -24,14 +38,10 @@ TOTALS_RETENTION = 35 * 86400
 """Seconds a label set's running totals are kept after the newest bucket it appeared in: a queue idle for
 a month still has its `_total` counters, so that "this month" stays exact for it; then they are forgotten."""
 
-Totals = Mapping[str, float]
-"""A label set's values, keyed by each `Field`'s value as a plain str (a `Field` finds it: a StrEnum member
-hashes and compares as its value). Plain keys matter at 100k label sets: a dict whose keys and values are
-str and numbers holds nothing the garbage collector tracks, so CPython leaves the dict itself untracked and
-no collection walks it, where a `Field` key (an object with a `__dict__`) would keep every such dict in
-every full collection's traversal: tens of ms with the GIL held (docs/performance.md, "Event-loop stalls")."""
 KEY: Mapping[str, str] = {f.value: f.value for f in Field}
+"""Each field's plain str, found by a `Field` or by that str (a StrEnum member hashes and compares as its value)."""
 MICRO = 1_000_000  # the store's unit: every provider's values are whole ms or s, exact in millionths
+NOTHING = Sums(*[0] * len(SUMS_FIELDS))  # in millionths: where every label set's running totals start
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +55,11 @@ class Snapshot:
 
     data_end: int
     fields: frozenset[Field]
-    windows: Mapping[str, Mapping[Labels, Totals]]
+    windows: Mapping[str, Mapping[Labels, Sums]]
     names: Names = field(default_factory=Names)
     series_dropped: int = 0
-    # Running totals of the final buckets per label set (the `_total` counters), every field present.
-    totals: Mapping[Labels, Totals] = field(default_factory=dict)
+    # Running totals of the final buckets per label set (the `_total` counters).
+    totals: Mapping[Labels, Sums] = field(default_factory=dict)
     unrecovered: int = 0  # buckets final without ever being fetched (`SourceStore.unrecovered`)
 
     @property
@@ -134,23 +144,42 @@ def _span(start: int, end: int) -> str:
         return f"{start}/{end}"
 
 
-def _seconds(acc: Mapping[str, int]) -> dict[str, float]:
-    return {f: v / MICRO for f, v in acc.items()}
+def _plus(a: Sums, b: Sums) -> Sums:
+    return Sums(*map(add, astuple(a), astuple(b)))
+
+
+def _seconds(acc: Sums) -> Sums:
+    """Millionths as seconds and contacts (floats; a zero is the one shared 0.0)."""
+    return Sums(*[v / MICRO if v else 0.0 for v in astuple(acc)])
+
+
+def _saved(acc: Sums) -> dict[str, int]:
+    """As the state store writes a label set's millionths: the fields that are not zero, by name."""
+    return {name: v for name, v in zip(SUMS_FIELDS, astuple(acc), strict=True) if v}
+
+
+def _restored(values: Mapping[str, int]) -> Sums:
+    """The state store's fields by name, back as Sums; a name this version does not know is left out."""
+    row = [0] * len(SUMS_FIELDS)
+    for name, v in values.items():
+        i = SUMS_INDEX.get(name)
+        if i is not None:
+            row[i] += v
+    return Sums(*row)
 
 
 def count_series(
-    windows: Mapping[str, Mapping[Labels, Totals]], totals: Mapping[Labels, Totals], fields: frozenset[Field]
+    windows: Mapping[str, Mapping[Labels, Sums]], totals: Mapping[Labels, Sums], fields: frozenset[Field]
 ) -> int:
     """The data series of these window sums and counters: `series_per_labelset` of each, summed (inlined:
     a function call per label set was a tenth of a snapshot at 100k label sets)."""
-    handled = KEY[Field.CONTACTS_HANDLED]
-    aht = sum(1 for w in windows.values() for t in w.values() if t.get(handled, 0) > 0)
+    aht = sum(1 for w in windows.values() for t in w.values() if t.contacts_handled > 0)
     return aht + (sum(map(len, windows.values())) + len(totals)) * len(fields)
 
 
-def series_per_labelset(totals: Totals, fields: frozenset[Field]) -> int:
+def series_per_labelset(totals: Sums, fields: frozenset[Field]) -> int:
     """Data series one label set yields in one window: every field, plus aht_seconds when handled > 0."""
-    return len(fields) + (1 if totals.get(Field.CONTACTS_HANDLED, 0) > 0 else 0)
+    return len(fields) + (1 if totals.contacts_handled > 0 else 0)
 
 
 class SourceStore:
@@ -172,20 +201,20 @@ class SourceStore:
         self.bucket = bucket
         self.windows = sorted(windows)
         self.fields = fields
-        self._keys = sorted(KEY[f] for f in fields)
         self.every, self.delay, self.refresh = every, delay, refresh
         self.counter_lag: int | None = counter_lag(
             bucket=bucket, every=every, delay=delay, refresh=refresh, longest_window=self.longest_window
         )
         # Values as whole millionths (of a second, of a contact): sums of integers are exact, so a window's
-        # handle time is exactly the sum of the vendor's milliseconds, never 288.92900000000003.
-        self._buckets: dict[int, dict[Labels, dict[str, int]]] = {}
+        # handle time is exactly the sum of the vendor's milliseconds, never 288.92900000000003. Every value
+        # per label set is a `Sums`, never changed once made (a snapshot or a save may share it).
+        self._buckets: dict[int, dict[Labels, Sums]] = {}
         self.fetched_until: int | None = None
         # The `_total` counters: per label set, the sum of every final bucket counted so far, in millionths.
         # A label set gets its totals, at zero, as soon as it appears in any bucket, final or not: by the
         # time its first bucket is counted, Prometheus has seen the counter at zero for `refresh`, and the
         # increase from absent to the first value is never lost.
-        self.totals: dict[Labels, dict[str, int]] = {}
+        self.totals: dict[Labels, Sums] = {}
         self.last_seen: dict[Labels, int] = {}  # the start of the newest bucket each label set appeared in
         self.final_until: int | None = None  # buckets before it are counted in `totals`
         self.unrecovered = 0  # buckets that became final without ever being fetched: the totals lack them
@@ -200,7 +229,7 @@ class SourceStore:
         # The totals as the last snapshot showed them, in seconds and contacts, sorted by label set; and the
         # label sets whose totals changed since (None: all of them). At 100k label sets, converting and
         # sorting all of them again took half a poll's CPU; a poll changes the few that had contacts.
-        self._shown: dict[Labels, dict[str, float]] = {}
+        self._shown: dict[Labels, Sums] = {}
         self._unshown: dict[Labels, None] | None = None
 
     @property
@@ -240,8 +269,9 @@ class SourceStore:
         Two records for the same bucket and labels are summed. Label values are vendor text: here, where
         every provider's labels enter, they are made fit for /metrics (`clean_labels`).
         """
-        fresh: dict[int, dict[Labels, dict[str, int]]] = {}
+        fresh: dict[int, dict[Labels, Sums]] = {}
         cleaned: dict[Labels, Labels] = {}  # a label set recurs in every bucket: clean each one once
+        width = len(SUMS_FIELDS)
         for b in buckets:
             if b.start % self.bucket or b.end - b.start != self.bucket or not start <= b.start < end:
                 raise ProviderError(
@@ -252,13 +282,15 @@ class SourceStore:
             labels = cleaned.get(b.labels)
             if labels is None:
                 labels = cleaned[b.labels] = clean_labels(b.labels)
-            totals = fresh.setdefault(b.start, {}).setdefault(labels, {})
+            row = [0] * width
             try:
                 for f, v in b.values.items():
-                    k = KEY[f]
-                    totals[k] = totals.get(k, 0) + round(v * MICRO)
+                    row[SUMS_INDEX[f]] += round(v * MICRO)
             except (OverflowError, ValueError):
                 raise _unstorable(b) from None
+            group = fresh.setdefault(b.start, {})
+            same = group.get(labels)
+            group[labels] = Sums(*row) if same is None else _plus(same, Sums(*row))
         if self.fetched_until is not None and start > self.fetched_until:
             # Never fetched, and never will be (a poll fetches no further back than the longest window):
             # the exporter was down, or failing, for longer than that. Counted, not hidden.
@@ -271,11 +303,10 @@ class SourceStore:
             self._replaced = (start, end)
         else:
             self._replaced = (min(start, self._replaced[0]), max(end, self._replaced[1]))
-        zero = dict.fromkeys(self._keys, 0)
         for t, groups in fresh.items():
             for labels in groups:
                 if labels not in self.totals:
-                    self.totals[labels] = dict(zero)
+                    self.totals[labels] = NOTHING
                     self._dirty[labels] = None
                     self._changed(labels)
                 if self.last_seen.get(labels, t) < t:
@@ -299,9 +330,7 @@ class SourceStore:
                 continue  # empty, as vendors omit empty buckets (or never fetched: see `unrecovered`)
             counted += 1
             for labels, values in groups.items():
-                totals = self.totals.setdefault(labels, dict.fromkeys(self._keys, 0))
-                for f, v in values.items():
-                    totals[f] = totals.get(f, 0) + v
+                self.totals[labels] = _plus(self.totals.get(labels, NOTHING), values)
                 self._dirty[labels] = None
                 self._changed(labels)
         self.final_until = until
@@ -327,8 +356,8 @@ class SourceStore:
     def restore(self, state: SourceState) -> None:
         """Take back what the source had when it last saved (before its first poll after a restart): its
         next poll fetches only what is missing since, and its totals go on from where they were."""
-        self._buckets = state.buckets
-        self.totals = state.totals
+        self._buckets = {t: {labels: _restored(v) for labels, v in g.items()} for t, g in state.buckets.items()}
+        self.totals = {labels: _restored(v) for labels, v in state.totals.items()}
         self.last_seen = state.last_seen
         self.fetched_until = state.fetched_until
         self.final_until = state.final_until
@@ -339,7 +368,7 @@ class SourceStore:
         if self._unshown is not None:
             self._unshown[labels] = None
 
-    def _running(self) -> dict[Labels, dict[str, float]]:
+    def _running(self) -> dict[Labels, Sums]:
         """The totals in seconds and contacts, sorted by label set: the last snapshot's, with the label sets
         changed since converted again. Copy on write: a snapshot's mapping is never changed once made (a render
         may be reading it), and one made when nothing changed is the very same mapping (one 100k-entry dict
@@ -368,7 +397,7 @@ class SourceStore:
             self._dirty = dict.fromkeys(self.totals)
         replaced = self._replaced
         buckets = {
-            t: {labels: dict(values) for labels, values in groups.items()}
+            t: {labels: _saved(values) for labels, values in groups.items()}
             for t, groups in self._buckets.items()
             if everything or (replaced is not None and replaced[0] <= t < replaced[1])
         }
@@ -379,7 +408,7 @@ class SourceStore:
             replaced=replaced,
             buckets=buckets,
             pruned_before=self._pruned_before,
-            totals={labels: (self.last_seen.get(labels, 0), dict(self.totals[labels])) for labels in self._dirty},
+            totals={labels: (self.last_seen.get(labels, 0), _saved(self.totals[labels])) for labels in self._dirty},
             forgotten=frozenset(self._forgotten),
             everything=everything,
         )
@@ -389,18 +418,14 @@ class SourceStore:
 
     def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot:
         """Window sums over the closed buckets ending at or before `data_end`."""
-        windows: dict[str, dict[Labels, dict[str, float]]] = {}
+        windows: dict[str, dict[Labels, Sums]] = {}
         for w in self.windows:
-            sums: dict[Labels, dict[str, int]] = {}
+            sums: dict[Labels, Sums] = {}
             for t in range(data_end - w.seconds, data_end, self.bucket):
                 for labels, values in self._buckets.get(t, {}).items():
                     acc = sums.get(labels)
-                    if acc is None:
-                        sums[labels] = dict(values)  # the label set's first bucket in the window: a copy
-                        continue
-                    for f, v in values.items():
-                        acc[f] = acc.get(f, 0) + v
-            windows[w.text] = {labels: {f: v / MICRO for f, v in acc.items()} for labels, acc in sums.items()}
+                    sums[labels] = values if acc is None else _plus(acc, values)
+            windows[w.text] = {labels: _seconds(acc) for labels, acc in sums.items()}
         running, dropped = self._running(), 0
         if max_series is not None:
             running, dropped = _limit_series(windows, running, self.fields, max_series)
@@ -416,11 +441,11 @@ class SourceStore:
 
 
 def _limit_series(
-    windows: dict[str, dict[Labels, dict[str, float]]],
-    totals: dict[Labels, dict[str, float]],
+    windows: dict[str, dict[Labels, Sums]],
+    totals: dict[Labels, Sums],
     fields: frozenset[Field],
     max_series: int,
-) -> tuple[dict[Labels, dict[str, float]], int]:
+) -> tuple[dict[Labels, Sums], int]:
     """Keep at most `max_series` series, whole label sets at a time, in every window and in the totals at
     once, in a stable (sorted) order: every window shows the same queues and agents, none is left empty.
 
@@ -495,7 +520,7 @@ class AverageStore:
     def snapshot(self, data_end: int, names: Names | None = None, max_series: int | None = None) -> Snapshot:
         # Each average as handle time over one contact (Snapshot): aht_seconds is exactly the vendor's figure.
         present = {
-            labels: {KEY[Field.HANDLE_TIME]: v, KEY[Field.CONTACTS_HANDLED]: 1.0}
+            labels: Sums(handle_time_seconds=v, contacts_handled=1.0)
             for labels, v in sorted(self._averages.items())
             if v is not None
         }

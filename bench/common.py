@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aht_exporter.clock import FakeClock
-from aht_exporter.model import Field, Names, make_labels
+from aht_exporter.model import Field, Names, Sums, make_labels
 from aht_exporter.store import Snapshot
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -115,22 +115,22 @@ def agent_snapshot(series: int, seed: int = 1) -> Snapshot:
     """
     rng = random.Random(seed)
     agents = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(max(1, series // SERIES_PER_AGENT))]
-    windows: dict[str, dict[tuple[tuple[str, str], ...], dict[str, float]]] = {}
+    windows: dict[str, dict[tuple[tuple[str, str], ...], Sums]] = {}
     for window, most in zip(WINDOWS, (5, 10), strict=True):
-        groups: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
+        groups: dict[tuple[tuple[str, str], ...], Sums] = {}
         for agent in agents:
             handled = rng.randint(1, most)
             talk = sum(rng.randint(30_000, 900_000) for _ in range(handled))
             hold = rng.randint(0, 180_000 * handled)
             acw = rng.randint(0, 120_000 * handled)
-            groups[make_labels(agent=agent)] = {
-                Field.HANDLE_TIME: (talk + hold + acw) / 1000,
-                Field.CONTACTS_HANDLED: float(handled),
-                Field.TALK_TIME: talk / 1000,
-                Field.HOLD_TIME: hold / 1000,
-                Field.ACW_TIME: acw / 1000,
-                Field.CONTACTS_ANSWERED: float(handled),
-            }
+            groups[make_labels(agent=agent)] = Sums(
+                handle_time_seconds=(talk + hold + acw) / 1000,
+                contacts_handled=float(handled),
+                talk_time_seconds=talk / 1000,
+                hold_time_seconds=hold / 1000,
+                acw_time_seconds=acw / 1000,
+                contacts_answered=float(handled),
+            )
         windows[window] = groups
     names = Names(agents={a: f"Agent {i}" for i, a in enumerate(agents)})
     return Snapshot(data_end=T0 - 60, fields=AGENT_FIELDS, windows=windows, names=names)

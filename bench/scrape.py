@@ -144,7 +144,7 @@ def serve_stock(series: int) -> None:
         for labels, totals in groups.items():
             agent = dict(labels)["agent"]
             for f in snap.fields:
-                gauges[f].labels(agent, "genesys", "bench", window).set(totals.get(f, 0.0))
+                gauges[f].labels(agent, "genesys", "bench", window).set(totals[f])
             handled = totals[Field.CONTACTS_HANDLED]
             aht.labels(agent, "genesys", "bench", window).set(totals[Field.HANDLE_TIME] / handled)
     for agent, name in snap.names.agents.items():

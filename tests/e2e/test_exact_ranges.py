@@ -48,8 +48,8 @@ def om_lines(snapshot: Snapshot, at: int) -> list[str]:
         text = ",".join(
             f'{k}="{v}"' for k, v in sorted({"source": SOURCE, "provider": "genesys", **dict(labels)}.items())
         )
-        for f, value in totals.items():
-            out.append(f"aht_{f}_total{{{text}}} {value!r} {at}\n")
+        for f in sorted(snapshot.fields):
+            out.append(f"aht_{f}_total{{{text}}} {totals[f]!r} {at}\n")
     return out
 
 

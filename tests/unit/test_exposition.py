@@ -23,7 +23,7 @@ from aht_exporter.exposition import (
     render,
 )
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import Bucket, Field, Names, make_labels
+from aht_exporter.model import Bucket, Field, Names, Sums, make_labels
 from aht_exporter.store import Snapshot, SourceStore
 from aht_exporter.timebuckets import Duration
 from tests.helpers import FixedScrapeFamilies, parse_exposition, samples
@@ -43,8 +43,8 @@ def view(stale: bool = False, name: str = "g1") -> SourceView:
         data_end=1772445600,
         fields=FIELDS,
         windows={
-            "30m": {VOICE: {Field.HANDLE_TIME: 600.5, Field.CONTACTS_HANDLED: 4}, EMPTY: {Field.CONTACTS_HANDLED: 0}},
-            "1h": {VOICE: {Field.HANDLE_TIME: 900.0, Field.CONTACTS_HANDLED: 6, Field.TALK_TIME: 700.25}},
+            "30m": {VOICE: Sums(handle_time_seconds=600.5, contacts_handled=4), EMPTY: Sums(contacts_handled=0)},
+            "1h": {VOICE: Sums(handle_time_seconds=900.0, contacts_handled=6, talk_time_seconds=700.25)},
         },
         names=Names(queues={"q1": 'Sales "EU"'}),
     )
@@ -175,8 +175,8 @@ def test_tokens_issued_are_a_counter_per_source_in_both_formats() -> None:
 
 
 def agents_view(name: str, agents: int, handle: float = 100.0) -> SourceView:
-    groups: dict[tuple[tuple[str, str], ...], dict[str, float]] = {
-        make_labels(agent=f"agent-{i:05d}"): {Field.HANDLE_TIME: handle + i, Field.CONTACTS_HANDLED: 1.0 + i % 7}
+    groups: dict[tuple[tuple[str, str], ...], Sums] = {
+        make_labels(agent=f"agent-{i:05d}"): Sums(handle_time_seconds=handle + i, contacts_handled=1.0 + i % 7)
         for i in range(agents)
     }
     health = SourceHealth(name, "genesys", 3, up=True, polled=True)

@@ -32,7 +32,7 @@ from aht_exporter.exposition import (
     render,
 )
 from aht_exporter.health import Quota, SourceHealth
-from aht_exporter.model import Field, Labels, Names, make_labels
+from aht_exporter.model import Field, Labels, Names, Sums, make_labels
 from aht_exporter.store import Snapshot
 from tests.helpers import FixedScrapeFamilies
 
@@ -69,10 +69,10 @@ class Reference:
                 for labels, totals in groups.items():
                     series = {**base, "window": window, **dict(labels)}
                     for f in snap.fields:
-                        per_field[f].add_sample(per_field[f].name, series, totals.get(f, 0.0))
-                    handled = totals.get(Field.CONTACTS_HANDLED, 0.0)
+                        per_field[f].add_sample(per_field[f].name, series, totals[f])
+                    handled = totals[Field.CONTACTS_HANDLED]
                     if handled > 0:
-                        aht.add_sample("aht_seconds", series, totals.get(Field.HANDLE_TIME, 0.0) / handled)
+                        aht.add_sample("aht_seconds", series, totals[Field.HANDLE_TIME] / handled)
             for queue, name in snap.names.queues.items():
                 queue_info.add_sample(queue_info.name, {"source": source, "queue": queue, "queue_name": name}, 1)
             for agent, name in snap.names.agents.items():
@@ -84,7 +84,7 @@ class Reference:
             base = {"source": view.health.source, "provider": view.health.provider}
             for labels, totals in snap.totals.items():
                 for f in snap.fields:
-                    counters[f].add_sample(counters[f].name, {**base, **dict(labels)}, totals.get(f, 0.0))
+                    counters[f].add_sample(counters[f].name, {**base, **dict(labels)}, totals[f])
         yield from (m for m in (aht, *per_field.values(), queue_info, agent_info, *counters.values()) if m.samples)
         yield from routing_info(self.views)
         yield from counting_families(self.views, None)
@@ -151,7 +151,7 @@ class SnapshotKeys(TypedDict, total=False):
     names: Names
 
 
-def snapshot(windows: dict[str, dict[Labels, dict[str, float]]], **kwargs: Unpack[SnapshotKeys]) -> Snapshot:
+def snapshot(windows: dict[str, dict[Labels, Sums]], **kwargs: Unpack[SnapshotKeys]) -> Snapshot:
     fields = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED, Field.TALK_TIME, Field.CONTACTS_ABANDONED})
     return Snapshot(data_end=1772445600, fields=fields, windows=windows, **kwargs)
 
@@ -160,8 +160,8 @@ def test_every_family_and_label_the_way_client_python_writes_them() -> None:
     voice, chat = make_labels(media_type="voice", queue="q1"), make_labels(media_type="chat", queue="q2")
     snap = snapshot(
         {
-            "30m": {voice: {Field.HANDLE_TIME: 600.5, Field.CONTACTS_HANDLED: 4}, chat: {Field.CONTACTS_HANDLED: 0}},
-            "1h": {voice: {Field.HANDLE_TIME: 900.0, Field.CONTACTS_HANDLED: 6, Field.TALK_TIME: 700.25}},
+            "30m": {voice: Sums(handle_time_seconds=600.5, contacts_handled=4), chat: Sums(contacts_handled=0)},
+            "1h": {voice: Sums(handle_time_seconds=900.0, contacts_handled=6, talk_time_seconds=700.25)},
         },
         names=Names(queues={"q1": "Sales", "q2": "Support"}, agents={"a1": "Ana"}),
     )
@@ -170,7 +170,7 @@ def test_every_family_and_label_the_way_client_python_writes_them() -> None:
         fields=frozenset(),
         # A vendor's own average, as AverageStore holds it: handle time over one contact.
         windows={
-            "2h": {make_labels(agent="7", media_type="voice"): {Field.HANDLE_TIME: 245.0, Field.CONTACTS_HANDLED: 1.0}}
+            "2h": {make_labels(agent="7", media_type="voice"): Sums(handle_time_seconds=245.0, contacts_handled=1.0)}
         },
     )
     assert_same_as_client_python(
@@ -181,7 +181,7 @@ def test_every_family_and_label_the_way_client_python_writes_them() -> None:
 def test_label_values_with_backslash_quote_and_newline_are_escaped() -> None:
     labels = make_labels(queue=NASTY, media_type="voice")
     snap = snapshot(
-        {"30m": {labels: {Field.HANDLE_TIME: 10.0, Field.CONTACTS_HANDLED: 1}}},
+        {"30m": {labels: Sums(handle_time_seconds=10.0, contacts_handled=1)}},
         names=Names(queues={NASTY: NASTY}),
     )
     assert_same_as_client_python([SourceView(healthy('we"ird\\src\n'), snap)])
@@ -190,11 +190,11 @@ def test_label_values_with_backslash_quote_and_newline_are_escaped() -> None:
 
 
 def test_special_and_large_floats_are_written_as_go_writes_them() -> None:
-    groups: dict[Labels, dict[str, float]] = {
-        make_labels(agent=f"a{i}"): {Field.HANDLE_TIME: v, Field.CONTACTS_HANDLED: 1.0, Field.TALK_TIME: v}
+    groups: dict[Labels, Sums] = {
+        make_labels(agent=f"a{i}"): Sums(handle_time_seconds=v, contacts_handled=1.0, talk_time_seconds=v)
         for i, v in enumerate(SPECIAL)
     }
-    groups[make_labels(agent="int")] = {Field.HANDLE_TIME: 7, Field.CONTACTS_HANDLED: 2}  # ints from a provider
+    groups[make_labels(agent="int")] = Sums(handle_time_seconds=7, contacts_handled=2)  # ints from a provider
     assert_same_as_client_python([SourceView(healthy(), snapshot({"1h": groups}))])
     for v in SPECIAL:
         assert go_float(v) == floatToGoString(v)  # type: ignore[no-untyped-call]
@@ -204,7 +204,7 @@ def test_a_stale_source_is_left_out_and_the_others_stay() -> None:
     labels = make_labels(queue="q1")
     stale = healthy("down")
     stale.consecutive_failures = 3
-    snap = snapshot({"30m": {labels: {Field.HANDLE_TIME: 5.0, Field.CONTACTS_HANDLED: 1}}})
+    snap = snapshot({"30m": {labels: Sums(handle_time_seconds=5.0, contacts_handled=1)}})
     assert_same_as_client_python([SourceView(stale, snap), SourceView(healthy("fine"), snap)])
 
 
@@ -214,9 +214,9 @@ def test_nothing_but_health_before_the_first_poll() -> None:
 
 def test_a_renderer_reuses_a_source_s_lines_until_its_snapshot_changes() -> None:
     labels = make_labels(queue="q1")
-    first = snapshot({"30m": {labels: {Field.HANDLE_TIME: 5.0, Field.CONTACTS_HANDLED: 1}}})
-    second = snapshot({"30m": {labels: {Field.HANDLE_TIME: 8.0, Field.CONTACTS_HANDLED: 2}}})
-    other = snapshot({"30m": {labels: {Field.HANDLE_TIME: 1.0, Field.CONTACTS_HANDLED: 1}}})
+    first = snapshot({"30m": {labels: Sums(handle_time_seconds=5.0, contacts_handled=1)}})
+    second = snapshot({"30m": {labels: Sums(handle_time_seconds=8.0, contacts_handled=2)}})
+    other = snapshot({"30m": {labels: Sums(handle_time_seconds=1.0, contacts_handled=1)}})
     renderer = Renderer(TAIL)
     a, b = healthy("a"), healthy("b")
     for views in (
@@ -246,9 +246,9 @@ values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-
 def test_any_labels_and_values_match_client_python(
     groups: dict[tuple[str, str], tuple[float, float, float]], names: dict[str, str], source: str
 ) -> None:
-    windows: dict[str, dict[Labels, dict[str, float]]] = {
+    windows: dict[str, dict[Labels, Sums]] = {
         "30m": {
-            make_labels(queue=q, media_type=m): {Field.HANDLE_TIME: h, Field.CONTACTS_HANDLED: n, Field.TALK_TIME: t}
+            make_labels(queue=q, media_type=m): Sums(handle_time_seconds=h, contacts_handled=n, talk_time_seconds=t)
             for (q, m), (h, n, t) in groups.items()
         }
     }
@@ -267,10 +267,10 @@ def test_the_total_counters_the_way_client_python_writes_them_and_a_strict_openm
     snap = Snapshot(
         data_end=1772445600,
         fields=frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED}),
-        windows={"1h": {labels: {Field.HANDLE_TIME: 300.0, Field.CONTACTS_HANDLED: 2.0}}},
+        windows={"1h": {labels: Sums(handle_time_seconds=300.0, contacts_handled=2.0)}},
         totals={
-            labels: {Field.HANDLE_TIME: 86_400.125, Field.CONTACTS_HANDLED: 321.0},
-            make_labels(media_type="chat", queue="q2"): {Field.HANDLE_TIME: 0.0, Field.CONTACTS_HANDLED: 0.0},
+            labels: Sums(handle_time_seconds=86_400.125, contacts_handled=321.0),
+            make_labels(media_type="chat", queue="q2"): Sums(handle_time_seconds=0.0, contacts_handled=0.0),
         },
         unrecovered=3,
     )

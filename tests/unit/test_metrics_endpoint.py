@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from aht_exporter.exposition import ScrapeTail, Segment, SourceView, joined, render
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import Field, make_labels
+from aht_exporter.model import Field, Sums, make_labels
 from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.server import WRITE_SLICE, start_server
@@ -28,8 +28,8 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 def big_view() -> SourceView:
     """Enough series for bodies of several parts, each bigger than one write slice."""
     fields = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED, Field.TALK_TIME})
-    groups: dict[tuple[tuple[str, str], ...], dict[str, float]] = {
-        make_labels(agent=f"agent-{i:05d}"): {Field.HANDLE_TIME: 100.0 + i, Field.CONTACTS_HANDLED: 1.0 + i % 7}
+    groups: dict[tuple[tuple[str, str], ...], Sums] = {
+        make_labels(agent=f"agent-{i:05d}"): Sums(handle_time_seconds=100.0 + i, contacts_handled=1.0 + i % 7)
         for i in range(6000)
     }
     health = SourceHealth("g1", "genesys", 3, up=True, polled=True)

@@ -18,7 +18,7 @@ import respx
 from aht_exporter.clock import FakeClock
 from aht_exporter.exposition import render
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import AverageUpdate, Field, Names, ProviderError, RateLimited, make_labels
+from aht_exporter.model import AverageUpdate, Names, ProviderError, RateLimited, Sums, make_labels
 from aht_exporter.pacing import Accounts
 from aht_exporter.providers.ozonetel import OzonetelConfig, OzonetelProvider
 from aht_exporter.redact import Redactor
@@ -495,7 +495,7 @@ async def test_max_limit_exceeded_on_the_first_target_fails_the_poll_and_is_surv
     clock.advance(300)
     assert await runner.poll()
     assert runner.snapshot is not None and runner.snapshot.windows == {
-        "2h": {A1: {Field.HANDLE_TIME: 157.0, Field.CONTACTS_HANDLED: 1.0}}  # the vendor's AHT, over one contact
+        "2h": {A1: Sums(handle_time_seconds=157.0, contacts_handled=1.0)}  # the vendor's AHT, over one contact
     }
     assert health.rate_limited == 1 and aht.call_count == 2
     await provider.aclose()

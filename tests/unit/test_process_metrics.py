@@ -34,7 +34,7 @@ from aht_exporter.exposition import (
     render,
 )
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import Field, make_labels
+from aht_exporter.model import Field, Sums, make_labels
 from aht_exporter.store import Snapshot
 from tests.helpers import FixedScrapeFamilies, mask_scrape_time_values
 from tests.prometheus_bin import require
@@ -53,8 +53,8 @@ BODIES = [(False, False), (False, True), (True, False), (True, True)]  # (openme
 
 def view(agents: int = 50) -> SourceView:
     fields = frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED})
-    groups: dict[tuple[tuple[str, str], ...], dict[str, float]] = {
-        make_labels(agent=f"agent-{i:05d}"): {Field.HANDLE_TIME: 100.0 + i, Field.CONTACTS_HANDLED: 1.0 + i % 7}
+    groups: dict[tuple[tuple[str, str], ...], Sums] = {
+        make_labels(agent=f"agent-{i:05d}"): Sums(handle_time_seconds=100.0 + i, contacts_handled=1.0 + i % 7)
         for i in range(agents)
     }
     health = SourceHealth("g1", "genesys", 3, up=True, polled=True)

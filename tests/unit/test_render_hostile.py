@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aht_exporter.clock import FakeClock
 from aht_exporter.exposition import Renderer, SourceView, render
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import Bucket, Field, Labels, Names, clean_text, make_labels
+from aht_exporter.model import Bucket, Field, Labels, Names, Sums, clean_text, make_labels
 from aht_exporter.registry import build_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.store import Snapshot, SourceStore
@@ -32,13 +32,13 @@ END = 1772445600
 B = 1800
 
 
-def view(source: str, windows: dict[Labels, dict[str, Any]], names: Names | None = None) -> SourceView:
+def view(source: str, windows: dict[Labels, Sums], names: Names | None = None) -> SourceView:
     health = SourceHealth(source, "genesys", 3, up=True, polled=True, last_success=END - 60.0, data_end=END)
     return SourceView(health, Snapshot(END, FIELDS, {"30m": windows}, names or Names()))
 
 
-GOOD: dict[Labels, dict[str, Any]] = {
-    make_labels(media_type="voice", queue="q1"): {Field.HANDLE_TIME: 300.0, Field.CONTACTS_HANDLED: 2}
+GOOD: dict[Labels, Sums] = {
+    make_labels(media_type="voice", queue="q1"): Sums(handle_time_seconds=300.0, contacts_handled=2)
 }
 
 
@@ -56,8 +56,8 @@ def test_a_lone_surrogate_in_a_label_value_that_reached_the_exposition_becomes_u
 
 def test_a_source_whose_data_cannot_render_is_left_out_and_the_others_render(caplog: pytest.LogCaptureFixture) -> None:
     renderer = Renderer()
-    broken: dict[Labels, dict[str, Any]] = {
-        make_labels(queue="q1"): {Field.HANDLE_TIME: "not a number", Field.CONTACTS_HANDLED: 1}
+    broken: dict[Labels, Sums] = {
+        make_labels(queue="q1"): Sums(handle_time_seconds=cast(Any, "not a number"), contacts_handled=1)
     }
     views = [view("broken", broken), view("fine", GOOD)]
     with caplog.at_level(logging.ERROR):
@@ -190,7 +190,7 @@ async def test_a_source_whose_data_cannot_render_shows_down_and_the_other_is_unt
     exporter = two_sources()
     broken, fine = exporter.runners
     # Not a number where the store promises one: Any lets the bad value through to the renderer.
-    bad: dict[Labels, dict[str, Any]] = {make_labels(queue="q1"): {Field.HANDLE_TIME: "x", Field.CONTACTS_HANDLED: 1}}
+    bad: dict[Labels, Sums] = {make_labels(queue="q1"): Sums(handle_time_seconds=cast(Any, "x"), contacts_handled=1)}
     for runner, windows in ((broken, bad), (fine, GOOD)):
         runner.snapshot = Snapshot(END, FIELDS, {"30m": windows})
         runner.health.record_success(T0, 0.1, END)

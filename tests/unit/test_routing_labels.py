@@ -14,7 +14,7 @@ import yaml
 from aht_exporter.config import RESERVED_LABELS, Config, redacted
 from aht_exporter.exposition import SourceView, render
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import MISSING_LABEL, ConfigError, Field, make_labels
+from aht_exporter.model import MISSING_LABEL, ConfigError, Field, Sums, make_labels
 from aht_exporter.registry import parse_config
 from aht_exporter.scheduler import Exporter
 from aht_exporter.store import Snapshot
@@ -203,7 +203,7 @@ def test_every_source_has_one_labels_info_series_polled_or_not_labelled_or_not()
     snap = Snapshot(
         data_end=1772445600,
         fields=frozenset({Field.HANDLE_TIME, Field.CONTACTS_HANDLED}),
-        windows={"1h": {make_labels(queue="q1"): {Field.HANDLE_TIME: 60.0, Field.CONTACTS_HANDLED: 1}}},
+        windows={"1h": {make_labels(queue="q1"): Sums(handle_time_seconds=60.0, contacts_handled=1)}},
     )
     stale = healthy("down")
     stale.consecutive_failures = 3

@@ -10,7 +10,7 @@ import pytest
 
 from aht_exporter.clock import FakeClock
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import Bucket, Field, Names, ProviderError, make_labels
+from aht_exporter.model import Bucket, Field, Names, ProviderError, Sums, make_labels
 from aht_exporter.providers.base import BucketProvider, ClientNeeds, DataAge
 from aht_exporter.providers.genesys import GenesysConfig
 from aht_exporter.redact import Redactor
@@ -100,8 +100,8 @@ async def test_first_poll_backfills_the_longest_window_of_closed_buckets() -> No
     assert await runner.poll()
     assert provider.spans == [(TEN - 7200, TEN)]
     assert runner.snapshot is not None
-    assert runner.snapshot.windows["30m"][VOICE] == {Field.HANDLE_TIME: 60.0, Field.CONTACTS_HANDLED: 1}
-    assert runner.snapshot.windows["2h"][VOICE] == {Field.HANDLE_TIME: 240.0, Field.CONTACTS_HANDLED: 4}
+    assert runner.snapshot.windows["30m"][VOICE] == Sums(handle_time_seconds=60.0, contacts_handled=1)
+    assert runner.snapshot.windows["2h"][VOICE] == Sums(handle_time_seconds=240.0, contacts_handled=4)
     assert runner.health.data_end == TEN
     assert runner.health.up and runner.health.polled
     await provider.aclose()
@@ -129,7 +129,7 @@ async def test_later_polls_refetch_only_the_refresh_span_and_pick_up_revisions()
     snap = runner.snapshot
     assert snap is not None and snap.data_end == TEN + 1800
     # 2h window: 2 old buckets at 60 s, 2 re-fetched at 90 s
-    assert snap.windows["2h"][VOICE] == {Field.HANDLE_TIME: 300.0, Field.CONTACTS_HANDLED: 4}
+    assert snap.windows["2h"][VOICE] == Sums(handle_time_seconds=300.0, contacts_handled=4)
     await provider.aclose()
 
 

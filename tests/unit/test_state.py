@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from aht_exporter.model import Field, make_labels
+from aht_exporter.model import Field, Sums, make_labels
 from aht_exporter.state import FILE_NAME, SCHEMA_VERSION, StateStore
-from aht_exporter.store import SourceStore
+from aht_exporter.store import NOTHING, SourceStore
 from aht_exporter.timebuckets import Duration, fetch_span
-from tests.unit.test_totals import DELAY, EVERY, FIELDS, Q1, Q2, START, Vendor, new_store, poll
+from tests.unit.test_totals import DELAY, EVERY, Q1, Q2, START, Vendor, new_store, poll
 
 IDENTITY = "genesys|300|queue"
 REFRESH = 1800
@@ -249,6 +249,8 @@ def test_a_store_with_labels_and_fields_of_every_kind_round_trips(tmp_path: Path
     assert state.save("g1", IDENTITY, store.take_changes())
     loaded = state.load("g1", IDENTITY)
     assert loaded is not None
-    assert loaded.buckets == store._buckets
-    assert loaded.totals == {labels: dict.fromkeys(Field, 0)}
-    assert set(loaded.totals[labels]) >= FIELDS
+    again = SourceStore(bucket=300, windows=[Duration.parse("30m")], fields=frozenset(Field))
+    again.restore(loaded)
+    assert again._buckets == store._buckets
+    assert again.totals == store.totals == {labels: NOTHING}
+    assert again._buckets[START - 300][labels] == Sums(*[1_500_000] * len(Field))

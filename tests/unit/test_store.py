@@ -15,6 +15,7 @@ from aht_exporter.model import (
     Labels,
     Names,
     ProviderError,
+    Sums,
     make_labels,
 )
 from aht_exporter.store import AverageStore, SourceStore
@@ -39,8 +40,8 @@ def test_window_30m_sums_the_two_closed_15m_buckets() -> None:
     s = store("30m", "1h")
     s.replace(TEN - 3600, TEN, [bucket(TEN - 3600 + i * B, handle=10.0 * (i + 1), handled=1) for i in range(4)])
     snap = s.snapshot(TEN)
-    assert snap.windows["30m"][VOICE] == {Field.HANDLE_TIME: 70.0, Field.CONTACTS_HANDLED: 2}
-    assert snap.windows["1h"][VOICE] == {Field.HANDLE_TIME: 100.0, Field.CONTACTS_HANDLED: 4}
+    assert snap.windows["30m"][VOICE] == Sums(handle_time_seconds=70.0, contacts_handled=2)
+    assert snap.windows["1h"][VOICE] == Sums(handle_time_seconds=100.0, contacts_handled=4)
 
 
 def test_buckets_after_data_end_are_not_in_the_window() -> None:
@@ -54,7 +55,7 @@ def test_a_refetched_bucket_replaces_its_old_value() -> None:
     s.replace(TEN - 1800, TEN, [bucket(TEN - 1800), bucket(TEN - B)])
     s.replace(TEN - B, TEN, [bucket(TEN - B, handle=250.0, handled=3)])
     totals = s.snapshot(TEN).windows["30m"][VOICE]
-    assert totals == {Field.HANDLE_TIME: 350.0, Field.CONTACTS_HANDLED: 5}
+    assert totals == Sums(handle_time_seconds=350.0, contacts_handled=5)
 
 
 def test_a_bucket_absent_from_a_refetch_has_become_empty() -> None:
@@ -69,7 +70,7 @@ def test_a_bucket_absent_from_a_refetch_has_become_empty() -> None:
 def test_two_records_for_one_bucket_and_label_set_are_summed() -> None:
     s = store("30m")
     s.replace(TEN - 1800, TEN, [bucket(TEN - B), bucket(TEN - B, handle=50.0, handled=1)])
-    assert s.snapshot(TEN).windows["30m"][VOICE] == {Field.HANDLE_TIME: 150.0, Field.CONTACTS_HANDLED: 3}
+    assert s.snapshot(TEN).windows["30m"][VOICE] == Sums(handle_time_seconds=150.0, contacts_handled=3)
 
 
 def test_buckets_older_than_the_longest_window_are_dropped() -> None:
@@ -199,5 +200,5 @@ def test_ready_made_averages_have_their_labels_cleaned_too() -> None:
     averages.publish(AverageUpdate({make_labels(queue="c\ud8001"): 60.0, make_labels(queue="c2"): 30.0}))
     averages.publish(AverageUpdate({}, removed=frozenset({make_labels(queue="c2")})))
     assert averages.snapshot(TEN).windows == {
-        "2h": {make_labels(queue="c\ufffd1"): {Field.HANDLE_TIME: 60.0, Field.CONTACTS_HANDLED: 1.0}}
+        "2h": {make_labels(queue="c\ufffd1"): Sums(handle_time_seconds=60.0, contacts_handled=1.0)}
     }
