@@ -216,6 +216,10 @@ class SourceStore:
         # increase from absent to the first value is never lost.
         self.totals: dict[Labels, Sums] = {}
         self.last_seen: dict[Labels, int] = {}  # the start of the newest bucket each label set appeared in
+        # Each label set the store holds, as the one tuple every bucket, total and snapshot shares: a poll's
+        # reply makes new tuples for the same label sets, which would otherwise live on in each bucket held,
+        # and be tracked by the garbage collector (with each dict they are keys of) until it has walked them.
+        self._labels: dict[Labels, Labels] = {}
         self.final_until: int | None = None  # buckets before it are counted in `totals`
         self.unrecovered = 0  # buckets that became final without ever being fetched: the totals lack them
         # What changed since the last `take_changes`, for the state store to write.
@@ -281,7 +285,8 @@ class SourceStore:
                 )
             labels = cleaned.get(b.labels)
             if labels is None:
-                labels = cleaned[b.labels] = clean_labels(b.labels)
+                fit = clean_labels(b.labels)
+                labels = cleaned[b.labels] = self._labels.setdefault(fit, fit)
             row = [0] * width
             try:
                 for f, v in b.values.items():
@@ -349,6 +354,7 @@ class SourceStore:
         for labels in [labels for labels, t in self.last_seen.items() if t < forget]:
             del self.last_seen[labels]
             self.totals.pop(labels, None)
+            self._labels.pop(labels, None)
             self._dirty.pop(labels, None)
             self._forgotten[labels] = None
             self._changed(labels)
@@ -356,8 +362,12 @@ class SourceStore:
     def restore(self, state: SourceState) -> None:
         """Take back what the source had when it last saved (before its first poll after a restart): its
         next poll fetches only what is missing since, and its totals go on from where they were."""
-        self._buckets = {t: {labels: _restored(v) for labels, v in g.items()} for t, g in state.buckets.items()}
         self.totals = {labels: _restored(v) for labels, v in state.totals.items()}
+        self._labels = {labels: labels for labels in self.totals}
+        self._buckets = {
+            t: {self._labels.setdefault(labels, labels): _restored(v) for labels, v in g.items()}
+            for t, g in state.buckets.items()
+        }
         self.last_seen = state.last_seen
         self.fetched_until = state.fetched_until
         self.final_until = state.final_until

@@ -98,7 +98,8 @@ def test_what_a_big_poll_holds_is_not_walked_by_the_garbage_collector() -> None:
     """A full collection during a 100k-agent poll walked every bucket (a dataclass) and its values dict (a
     `Field` key keeps a dict tracked). Buckets are untracked msgspec Structs now, their values are keyed by
     the plain str, the store's and the snapshot's per-label-set values are untracked `Sums`, and the dicts
-    of them are untracked after a collection: the collector leaves all of them alone (docs/performance.md, "Event-loop stalls")."""
+    of them are untracked after a collection: the collector leaves all of them alone (docs/performance.md,
+    "Event-loop stalls" and "Values the collector never walks")."""
     buckets = parse_aggregates_json(many_results(50), GROUP_BY)
     assert buckets and not any(gc.is_tracked(b) or gc.is_tracked(b.values) for b in buckets)
     assert all(v == b.values[Field(k)] for b in buckets for k, v in b.values.items())  # a Field finds each

@@ -18,7 +18,7 @@ from aht_exporter.model import (
     Sums,
     make_labels,
 )
-from aht_exporter.store import AverageStore, SourceStore
+from aht_exporter.store import TOTALS_RETENTION, AverageStore, SourceStore
 from aht_exporter.timebuckets import Duration
 
 TEN = 1772445600  # 2026-03-02T10:00:00Z
@@ -202,3 +202,23 @@ def test_ready_made_averages_have_their_labels_cleaned_too() -> None:
     assert averages.snapshot(TEN).windows == {
         "2h": {make_labels(queue="c\ufffd1"): Sums(handle_time_seconds=60.0, contacts_handled=1.0)}
     }
+
+
+def test_every_bucket_snapshot_and_total_of_a_label_set_shares_one_tuple_of_it() -> None:
+    """Each reply makes its own tuples for the same label sets: the store keeps the first, so that the
+    buckets it holds do not each keep a copy, and a new bucket's dict has only keys the collector has
+    untracked already. A label set forgotten with its totals is let go too."""
+    s = store("1h")
+    first = make_labels(media_type="voice", queue="q1")
+    again = make_labels(media_type="voice", queue="q1")
+    assert first == again and first is not again
+    s.replace(TEN - 2 * B, TEN - B, [bucket(TEN - 2 * B, first)])
+    s.replace(TEN - B, TEN, [bucket(TEN - B, again)])
+    keys = [next(iter(s._buckets[t])) for t in (TEN - 2 * B, TEN - B)]
+    assert keys[0] is first and keys[1] is first
+    snap = s.snapshot(TEN)
+    assert next(iter(snap.windows["1h"])) is first and next(iter(s.totals)) is first
+    s.prune(TEN + TOTALS_RETENTION + 2 * B)
+    assert s._labels == {} and s.totals == {}
+    s.replace(TEN - B, TEN, [bucket(TEN - B, again)])
+    assert next(iter(s._buckets[TEN - B])) is again
