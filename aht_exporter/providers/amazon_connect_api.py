@@ -276,6 +276,8 @@ def parse_list_page(
         raise ProviderError(f"{kind} response: {exc}") from None
     except msgspec.DecodeError:
         raise not_json(raw, status, f"{kind} list") from None
+    except RecursionError:  # msgspec's own depth limit, in a field it skips or keeps as Any
+        raise ProviderError(f"{kind} response: nested too deeply to be a {kind} list page") from None
     entries = page.QueueSummaryList if kind == "queues" else page.UserSummaryList
     key = "QueueSummaryList" if kind == "queues" else "UserSummaryList"
     if entries is UNSET:

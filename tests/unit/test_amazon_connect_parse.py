@@ -9,7 +9,7 @@ ProviderError naming the JSON path, never with another exception.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -236,6 +236,18 @@ def test_not_json_truncated_and_deep_json_fail_the_poll(body: bytes, error: str)
     with pytest.raises(ProviderError) as caught:
         parse_metric_data(body, ["queue"])
     assert error in str(caught.value)
+
+
+DEEP = b'{"a":' * 2_000 + b"1" + b"}" * 2_000
+
+
+@pytest.mark.parametrize("kind", ["queues", "users"])
+@pytest.mark.parametrize("body", [b'{"Unknown": ' + DEEP + b"}", b'{"QueueSummaryList": [{"Extra": ' + DEEP + b"}]}"])
+def test_a_list_page_nested_too_deeply_fails_the_poll(kind: Literal["queues", "users"], body: bytes) -> None:
+    # Found by tests/e2e/test_hostile_property.py: msgspec's depth limit raised RecursionError, which no
+    # caller expects from a parser ("poll crashed"), in a field the page model skips.
+    with pytest.raises(ProviderError, match=f"{kind} response: nested too deeply to be a {kind} list page"):
+        parse_list_page(body, kind)
 
 
 def test_merge_adds_up_the_same_group_from_two_queue_chunks() -> None:
