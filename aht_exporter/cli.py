@@ -270,13 +270,22 @@ async def run_probe(config: Config, record: str | None) -> int:
     return await probe.run_probe(config, sys.stdout, record=Path(record) if record else None)
 
 
+SWITCH_INTERVAL = 0.002
+"""Seconds a thread keeps the GIL while another waits for it (CPython's default: 0.005). The event loop waits
+up to that long each time it takes the GIL back from a poll's or a render's worker thread (after each
+select(), for one), and a stall of the loop is a few such waits: at 20,000 agents, the longest 16.0 to 18.7
+ms with CPython's 5 ms, 11.5 to 15.4 ms with 2 ms, for no CPU cost we could measure (bench/loop_stall.py,
+bench/poll.py; docs/performance.md, "Values the collector never walks")."""
+
+
 def prepare_process(*, freeze: bool = True) -> None:
     """What `serve` does before it builds the exporter (and the benchmarks, to measure what runs): malloc
-    tuned before any worker thread allocates, the TLS context and the HTTP stack loaded, and what start-up
-    left alive frozen out of the collector's walks. Before the exporter is built: its runners, providers
-    and stores are replaced by reloads, and a frozen cycle among them (a runner and its provider refer to
-    each other) would never be freed."""
+    tuned before any worker thread allocates, the GIL handed to the event loop sooner (`SWITCH_INTERVAL`),
+    the TLS context and the HTTP stack loaded, and what start-up left alive frozen out of the collector's
+    walks. Before the exporter is built: its runners, providers and stores are replaced by reloads, and a
+    frozen cycle among them (a runner and its provider refer to each other) would never be freed."""
     tune_malloc()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     warm_up()
     if freeze:
         freeze_startup_objects()

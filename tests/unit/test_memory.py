@@ -4,6 +4,7 @@ import asyncio
 import gc
 import os
 import signal
+import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -60,7 +61,7 @@ async def test_serve_freezes_start_up_objects_before_it_builds_the_exporter(monk
 
     class Recorded(Exporter):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            steps.append("exporter built")
+            steps.append(f"exporter built, GIL switch interval {sys.getswitchinterval():g} s")
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(cli, "Exporter", Recorded)
@@ -78,13 +79,17 @@ async def test_serve_freezes_start_up_objects_before_it_builds_the_exporter(monk
         steps.append("served")
         asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)  # then stop, as a pod would
 
-    assert await cli.serve(config, "127.0.0.1:0", on_start=on_start) == cli.EXIT_OK
+    interval = sys.getswitchinterval()
+    try:
+        assert await cli.serve(config, "127.0.0.1:0", on_start=on_start) == cli.EXIT_OK
+    finally:
+        sys.setswitchinterval(interval)
     # Start-up is frozen; the exporter's runners and stores, which reloads replace, are not.
     assert steps == [
         "malloc tuned",
         "HTTP stack loaded",
         "freeze",
-        "exporter built",
+        "exporter built, GIL switch interval 0.002 s",
         "served",
         "polling starts",
         "watchdog 10s",
