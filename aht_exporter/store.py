@@ -379,24 +379,25 @@ class SourceStore:
             self._unshown[labels] = None
 
     def _running(self) -> dict[Labels, Sums]:
-        """The totals in seconds and contacts, sorted by label set: the last snapshot's, with the label sets
-        changed since converted again. Copy on write: a snapshot's mapping is never changed once made (a render
-        may be reading it), and one made when nothing changed is the very same mapping (one 100k-entry dict
-        for the collector to walk, not two). The per-label-set dicts are shared, never changed once made."""
+        """The totals in seconds and contacts: the last snapshot's, with the label sets changed since converted
+        again. Copy on write: a snapshot's mapping is never changed once made (a render may be reading it), and
+        one made when nothing changed is the very same mapping (one 100k-entry dict for the collector to walk,
+        not two). The Sums are shared, never changed once made.
+
+        In the order label sets came, as the windows are, not sorted: sorting is one C call that holds the GIL
+        throughout, 34 ms for 100k label sets (more when new ones came), during which the event loop waits
+        (docs/performance.md, "Values the collector never walks"); Prometheus reads the lines in any order."""
         if self._unshown is None:
-            self._shown = {labels: _seconds(acc) for labels, acc in sorted(self.totals.items())}
+            self._shown = {labels: _seconds(acc) for labels, acc in self.totals.items()}
         elif self._unshown:
             shown = dict(self._shown)
-            added = False
             for labels in self._unshown:
                 acc = self.totals.get(labels)
                 if acc is None:
                     shown.pop(labels, None)
                 else:
-                    added = added or labels not in shown
                     shown[labels] = _seconds(acc)
-            # New label sets go to their sorted place (rare at steady state: a new agent or queue)
-            self._shown = dict(sorted(shown.items())) if added else shown
+            self._shown = shown
         self._unshown = {}
         return self._shown
 
