@@ -1,3 +1,4 @@
+import gc
 import math
 import random
 
@@ -9,6 +10,8 @@ from aht_exporter.model import (
     MAX_COUNT,
     MAX_LABEL_VALUE,
     MAX_SECONDS,
+    SUMS_FIELDS,
+    SUMS_INDEX,
     AverageUpdate,
     Bucket,
     Field,
@@ -222,3 +225,13 @@ def test_every_bucket_snapshot_and_total_of_a_label_set_shares_one_tuple_of_it()
     assert s._labels == {} and s.totals == {}
     s.replace(TEN - B, TEN, [bucket(TEN - B, again)])
     assert next(iter(s._buckets[TEN - B])) is again
+
+
+def test_sums_hold_every_field_in_field_order_and_read_by_field() -> None:
+    # The store indexes a Sums by SUMS_INDEX, built from its fields: they must be Field's values, in order.
+    assert tuple(f.value for f in Field) == SUMS_FIELDS
+    assert all(SUMS_INDEX[f] == i for i, f in enumerate(Field))
+    sums = Sums(handle_time_seconds=70.0, contacts_handled=2)
+    assert sums[Field.HANDLE_TIME] == sums["handle_time_seconds"] == 70.0
+    assert [sums[f] for f in Field][2:] == [0.0] * (len(Field) - 2)  # a field not reported is zero
+    assert not gc.is_tracked(sums)
