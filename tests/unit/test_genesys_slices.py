@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -123,3 +124,86 @@ def test_what_a_big_poll_holds_is_not_walked_by_the_garbage_collector() -> None:
     big = [*store._buckets.values(), store.totals, store._shown, *snap.windows.values(), snap.totals]
     assert all(len(d) > 1 for d in big)
     assert [gc.is_tracked(d) for d in big] == [False] * len(big)
+
+
+class NoScan:
+    """In place of the scanner: counts the replies that were scanned whole."""
+
+    def __init__(self) -> None:
+        self.scanned = 0
+
+    def decode(self, data: bytes) -> object:
+        self.scanned += 1
+        return _SCANNER_REAL.decode(data)
+
+
+_SCANNER_REAL = genesys._SCANNER
+
+
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":"), None])
+def test_a_reply_of_results_alone_is_cut_between_results_and_never_scanned_whole(
+    monkeypatch: pytest.MonkeyPatch, separators: tuple[str, str] | None
+) -> None:
+    """Scanning a 30 MB reply whole was one msgspec call of 31 ms with the GIL held: a reply that is
+    `{"results": [...]}` alone, as Genesys writes it (compact, spaced or indented), is cut where one result
+    ends and the next begins, and each slice decoded."""
+    reply = json.loads(many_results(60))
+    raw = json.dumps(reply, separators=separators, indent=None if separators else 1).encode()
+    scanner, calls = NoScan(), []
+    real = genesys._RESULTS
+
+    class Counting:
+        def decode(self, data: bytes) -> object:
+            calls.append(data)
+            return real.decode(data)
+
+    monkeypatch.setattr(genesys, "_SCANNER", scanner)
+    monkeypatch.setattr(genesys, "_RESULTS", Counting())
+    monkeypatch.setattr(genesys, "DECODE_SLICE", 2_000)
+    assert parse_aggregates_json(raw, GROUP_BY) == whole(raw)
+    assert scanner.scanned == 0
+    assert len(calls) > 10 and all(c[1:].lstrip().startswith(b"{") and c[:-1].rstrip().endswith(b"}") for c in calls)
+    assert parse_aggregates_json(b' {"results" : [ ] }\n', GROUP_BY) == [] and scanner.scanned == 0
+
+
+def with_group_in_each_entry(raw: bytes) -> bytes:
+    reply = json.loads(raw)
+    for result in reply["results"]:
+        result["data"] = [{"group": {"userId": "not here"}, **entry} for entry in result["data"]]
+    return json.dumps(reply).encode()
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda raw: raw[:-1] + b', "more": 1}', "another key after the results"),
+        (lambda raw: b'{"more": 1, ' + raw[1:], "another key before them"),
+        (with_group_in_each_entry, 'a "group" key in every entry: the boundary is found inside a result'),
+    ],
+)
+def test_a_reply_that_does_not_cut_into_whole_results_is_scanned_and_reads_the_same(
+    monkeypatch: pytest.MonkeyPatch, make: Callable[[bytes], bytes], why: str
+) -> None:
+    raw = make(many_results(40))
+    scanner = NoScan()
+    monkeypatch.setattr(genesys, "_SCANNER", scanner)
+    monkeypatch.setattr(genesys, "DECODE_SLICE", 1_000)
+    assert parse_aggregates_json(raw, GROUP_BY) == whole(raw), why
+    assert scanner.scanned == 1, why
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"results": [{"group": {}, "data": []}\x0c, {"group": {}, "data": []}]}',  # \f: not JSON's whitespace
+        b'{\x0c"results": []}',
+        b'{"results": [{"group": {}, "data": []}]]}',
+        b'{"results": [}',
+    ],
+)
+def test_what_is_not_json_between_or_around_the_results_is_still_not_json(
+    monkeypatch: pytest.MonkeyPatch, raw: bytes
+) -> None:
+    monkeypatch.setattr(genesys, "DECODE_SLICE", 1)
+    with pytest.raises(ProviderError, match="response is not JSON"):
+        parse_aggregates_json(raw, GROUP_BY)
