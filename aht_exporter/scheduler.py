@@ -79,6 +79,7 @@ class SourceRunner:
         self.store: Store[Any] = provider.new_store()
         # Buckets and totals survive a restart in the state store, for stores that have them (docs/exact-ranges.md).
         self.state = state if state is not None and self.store.keeps_state else StateStore(None)
+        self.store.keeps_changes = self.state.enabled  # for nobody to take, they would only pile up
         self.identity = identity(
             config.provider, config.bucket_seconds, getattr(config, "group_by", None), provider.fields
         )

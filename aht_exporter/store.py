@@ -116,6 +116,7 @@ class Store(Protocol[R]):
     # store has no counters); and whether it has state worth keeping across restarts (state.StateStore).
     counter_lag: int | None
     keeps_state: bool
+    keeps_changes: bool  # whether changes are kept for `take_changes` (the runner: only with a state store)
 
     def span(self, now: float) -> Span: ...
     def apply(self, span: Span, result: R) -> Mapping[str, object]: ...  # returns what to log of it
@@ -228,6 +229,10 @@ class SourceStore:
         # entries in every full collection (100k label sets: milliseconds each time, GIL held), where a dict
         # of untracked keys and values is untracked (docs/performance.md, "Event-loop stalls").
         self._dirty: dict[Labels, None] = {}
+        # Whether anything takes the changes (`take_changes`): the runner says no when there is no state store,
+        # and then none are kept. Kept for nobody, the label sets forgotten would pile up for as long as the
+        # process runs, one per agent gone for 35 days.
+        self.keeps_changes = True
         self._forgotten: dict[Labels, None] = {}
         self._pruned_before: int | None = None
         # The totals as the last snapshot showed them, in seconds and contacts, sorted by label set; and the
@@ -312,11 +317,13 @@ class SourceStore:
             for labels in groups:
                 if labels not in self.totals:
                     self.totals[labels] = NOTHING
-                    self._dirty[labels] = None
+                    if self.keeps_changes:
+                        self._dirty[labels] = None
                     self._changed(labels)
                 if self.last_seen.get(labels, t) < t:
                     self.last_seen[labels] = t
-                    self._dirty[labels] = None
+                    if self.keeps_changes:
+                        self._dirty[labels] = None
                 elif labels not in self.last_seen:
                     self.last_seen[labels] = t
 
@@ -336,7 +343,8 @@ class SourceStore:
             counted += 1
             for labels, values in groups.items():
                 self.totals[labels] = _plus(self.totals.get(labels, NOTHING), values)
-                self._dirty[labels] = None
+                if self.keeps_changes:
+                    self._dirty[labels] = None
                 self._changed(labels)
         self.final_until = until
         return counted
@@ -356,7 +364,8 @@ class SourceStore:
             self.totals.pop(labels, None)
             self._labels.pop(labels, None)
             self._dirty.pop(labels, None)
-            self._forgotten[labels] = None
+            if self.keeps_changes:
+                self._forgotten[labels] = None
             self._changed(labels)
 
     def restore(self, state: SourceState) -> None:
@@ -508,6 +517,7 @@ class AverageStore:
     """
 
     keeps_state = False
+    keeps_changes = False
     counter_lag: int | None = None
 
     def __init__(self, window: Duration) -> None:

@@ -5,6 +5,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from aht_exporter.providers.genesys import GenesysConfig
 from aht_exporter.redact import Redactor
 from aht_exporter.registry import build_config
 from aht_exporter.scheduler import SourceRunner, poll_deadline, trigger_for
+from aht_exporter.state import StateStore
 from aht_exporter.timebuckets import parse_iso
 
 TEN = int(parse_iso("2026-03-02T10:00:00Z"))
@@ -325,3 +327,16 @@ async def test_a_vendor_error_text_is_cut_and_made_printable_before_it_is_shown(
     assert error is not None and error.startswith("bad\ufffdtext x") and len(error) <= 1024
     error.encode()  # the status page encodes it: a surrogate there answered 500
     await provider.aclose()
+
+
+def test_a_runner_keeps_its_store_s_changes_only_for_a_state_store(tmp_path: Path) -> None:
+    provider = ScriptedProvider(SourceHealth("src", "genesys", 2), steady())
+    clock = FakeClock(TEN)
+    alone = SourceRunner(provider.config, provider, clock=clock, redactor=Redactor([]))
+    assert alone.store.keeps_changes is False
+    state = StateStore(tmp_path)
+    try:
+        saving = SourceRunner(provider.config, provider, clock=clock, redactor=Redactor([]), state=state)
+        assert saving.store.keeps_changes is True
+    finally:
+        state.close()

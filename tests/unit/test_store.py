@@ -21,7 +21,7 @@ from aht_exporter.model import (
     Sums,
     make_labels,
 )
-from aht_exporter.store import TOTALS_RETENTION, AverageStore, SourceStore
+from aht_exporter.store import MICRO, TOTALS_RETENTION, AverageStore, SourceStore
 from aht_exporter.timebuckets import Duration
 
 TEN = 1772445600  # 2026-03-02T10:00:00Z
@@ -235,3 +235,20 @@ def test_sums_hold_every_field_in_field_order_and_read_by_field() -> None:
     assert sums[Field.HANDLE_TIME] == sums["handle_time_seconds"] == 70.0
     assert [sums[f] for f in Field][2:] == [0.0] * (len(Field) - 2)  # a field not reported is zero
     assert not gc.is_tracked(sums)
+
+
+def test_a_store_whose_changes_nobody_takes_keeps_none_and_forgets_for_good() -> None:
+    """Without a state store nothing calls `take_changes`: the label sets changed or forgotten are not kept
+    for it, where before every label set forgotten stayed listed for as long as the process ran."""
+    s = store("30m")
+    s.keeps_changes = False
+    s.replace(TEN - 2 * B, TEN, [bucket(TEN - 2 * B), bucket(TEN - B, CHAT)])
+    s.finalize(TEN - 2 * B)  # the first call counts nothing
+    s.finalize(TEN)
+    assert s.totals[VOICE].contacts_handled == s.totals[CHAT].contacts_handled == 2 * MICRO
+    s.prune(TEN + TOTALS_RETENTION + 2 * B)
+    assert s.totals == {} and s._dirty == {} and s._forgotten == {}
+    kept = store("30m")  # the default: a state store takes them
+    kept.replace(TEN - 2 * B, TEN, [bucket(TEN - 2 * B)])
+    kept.prune(TEN + TOTALS_RETENTION + 2 * B)
+    assert kept._forgotten == {VOICE: None}
