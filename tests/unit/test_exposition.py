@@ -1,13 +1,14 @@
 import gzip
 import platform
 import zlib
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from aht_exporter import __version__
+from aht_exporter import __version__, exposition
 from aht_exporter.exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -302,3 +303,23 @@ def test_counters_are_formatted_again_only_when_the_totals_changed() -> None:
     changed, body = rendered(third)
     assert all(changed[f] is not counters[f] for f in counters)
     assert b'aht_handle_time_seconds_total{agent="a000",provider="genesys",queue="q1",source="g1"} 20.0' in body
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 4096])
+def test_lines_formatted_a_few_at_a_time_make_the_same_bytes(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    # exposition.LINES_AT_ONCE bounds the lists a collection walks; the body is the same at any bound,
+    # with a family's lines split across chunks (and AHT lines left out of some: a label set with none handled).
+    view = agents_view("g1", 50)
+    assert view.snapshot is not None
+    snap = replace(
+        view.snapshot,
+        totals={labels: sums for labels, sums in view.snapshot.windows["30m"].items()},
+        names=Names(agents={f"agent-{i:05d}": f"Agent {i}" for i in range(50)}),
+    )
+    groups = dict(snap.windows["30m"])
+    groups[make_labels(agent="idle")] = Sums(contacts_handled=0.0)
+    view = SourceView(view.health, replace(snap, windows={**snap.windows, "30m": groups}))
+    whole = exposition.source_samples(view)
+    monkeypatch.setattr(exposition, "LINES_AT_ONCE", step)
+    assert exposition.source_samples(view) == whole
+    assert set(whole) >= {"aht_seconds", "aht_handle_time_seconds_total", "aht_agent_info"}
