@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import TypeVar
 
 from isal import isal_zlib
 from prometheus_client import ProcessCollector
@@ -437,6 +438,7 @@ def go_float(value: float) -> str:
     return str(floatToGoString(v))  # type: ignore[no-untyped-call]
 
 
+T = TypeVar("T")
 LINES_AT_ONCE = 4096
 """Lines formatted into one string before they are joined with the rest of their family. A list is walked
 item by item by every garbage collection of its generation while it lives, and collections happen all
@@ -444,6 +446,11 @@ through a render (the poll's thread allocates beside it): a list of a family's 2
 agents made each of them 10 to 15 ms longer, with the GIL held. Lists of at most this many lines, and rows
 held in tuples (which the collector untracks once their items are), keep that to well under a millisecond
 (docs/performance.md, "Values the collector never walks")."""
+
+
+def _in_chunks(rows: tuple[T, ...], lines: Callable[[tuple[T, ...]], list[str]]) -> list[str]:
+    """`lines` of the rows, LINES_AT_ONCE rows at a time, each chunk's lines joined into one string."""
+    return ["".join(lines(rows[i : i + LINES_AT_ONCE])) for i in range(0, len(rows), LINES_AT_ONCE)]
 
 
 def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, bytes]:
@@ -494,27 +501,22 @@ def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, byte
             out[family] = encode(text)
 
     def samples(name: str, field: Field, rows: tuple[tuple[str, Sums], ...]) -> None:
-        value, step = attrgetter(field.value), LINES_AT_ONCE
+        value = attrgetter(field.value)
         emit(
             name,
-            [
-                "".join([f"{name}{{{text}}} {go_float(value(totals))}\n" for text, totals in rows[i : i + step]])
-                for i in range(0, len(rows), step)
-            ],
+            _in_chunks(rows, lambda part: [f"{name}{{{text}}} {go_float(value(totals))}\n" for text, totals in part]),
         )
 
     emit(
         AHT_FAMILY,
-        [
-            "".join(
-                [
-                    f"{AHT_FAMILY}{{{text}}} {go_float(totals.handle_time_seconds / handled)}\n"
-                    for text, totals in sums[i : i + LINES_AT_ONCE]
-                    if (handled := totals.contacts_handled) > 0
-                ]
-            )
-            for i in range(0, len(sums), LINES_AT_ONCE)
-        ],
+        _in_chunks(
+            sums,
+            lambda part: [
+                f"{AHT_FAMILY}{{{text}}} {go_float(totals.handle_time_seconds / handled)}\n"
+                for text, totals in part
+                if (handled := totals.contacts_handled) > 0
+            ],
+        ),
     )
     fields = [f for f in Field if f in snap.fields]
     for f in fields:
@@ -529,21 +531,22 @@ def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, byte
         )
         for f in fields:
             samples(f"aht_{f.value}_total", f, counter_rows)
-    for family, label, names in ((QUEUE_INFO, "queue", snap.names.queues), (AGENT_INFO, "agent", snap.names.agents)):
-        pairs = tuple(names.items())
+
+    def info(family: str, label: str, names: Mapping[str, str]) -> None:
         emit(
             family,
-            [
-                "".join(
-                    [
-                        f'{family}{{{label}="{_escape_label_value(key)}",{label}_name="{_escape_label_value(name)}",'
-                        f'source="{source}"}} 1.0\n'
-                        for key, name in pairs[i : i + LINES_AT_ONCE]
-                    ]
-                )
-                for i in range(0, len(pairs), LINES_AT_ONCE)
-            ],
+            _in_chunks(
+                tuple(names.items()),
+                lambda part: [
+                    f'{family}{{{label}="{_escape_label_value(key)}",{label}_name="{_escape_label_value(name)}",'
+                    f'source="{source}"}} 1.0\n'
+                    for key, name in part
+                ],
+            ),
         )
+
+    info(QUEUE_INFO, "queue", snap.names.queues)
+    info(AGENT_INFO, "agent", snap.names.agents)
     return out
 
 
