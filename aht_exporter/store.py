@@ -61,10 +61,11 @@ class Snapshot:
     # Running totals of the final buckets per label set (the `_total` counters).
     totals: Mapping[Labels, Sums] = field(default_factory=dict)
     unrecovered: int = 0  # buckets final without ever being fetched (`SourceStore.unrecovered`)
+    counted: int | None = None  # `series`, when the store counted them already (for max_series)
 
     @property
     def series(self) -> int:
-        return count_series(self.windows, self.totals, self.fields)
+        return self.counted if self.counted is not None else count_series(self.windows, self.totals, self.fields)
 
 
 @dataclass
@@ -446,9 +447,9 @@ class SourceStore:
                     acc = sums.get(labels)
                     sums[labels] = values if acc is None else _plus(acc, values)
             windows[w.text] = {labels: _seconds(acc) for labels, acc in sums.items()}
-        running, dropped = self._running(), 0
+        running, dropped, counted = self._running(), 0, None
         if max_series is not None:
-            running, dropped = _limit_series(windows, running, self.fields, max_series)
+            running, dropped, counted = _limit_series(windows, running, self.fields, max_series)
         return Snapshot(
             data_end=data_end,
             fields=self.fields,
@@ -457,6 +458,7 @@ class SourceStore:
             series_dropped=dropped,
             totals=running,
             unrecovered=self.unrecovered,
+            counted=counted,
         )
 
 
@@ -465,16 +467,17 @@ def _limit_series(
     totals: dict[Labels, Sums],
     fields: frozenset[Field],
     max_series: int,
-) -> tuple[dict[Labels, Sums], int]:
+) -> tuple[dict[Labels, Sums], int, int]:
     """Keep at most `max_series` series, whole label sets at a time, in every window and in the totals at
     once, in a stable (sorted) order: every window shows the same queues and agents, none is left empty.
 
-    The windows are cut in place; the totals kept are returned, with how many series were dropped. `totals`
-    itself is never changed (the store keeps it for the next snapshot): it is returned as it is when nothing
-    is cut, the common case, counted without the cost of each label set."""
+    The windows are cut in place; the totals kept are returned, with how many series were dropped and how
+    many are kept (the snapshot's `series`, counted once). `totals` itself is never changed (the store keeps
+    it for the next snapshot): it is returned as it is when nothing is cut, the common case, counted without
+    the cost of each label set."""
     total = count_series(windows, totals, fields)
     if total <= max_series:
-        return totals, 0
+        return totals, 0, total
     cost: dict[Labels, int] = dict.fromkeys(totals, len(fields))
     for window in windows.values():
         for labels, sums in window.items():
@@ -486,7 +489,7 @@ def _limit_series(
             kept += cost[labels]
     for text, window in windows.items():
         windows[text] = {labels: sums for labels, sums in window.items() if labels in keep}
-    return {labels: t for labels, t in totals.items() if labels in keep}, total - kept
+    return {labels: t for labels, t in totals.items() if labels in keep}, total - kept, kept
 
 
 def _names_in_use(names: Names, windows: Mapping[str, Mapping[Labels, object]]) -> Names:
@@ -546,13 +549,16 @@ class AverageStore:
             if v is not None
         }
         windows = {self.window.text: present}
-        dropped = _limit_series(windows, {}, frozenset(), max_series)[1] if max_series is not None else 0
+        dropped, counted = 0, None
+        if max_series is not None:
+            _, dropped, counted = _limit_series(windows, {}, frozenset(), max_series)
         return Snapshot(
             data_end=data_end,
             fields=frozenset(),
             windows=windows,
             names=_names_in_use(names or Names(), windows),
             series_dropped=dropped,
+            counted=counted,
         )
 
     def restore(self, state: SourceState) -> None:

@@ -21,7 +21,7 @@ from aht_exporter.model import (
     Sums,
     make_labels,
 )
-from aht_exporter.store import MICRO, TOTALS_RETENTION, AverageStore, SourceStore
+from aht_exporter.store import MICRO, TOTALS_RETENTION, AverageStore, SourceStore, count_series
 from aht_exporter.timebuckets import Duration
 
 TEN = 1772445600  # 2026-03-02T10:00:00Z
@@ -118,6 +118,11 @@ def test_max_series_drops_whole_label_sets_and_counts_them() -> None:
     assert sorted(snap.totals) == labels[:2]  # the counters of the same label sets
     assert snap.series_dropped == 50 - 10
     assert snap.series == 10
+    # Counted once, by the cut, and the count is what a recount of the snapshot gives, cut or not.
+    assert snap.counted == 10 == count_series(snap.windows, snap.totals, snap.fields)
+    whole = s.snapshot(TEN, max_series=1000)
+    assert whole.counted == 50 == count_series(whole.windows, whole.totals, whole.fields)
+    assert s.snapshot(TEN).counted is None and s.snapshot(TEN).series == 50
     # The cut is the snapshot's only: the store's totals, and the next snapshot without a limit, keep all
     assert sorted(s.totals) == labels and sorted(s.snapshot(TEN).totals) == labels
 
