@@ -252,7 +252,7 @@ reply of 20,000 agents in one was 25 to 45 ms during which the event loop, and e
 the parse runs in a worker thread. The reply is scanned (each result kept as raw JSON, about 1 ms a MB), then
 decoded a slice at a time, 2 to 3 ms each; between two calls the loop gets the GIL (docs/performance.md,
 "Event-loop stalls"). A reply of results alone is not scanned but cut at the results' boundaries
-(`_split_results`)."""
+(`_cut_results`)."""
 
 
 # Where one result ends and the next begins, in a reply of results objects whose first key is "group" (as
@@ -264,13 +264,14 @@ _HEAD = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"results"[ \t\r\n]*:[ \t\r\n]*\[')
 _SPACE = b" \t\r\n"
 
 
-def _split_results(raw: bytes) -> list[_Result] | None:
-    """The results of a reply that is `{"results": [...]}` and nothing else, decoded a slice at a time cut
-    at the boundaries between results, with no call over the whole reply: scanning it whole was one msgspec
-    call of 31 ms with the GIL held for the 30 MB reply of 100,000 agents (docs/performance.md, "Values the
-    collector never walks"). None for any other reply, or one that does not cut into whole results: the
-    scan (`_decode`) reads it, and names what is wrong with it. Valid slices make a valid whole: the
-    concatenation of JSON arrays' elements is an array."""
+def _cut_results(raw: bytes) -> Iterator[bytes] | None:
+    """The results of a reply that is `{"results": [...]}` and nothing else, as JSON arrays of whole results
+    of about `DECODE_SLICE` bytes each, cut at the boundaries between results, with no call over the whole
+    reply: scanning it whole was one msgspec call of 31 ms with the GIL held for the 30 MB reply of 100,000
+    agents (docs/performance.md, "Values the collector never walks"). None for any other reply; one that
+    does not cut into whole results makes a slice that fails to decode. Either way the scan (`_read`) reads
+    it, and names what is wrong with it. Valid slices make a valid whole: the concatenation of JSON arrays'
+    elements is an array."""
     head = _HEAD.match(raw)
     end = len(raw)
     while end and raw[end - 1] in _SPACE:
@@ -282,97 +283,125 @@ def _split_results(raw: bytes) -> list[_Result] | None:
         close -= 1
     if close <= head.end() or raw[close - 1 : close] != b"]":
         return None
-    close -= 1  # the results' closing bracket
-    results: list[_Result] = []
-    pos = head.end()
-    try:
-        while True:
-            cut, after = close, None
-            if close - pos > DECODE_SLICE:
-                boundary = _BOUNDARY.search(raw, pos + DECODE_SLICE, close)
-                if boundary is not None:
-                    cut, after = boundary.start() + 1, boundary.end(1)
-            results += _RESULTS.decode(b"[" + raw[pos:cut] + b"]")
-            if after is None:
-                return results
-            pos = after
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return None
+    return _pieces(raw, head.end(), close - 1)  # up to the results' closing bracket
 
 
-def _decode(raw: bytes) -> _Reply:
-    split = _split_results(raw)
-    if split is not None:
-        return _Reply(results=split)
-    scanned = _SCANNER.decode(raw)
-    if scanned.results is UNSET:
-        return _Reply(code=scanned.code, message=scanned.message, contextId=scanned.contextId)
-    results: list[_Result] = []
+def _pieces(raw: bytes, pos: int, close: int) -> Iterator[bytes]:
+    while True:
+        cut, after = close, None
+        if close - pos > DECODE_SLICE:
+            boundary = _BOUNDARY.search(raw, pos + DECODE_SLICE, close)
+            if boundary is not None:
+                cut, after = boundary.start() + 1, boundary.end(1)
+        yield b"[" + raw[pos:cut] + b"]"
+        if after is None:
+            return
+        pos = after
+
+
+def _scanned_pieces(results: list[msgspec.Raw]) -> Iterator[bytes]:
+    """The scanned results, as JSON arrays of about `DECODE_SLICE` bytes each."""
     part: list[msgspec.Raw] = []
     size = 0
-    for result in scanned.results:
+    for result in results:
         part.append(result)
         size += len(result)
         if size >= DECODE_SLICE:
-            results += _RESULTS.decode(b"[" + b",".join(part) + b"]")
+            yield b"[" + b",".join(part) + b"]"
             part, size = [], 0
     if part:
-        results += _RESULTS.decode(b"[" + b",".join(part) + b"]")
-    return _Reply(results=results)
+        yield b"[" + b",".join(part) + b"]"
+
+
+def _decoded(pieces: Iterator[bytes]) -> Iterator[list[_Result]]:
+    for piece in pieces:
+        yield _RESULTS.decode(piece)
+
+
+def _read(raw: bytes, group_by: Sequence[str]) -> list[Bucket]:
+    """The reply's buckets, its results decoded a slice at a time and each slice made into buckets before the
+    next is decoded. So the decoded results are never all alive at once: freeing those of a 100,000-agent
+    reply in one go (when the parse returned) was 35 to 40 ms with the GIL held, the longest stall of the
+    event loop at that size (docs/performance.md, "Freed where they are made")."""
+    pieces = _cut_results(raw)
+    if pieces is not None:
+        try:
+            return _buckets(_decoded(pieces), group_by)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            pass  # not cut into whole results, or not valid: the scan reads it and names what is wrong
+    scanned = _SCANNER.decode(raw)
+    if scanned.results is UNSET:
+        _raise_vendor_error(scanned.code, scanned.message, scanned.contextId)
+        return []  # a query with no data may answer `{}`
+    return _buckets(_decoded(_scanned_pieces(scanned.results)), group_by)
 
 
 def parse_aggregates_json(raw: bytes, group_by: Sequence[str], *, status: int = 200) -> list[Bucket]:
     """Genesys aggregates JSON as received -> buckets. Pure; raises ProviderError naming the bad field."""
     try:
         try:
-            reply = _decode(raw)
+            return _read(raw, group_by)
         except msgspec.ValidationError:
             # A slice's error names its place in the slice: the reply decoded whole names the place in the
             # reply (`$.results[7].data[0].interval`). Only a broken reply pays for it.
-            reply = _DECODER.decode(raw)
+            return _reply_buckets(_DECODER.decode(raw), group_by)
     except msgspec.ValidationError as exc:
         raise ProviderError(f"aggregates response: {exc}") from None
     except msgspec.DecodeError:
         raise not_json(raw, status, "aggregates query") from None
     except RecursionError:  # msgspec's own depth limit, for a value of a key we keep as Any
         raise ProviderError(f"aggregates response: {_TOO_DEEP}") from None
-    return _buckets(reply, group_by)
 
 
 _TOO_DEEP = "nested too deeply to be an aggregates reply"
 
 
-def _buckets(reply: _Reply, group_by: Sequence[str]) -> list[Bucket]:
+def _raise_vendor_error(code: Any, message: Any, context_id: Any) -> None:
+    """A reply without results that is an error body with HTTP 200 (a gateway, a partial outage): never
+    mistaken for "no data". Vendor text of any type and size: one line's worth of it (the poll's error cuts
+    it again)."""
+    if code is UNSET and message is UNSET:
+        return
+    code = "?" if code is UNSET else str(code)[:100]
+    message = "" if message is UNSET else str(message)[:300]
+    context = f" ({str(context_id)[:100]})" if context_id not in (UNSET, None, "") else ""
+    raise ProviderError(f"aggregates response: the vendor answered 200 with an error: {code}: {message}{context}")
+
+
+def _reply_buckets(reply: _Reply, group_by: Sequence[str]) -> list[Bucket]:
+    """The buckets of a reply decoded whole."""
     if reply.results is UNSET:
-        if reply.code is not UNSET or reply.message is not UNSET:
-            # An error body with HTTP 200 (a gateway, a partial outage): never mistake it for "no data".
-            # Vendor text of any type and size: one line's worth of it (the poll's error cuts it again).
-            code = "?" if reply.code is UNSET else str(reply.code)[:100]
-            message = "" if reply.message is UNSET else str(reply.message)[:300]
-            context = f" ({str(reply.contextId)[:100]})" if reply.contextId not in (UNSET, None, "") else ""
-            raise ProviderError(
-                f"aggregates response: the vendor answered 200 with an error: {code}: {message}{context}"
-            )
-        return []  # a query with no data may answer `{}`
+        _raise_vendor_error(reply.code, reply.message, reply.contextId)
+        return []
+    return _buckets(iter([reply.results]), group_by)
+
+
+def _buckets(slices: Iterator[list[_Result]], group_by: Sequence[str]) -> list[Bucket]:
+    """The buckets of the results, given a slice at a time; a result's place (`results[i]`) counts from the
+    first slice."""
     buckets: list[Bucket] = []
     intervals: dict[str, tuple[int, int]] = {}  # every group repeats the same few intervals
-    for i, result in enumerate(reply.results):
-        labels = _labels(result.group, group_by, i)
-        for j, entry in enumerate(result.data):
-            span = intervals.get(entry.interval)
-            if span is None:
-                span = intervals[entry.interval] = _interval(entry.interval, f"results[{i}].data[{j}]")
-            values: dict[str, float] = {}
-            for k, metric in enumerate(entry.metrics):
-                for stat, field, divisor in _STAT_KEYS.get(metric.metric, ()):  # a metric not asked for: ignored
-                    value = metric.stats.count if stat == "count" else metric.stats.sum
-                    # The common case inline (a float in range: NaN fails both comparisons); anything
-                    # else is judged, and named by its path, by _stat. At 100k agents a call and an error
-                    # path's text per stat were a tenth of the poll.
-                    if not (isinstance(value, float) and 0 <= value <= _LIMITS[stat][0]):
-                        value = _stat(metric.stats, stat, f"results[{i}].data[{j}].metrics[{k}].stats")
-                    values[field] = values.get(field, 0.0) + value / divisor
-            buckets.append(Bucket(start=span[0], end=span[1], labels=labels, values=values))
+    i = -1
+    for results in slices:
+        for result in results:
+            i += 1
+            labels = _labels(result.group, group_by, i)
+            for j, entry in enumerate(result.data):
+                span = intervals.get(entry.interval)
+                if span is None:
+                    span = intervals[entry.interval] = _interval(entry.interval, f"results[{i}].data[{j}]")
+                values: dict[str, float] = {}
+                for k, metric in enumerate(entry.metrics):
+                    # A metric not asked for: ignored.
+                    for stat, field, divisor in _STAT_KEYS.get(metric.metric, ()):
+                        value = metric.stats.count if stat == "count" else metric.stats.sum
+                        # The common case inline (a float in range: NaN fails both comparisons); anything
+                        # else is judged, and named by its path, by _stat. At 100k agents a call and an
+                        # error path's text per stat were a tenth of the poll.
+                        if not (isinstance(value, float) and 0 <= value <= _LIMITS[stat][0]):
+                            value = _stat(metric.stats, stat, f"results[{i}].data[{j}].metrics[{k}].stats")
+                        values[field] = values.get(field, 0.0) + value / divisor
+                buckets.append(Bucket(start=span[0], end=span[1], labels=labels, values=values))
     return buckets
 
 
