@@ -21,6 +21,8 @@ import gc
 import sys
 import tempfile
 import time
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +46,11 @@ class LagProbe:
 
     def __init__(self) -> None:
         self.polling = False
-        self.during: list[float] = []
-        self.outside: list[float] = []
-        self.collections: list[float] = []  # seconds each collection took, during polls
+        # Arrays, not lists: a list of tens of thousands of floats would be walked by every full garbage
+        # collection, adding to the very stalls it records.
+        self.during = array("d")
+        self.outside = array("d")
+        self.collections = array("d")  # seconds each collection took, during polls
         self._task: asyncio.Task[None] | None = None
         self._collecting = 0.0
 
@@ -80,7 +84,7 @@ class LagProbe:
 Stats = tuple[float, float, int]
 
 
-def summary(lags: list[float]) -> Stats:
+def summary(lags: Sequence[float]) -> Stats:
     """(max, p99, samples), in seconds."""
     if not lags:
         return 0.0, 0.0, 0
@@ -129,7 +133,7 @@ async def measure(sim: SimulatorProcess, clock: SharedClock, args: argparse.Name
     finally:
         await server.cleanup()
         await exporter.aclose()
-    collections = first.collections + probe.collections
+    collections = list(first.collections) + list(probe.collections)
     return Measured(
         summary(first.during), summary(probe.during), summary(probe.outside), collections, runner.health.series
     )
