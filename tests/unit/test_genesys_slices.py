@@ -229,7 +229,7 @@ def test_each_slice_of_results_is_made_into_buckets_and_let_go_before_the_next_i
             # Held by `firsts` and by getrefcount's argument alone (2): nothing else has it any more.
             held = [sys.getrefcount(firsts[n]) > 2 for n in range(len(firsts) - 1)]
             assert not any(held), f"{held.count(True)} earlier slices still alive"
-            got: list[object] = real.decode(data)
+            got = real.decode(data)
             firsts.append(got[0])
             return got
 
