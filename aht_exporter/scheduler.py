@@ -147,10 +147,12 @@ class SourceRunner:
         100,000-agent poll's buckets were 11 to 26 ms of the loop's own CPU; freed whole here, 16 to 33 ms with
         the GIL held. Every scrape waited either way (docs/performance.md, "Freed where they are made")."""
         result = handed.pop()
-        details = self.store.apply(span, result)
-        if isinstance(result, list):
-            let_go(result)
-        del result
+        try:
+            details = self.store.apply(span, result)
+        finally:  # and a result the store refused (a bucket outside the span), which its traceback would keep
+            if isinstance(result, list):
+                let_go(result)
+            del result
         return details, (self._write(everything) if self.state.enabled else None)
 
     def _write(self, everything: bool) -> bool:
