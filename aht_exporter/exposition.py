@@ -244,10 +244,30 @@ class Segment:
 
     @classmethod
     def of(cls, raw: bytes) -> Segment:
+        return cls.of_pieces((raw,))
+
+    @classmethod
+    def of_pieces(cls, pieces: Iterable[bytes]) -> Segment:
+        """The segment of the pieces' text, concatenated, compressed and checksummed one piece at a time: a
+        family's text is never held whole. At 100,000 agents a family is some 10 MB; joined into one str,
+        then encoded into bytes, each was two fresh allocations of that size, whose pages the kernel had to
+        map and zero as they were first written: 20 to 30 ms of CPU per family, a quarter of a second in
+        the poll that formats the counters again (docs/performance.md, "A family's text is never whole")."""
         deflate = deflater()
-        deflated = deflate.compress(raw) + deflate.flush(isal_zlib.Z_SYNC_FLUSH)
-        kept = raw if len(raw) < KEEP_TEXT else None
-        return cls(deflated, len(raw), zlib.crc32(raw), crc_shift(len(raw)), kept)
+        deflated: list[bytes] = []
+        crc = size = 0
+        small: list[bytes] = []  # the text while it is smaller than KEEP_TEXT
+        for piece in pieces:
+            deflated.append(deflate.compress(piece))
+            crc = isal_zlib.crc32(piece, crc)  # ISA-L's: the same CRC-32, ten times faster than zlib's here
+            size += len(piece)
+            if size < KEEP_TEXT:
+                small.append(piece)
+            elif small:
+                small = []
+        deflated.append(deflate.flush(isal_zlib.Z_SYNC_FLUSH))
+        kept = b"".join(small) if size < KEEP_TEXT else None
+        return cls(b"".join(deflated), size, crc, crc_shift(size), kept)
 
     @property
     def raw(self) -> bytes:
@@ -448,26 +468,46 @@ held in tuples (which the collector untracks once their items are), keep that to
 (docs/performance.md, "Values the collector never walks")."""
 
 
-def _in_chunks(rows: tuple[T, ...], lines: Callable[[tuple[T, ...]], list[str]]) -> list[str]:
+def _in_chunks(rows: tuple[T, ...], lines: Callable[[tuple[T, ...]], list[str]]) -> Iterator[str]:
     """`lines` of the rows, LINES_AT_ONCE rows at a time, each chunk's lines joined into one string."""
-    return ["".join(lines(rows[i : i + LINES_AT_ONCE])) for i in range(0, len(rows), LINES_AT_ONCE)]
+    for i in range(0, len(rows), LINES_AT_ONCE):
+        yield "".join(lines(rows[i : i + LINES_AT_ONCE]))
 
 
-def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, bytes]:
+@dataclass(slots=True)
+class LabelTexts:
+    """Each label set's pairs, with source and provider, as the text before the window label and after it
+    (`source_chunks`), kept by the Renderer from one render of a source to the next: sorting and escaping
+    a label set's pairs was 3 to 4 µs, a fifth of a second per poll at 100,000 agents, for text that is
+    the same each time. Only the label sets of the last snapshot are kept."""
+
+    before: dict[Labels, str] = field(default_factory=dict)
+    after: dict[Labels, str] = field(default_factory=dict)
+
+
+def source_chunks(
+    view: SourceView, *, counters: bool = True, last: LabelTexts | None = None, made: LabelTexts | None = None
+) -> dict[str, Iterator[str]]:
     """One source's data samples, per family: lines that read the same in the text format and in OpenMetrics.
 
     Exactly what prometheus_client writes for the same gauges (labels sorted by name, values as
     `floatToGoString` writes them), but formatted straight from the snapshot: at 100,000 series a few
-    hundred milliseconds instead of seconds, once per poll of this source only. One family at a time,
-    so that only one family's lines are ever held as separate strings. `counters=False` leaves out the
-    `_total` families (the caller has them already: `Renderer`).
+    hundred milliseconds instead of seconds, once per poll of this source only. Each family's lines come
+    LINES_AT_ONCE at a time, formatted as they are read (`Segment.of_pieces` compresses each chunk before
+    the next is made), so that no family's text is ever held whole; a family with no line yields nothing.
+    `counters=False` leaves out the `_total` families (the caller has them already: `Renderer`).
+
+    `last`: the label texts of this source's last render, taken where they are; `made`: where the texts of
+    this snapshot's label sets go, for the next (both of the same source and provider).
     """
     snap = view.snapshot
     assert snap is not None
     source = _escape_label_value(view.health.source)
     base = {"source": source, "provider": _escape_label_value(view.health.provider)}
-    befores: dict[Labels, str] = {}  # str values, not tuples: a dict of them is never tracked (LINES_AT_ONCE)
-    afters: dict[Labels, str] = {}
+    made = LabelTexts() if made is None else made
+    # str values, not tuples: a dict of them is never tracked (LINES_AT_ONCE)
+    befores, afters = made.before, made.after
+    known_before, known_after = (last.before, last.after) if last is not None else ({}, {})
 
     def around_window(labels: Labels) -> tuple[str, str]:
         """A label set's pairs with source and provider, sorted by name, as the text before the window label
@@ -475,6 +515,10 @@ def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, byte
         named window: data labels are the providers' group_by dimensions, queue, agent and media_type.)"""
         before = befores.get(labels)
         if before is None:
+            before = known_before.get(labels)
+            if before is not None:
+                befores[labels], afters[labels] = before, known_after[labels]
+                return before, known_after[labels]
             series = dict(base)
             series.update((k, _escape_label_value(v)) for k, v in labels)
             pairs = sorted(series.items())
@@ -493,34 +537,38 @@ def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, byte
             for before, after in (around_window(labels),)
         ]
     )
-    out: dict[str, bytes] = {}
 
-    def emit(family: str, chunks: list[str]) -> None:
-        text = "".join(chunks)
-        if text:
-            out[family] = encode(text)
-
-    def samples(name: str, field: Field, rows: tuple[tuple[str, Sums], ...]) -> None:
+    def samples(name: str, field: Field, rows: tuple[tuple[str, Sums], ...]) -> Iterator[str]:
         value = attrgetter(field.value)
-        emit(
-            name,
-            _in_chunks(rows, lambda part: [f"{name}{{{text}}} {go_float(value(totals))}\n" for text, totals in part]),
-        )
+        return _in_chunks(rows, lambda part: [f"{name}{{{text}}} {go_float(value(totals))}\n" for text, totals in part])
 
-    emit(
-        AHT_FAMILY,
-        _in_chunks(
+    out: dict[str, Iterator[str]] = {
+        AHT_FAMILY: _in_chunks(
             sums,
             lambda part: [
                 f"{AHT_FAMILY}{{{text}}} {go_float(totals.handle_time_seconds / handled)}\n"
                 for text, totals in part
                 if (handled := totals.contacts_handled) > 0
             ],
-        ),
-    )
+        )
+    }
     fields = [f for f in Field if f in snap.fields]
     for f in fields:
-        samples(f"aht_{f.value}", f, sums)
+        out[f"aht_{f.value}"] = samples(f"aht_{f.value}", f, sums)
+
+    def info(family: str, label: str, names: Mapping[str, str]) -> None:
+        if names:
+            out[family] = _in_chunks(
+                tuple(names.items()),
+                lambda part: [
+                    f'{family}{{{label}="{_escape_label_value(key)}",{label}_name="{_escape_label_value(name)}",'
+                    f'source="{source}"}} 1.0\n'
+                    for key, name in part
+                ],
+            )
+
+    info(QUEUE_INFO, "queue", snap.names.queues)
+    info(AGENT_INFO, "agent", snap.names.agents)
     if counters and snap.totals:
         counter_rows = tuple(
             [
@@ -530,23 +578,17 @@ def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, byte
             ]
         )
         for f in fields:
-            samples(f"aht_{f.value}_total", f, counter_rows)
+            out[f"aht_{f.value}_total"] = samples(f"aht_{f.value}_total", f, counter_rows)
+    return out
 
-    def info(family: str, label: str, names: Mapping[str, str]) -> None:
-        emit(
-            family,
-            _in_chunks(
-                tuple(names.items()),
-                lambda part: [
-                    f'{family}{{{label}="{_escape_label_value(key)}",{label}_name="{_escape_label_value(name)}",'
-                    f'source="{source}"}} 1.0\n'
-                    for key, name in part
-                ],
-            ),
-        )
 
-    info(QUEUE_INFO, "queue", snap.names.queues)
-    info(AGENT_INFO, "agent", snap.names.agents)
+def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, bytes]:
+    """`source_chunks`, each family's text whole (the tests, and a small source); families with no line left out."""
+    out: dict[str, bytes] = {}
+    for family, chunks in source_chunks(view, counters=counters).items():
+        text = "".join(chunks)
+        if text:
+            out[family] = encode(text)
     return out
 
 
@@ -757,6 +799,8 @@ class Renderer:
         # (source, provider) -> the totals mapping its counters were formatted from, and their segments.
         # Holding the mapping keeps its id from being reused while the entry lives.
         self._counters: dict[tuple[str, str], tuple[Mapping[Labels, Sums], dict[str, Segment]]] = {}
+        # (source, provider) -> its label sets' texts as its last render made them (LabelTexts).
+        self._texts: dict[tuple[str, str], LabelTexts] = {}
         # The sources whose data failed to render in the last render, and why: new failures only (a
         # snapshot that failed once is not tried again, and not reported again).
         self.failures: dict[str, str] = {}
@@ -769,6 +813,7 @@ class Renderer:
         """CPU-bound: call it off the event loop."""
         samples: dict[tuple[int, str, str], tuple[Snapshot, dict[str, Segment]]] = {}
         counters: dict[tuple[str, str], tuple[Mapping[Labels, Sums], dict[str, Segment]]] = {}
+        texts: dict[tuple[str, str], LabelTexts] = {}
         self.failures = {}
         for view in views:
             snap = view.snapshot
@@ -784,19 +829,24 @@ class Renderer:
                 # segments are then reused (at 100k agents, 40% of the lines).
                 last = self._counters.get(source)
                 kept = last[1] if last is not None and last[0] is snap.totals else None
-                texts = self._source_samples(view, counters=kept is None)
-                segments = {family: Segment.of(text) for family, text in texts.items()}
+                made = LabelTexts()
+                segments = self._source_segments(view, counters=kept is None, last=self._texts.get(source), made=made)
+                texts[source] = self._texts.get(source, made) if view.health.source in self.failures else made
                 if view.health.source not in self.failures:  # a source that failed shows nothing
                     segments.update(kept or {})
                     if snap.totals:
                         counted = {f: seg for f, seg in segments.items() if f in COUNTER_FAMILIES}
                         counters[source] = (snap.totals, counted)
                 cached = (snap, segments)
-            elif source in self._counters:
-                counters[source] = self._counters[source]
+            else:
+                if source in self._counters:
+                    counters[source] = self._counters[source]
+                if source in self._texts:
+                    texts[source] = self._texts[source]
             samples[key] = cached
         self._samples = samples  # snapshots no longer shown drop out
         self._counters = counters
+        self._texts = texts
         data: list[Segment] = []
         for name, _ in DATA_FAMILIES:
             lines = [chunks[name] for _, chunks in samples.values() if name in chunks]
@@ -810,10 +860,17 @@ class Renderer:
             raise ValueError("prometheus_client's OpenMetrics no longer ends with # EOF")
         return bodies(data, generate_text(health), health_openmetrics.removesuffix(OPENMETRICS_EOF), self.tail)
 
-    def _source_samples(self, view: SourceView, *, counters: bool = True) -> dict[str, bytes]:
-        """One source's samples; a source whose data cannot be rendered shows none, and the others still do."""
+    def _source_segments(
+        self, view: SourceView, *, counters: bool, last: LabelTexts | None, made: LabelTexts
+    ) -> dict[str, Segment]:
+        """One source's samples, a segment per family that has lines; a source whose data cannot be rendered
+        shows none, and the others still do."""
         try:
-            return source_samples(view, counters=counters)
+            segments = {
+                family: Segment.of_pieces(encode(chunk) for chunk in chunks)
+                for family, chunks in source_chunks(view, counters=counters, last=last, made=made).items()
+            }
+            return {family: segment for family, segment in segments.items() if segment.size}
         except Exception as exc:  # a bug, or a value nothing upstream caught: never the whole exposition
             source = view.health.source
             error = clean_text(f"its data could not be rendered ({type(exc).__name__}: {exc}): data omitted")

@@ -1,6 +1,7 @@
 import gzip
 import platform
 import zlib
+from collections.abc import Iterable
 from dataclasses import replace
 
 import pytest
@@ -10,6 +11,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 from aht_exporter import __version__, exposition
 from aht_exporter.exposition import (
+    KEEP_TEXT,
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
     Renderer,
@@ -193,17 +195,19 @@ def test_a_poll_of_a_small_source_beside_a_big_one_compresses_only_the_small_one
     first = renderer.render([big, small])
 
     compressed: list[int] = []
-    real = Segment.of
+    real = Segment.of_pieces  # every segment is made by it (Segment.of too)
 
-    def counting(raw: bytes) -> Segment:
-        compressed.append(len(raw))
-        return real(raw)
+    def counting(pieces: Iterable[bytes]) -> Segment:
+        segment = real(pieces)
+        compressed.append(segment.size)
+        return segment
 
-    monkeypatch.setattr(Segment, "of", staticmethod(counting))
+    monkeypatch.setattr(Segment, "of_pieces", staticmethod(counting))
     polled = agents_view("small", 12, handle=200.0)  # the small source's next poll: a new snapshot
     second = renderer.render([big, polled])
 
     assert len(first.text) > 1_000_000
+    assert compressed
     # The small source's families and the two formats' ends (health, routing): never the big source's lines.
     assert sum(compressed) < len(first.text) // 40, compressed
     for rendered in (first, second):
@@ -236,6 +240,18 @@ def test_the_combined_crc_is_zlibs_over_the_concatenation(pieces: list[bytes], e
     body = bodies(segments, end, b"om end\n", ScrapeTail([FixedScrapeFamilies()]))
     assert body.text_format.crc == zlib.crc32(b"".join(pieces) + end)
     assert body.text_format.size == sum(map(len, pieces)) + len(end)
+
+
+@given(st.lists(st.binary(max_size=40_000), max_size=6))
+def test_a_segment_made_piece_by_piece_is_the_segment_of_the_pieces_joined(pieces: list[bytes]) -> None:
+    # Renderer compresses a family's text one chunk of lines at a time (Segment.of_pieces), never joined whole.
+    whole = b"".join(pieces)
+    segment, one = Segment.of_pieces(iter(pieces)), Segment.of(whole)
+    assert (segment.size, segment.crc, segment.shift, segment.kept) == (one.size, one.crc, one.shift, one.kept)
+    assert segment.raw == whole
+    assert (segment.kept is None) == (len(whole) >= KEEP_TEXT)
+    body = bodies([segment], b"", b"", ScrapeTail([])).text_format
+    assert gzip.decompress(joined(body.finish(b"", gzipped=True))) == whole
 
 
 def test_crc_shift_is_the_power_zlib_would_use_at_any_size() -> None:
@@ -323,3 +339,43 @@ def test_lines_formatted_a_few_at_a_time_make_the_same_bytes(monkeypatch: pytest
     monkeypatch.setattr(exposition, "LINES_AT_ONCE", step)
     assert exposition.source_samples(view) == whole
     assert set(whole) >= {"aht_seconds", "aht_handle_time_seconds_total", "aht_agent_info"}
+
+
+def test_label_texts_kept_from_the_last_render_make_the_bytes_a_fresh_render_makes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Renderer keeps each source's label texts (exposition.LabelTexts) for its next render: the body must be
+    # byte for byte a fresh renderer's, with label sets come and gone, values that need escaping, a second
+    # source with the very same label sets (its own source="..." text), and the counters formatted again.
+    def view(name: str, agents: range, handle: float) -> SourceView:
+        groups = {
+            make_labels(agent=f'a"{i}\\\n', queue=f"q{i % 3}"): Sums(
+                handle_time_seconds=handle + i, contacts_handled=2.0
+            )
+            for i in agents
+        }
+        health = SourceHealth(name, "genesys", 3, up=True, polled=True)
+        return SourceView(health, Snapshot(data_end=1772445600, fields=FIELDS, windows={"1h": groups}, totals=groups))
+
+    renderer = Renderer(ScrapeTail([FixedScrapeFamilies()]))
+    renderer.render([view("g1", range(0, 40), 10.0), view("g2", range(0, 40), 10.0)])
+    later = [view("g1", range(20, 60), 11.0), view("g2", range(0, 40), 12.0)]
+    escaped: list[str] = []
+    real = exposition._escape_label_value
+    monkeypatch.setattr(exposition, "_escape_label_value", lambda v: escaped.append(v) or real(v))
+    body = renderer.render(later)
+    monkeypatch.undo()
+    # The 20 label sets new to g1 only, with their 2 values each (and each source's name, provider, window).
+    assert len([v for v in escaped if v.startswith(('a"', "q"))]) == 40
+    assert body.text == Renderer(ScrapeTail([FixedScrapeFamilies()])).render(later).text
+    assert (
+        b'aht_handle_time_seconds_total{agent="a\\"59\\\\\\n",provider="genesys",queue="q2",source="g1"} 70.0'
+        in body.text
+    )
+    assert (
+        b'aht_handle_time_seconds{agent="a\\"0\\\\\\n",provider="genesys",queue="q0",source="g2",window="1h"} 12.0'
+        in body.text
+    )
+    # Only the label sets of the last snapshot are kept.
+    kept = renderer._texts[("g1", "genesys")]
+    assert set(kept.before) == set(kept.after) == set(later[0].snapshot.windows["1h"])  # type: ignore[union-attr]
