@@ -538,9 +538,13 @@ def source_chunks(
         ]
     )
 
+    scale = snap.scale  # values in 1/scale (a store's millionths), divided as they are written (Snapshot)
+
     def samples(name: str, field: Field, rows: tuple[tuple[str, Sums], ...]) -> Iterator[str]:
         value = attrgetter(field.value)
-        return _in_chunks(rows, lambda part: [f"{name}{{{text}}} {go_float(value(totals))}\n" for text, totals in part])
+        return _in_chunks(
+            rows, lambda part: [f"{name}{{{text}}} {go_float(value(totals) / scale)}\n" for text, totals in part]
+        )
 
     out: dict[str, Iterator[str]] = {
         AHT_FAMILY: _in_chunks(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import add
 from typing import Protocol, TypeVar
 
@@ -51,6 +51,11 @@ class Snapshot:
     `aht_seconds` is handle time over contacts handled in every window; only the `fields` are exported as
     sums. A vendor's own average (`AverageStore`) is held as that average over one contact, with no
     fields: the same exposition shows it, and nothing else.
+
+    Values are in 1/`scale` of a second or of a contact: a `SourceStore`'s are its own whole millionths
+    (`MICRO`), shared with the buckets it holds and divided only as each line is written; converting every
+    label set's sums to seconds was a sixth of a 100,000-agent poll's CPU (docs/performance.md, "Sums stay
+    in millionths"). `in_seconds()` has them as seconds.
     """
 
     data_end: int
@@ -62,10 +67,23 @@ class Snapshot:
     totals: Mapping[Labels, Sums] = field(default_factory=dict)
     unrecovered: int = 0  # buckets final without ever being fetched (`SourceStore.unrecovered`)
     counted: int | None = None  # `series`, when the store counted them already (for max_series)
+    scale: int = 1
 
     @property
     def series(self) -> int:
         return self.counted if self.counted is not None else count_series(self.windows, self.totals, self.fields)
+
+    def in_seconds(self) -> Snapshot:
+        """The same snapshot with its values in seconds and contacts (floats), as they are exported."""
+        if self.scale == 1:
+            return self
+        scale = self.scale
+        return replace(
+            self,
+            windows={w: {labels: _seconds(acc, scale) for labels, acc in g.items()} for w, g in self.windows.items()},
+            totals={labels: _seconds(acc, scale) for labels, acc in self.totals.items()},
+            scale=1,
+        )
 
 
 @dataclass
@@ -150,9 +168,9 @@ def _plus(a: Sums, b: Sums) -> Sums:
     return Sums(*map(add, astuple(a), astuple(b)))
 
 
-def _seconds(acc: Sums) -> Sums:
-    """Millionths as seconds and contacts (floats; a zero is the one shared 0.0)."""
-    return Sums(*[v / MICRO if v else 0.0 for v in astuple(acc)])
+def _seconds(acc: Sums, scale: int = MICRO) -> Sums:
+    """Millionths (1/`scale`) as seconds and contacts (floats; a zero is the one shared 0.0)."""
+    return Sums(*[v / scale if v else 0.0 for v in astuple(acc)])
 
 
 def _saved(acc: Sums) -> dict[str, int]:
@@ -236,11 +254,9 @@ class SourceStore:
         self.keeps_changes = True
         self._forgotten: dict[Labels, None] = {}
         self._pruned_before: int | None = None
-        # The totals as the last snapshot showed them, in seconds and contacts, sorted by label set; and the
-        # label sets whose totals changed since (None: all of them). At 100k label sets, converting and
-        # sorting all of them again took half a poll's CPU; a poll changes the few that had contacts.
+        # The totals as the last snapshot showed them, and whether they changed since.
         self._shown: dict[Labels, Sums] = {}
-        self._unshown: dict[Labels, None] | None = None
+        self._totals_changed = True
 
     @property
     def longest_window(self) -> int:
@@ -279,27 +295,29 @@ class SourceStore:
         Two records for the same bucket and labels are summed. Label values are vendor text: here, where
         every provider's labels enter, they are made fit for /metrics (`clean_labels`).
         """
-        fresh: dict[int, dict[Labels, Sums]] = {}
+        fresh: dict[int, dict[Labels, Sums]] = {}  # only buckets asked for: checked once per start
         cleaned: dict[Labels, Labels] = {}  # a label set recurs in every bucket: clean each one once
-        width = len(SUMS_FIELDS)
+        zeros, index, step = [0] * len(SUMS_FIELDS), SUMS_INDEX, self.bucket
         for b in buckets:
-            if b.start % self.bucket or b.end - b.start != self.bucket or not start <= b.start < end:
-                raise ProviderError(
-                    f"the provider returned a bucket {_span(b.start, b.end)} that is not "
-                    f"one of the {self.bucket // 60}-minute buckets asked for "
-                    f"({isoformat_z(start)}/{isoformat_z(end)})"
-                )
+            group = fresh.get(b.start)
+            if group is None or b.end - b.start != step:
+                if b.start % step or b.end - b.start != step or not start <= b.start < end:
+                    raise ProviderError(
+                        f"the provider returned a bucket {_span(b.start, b.end)} that is not "
+                        f"one of the {step // 60}-minute buckets asked for "
+                        f"({isoformat_z(start)}/{isoformat_z(end)})"
+                    )
+                group = fresh[b.start] = {}
             labels = cleaned.get(b.labels)
             if labels is None:
                 fit = clean_labels(b.labels)
                 labels = cleaned[b.labels] = self._labels.setdefault(fit, fit)
-            row = [0] * width
+            row = zeros.copy()
             try:
                 for f, v in b.values.items():
-                    row[SUMS_INDEX[f]] += round(v * MICRO)
+                    row[index[f]] += round(v * MICRO)
             except (OverflowError, ValueError):
                 raise _unstorable(b) from None
-            group = fresh.setdefault(b.start, {})
             same = group.get(labels)
             group[labels] = Sums(*row) if same is None else _plus(same, Sums(*row))
         if self.fetched_until is not None and start > self.fetched_until:
@@ -320,7 +338,7 @@ class SourceStore:
                     self.totals[labels] = NOTHING
                     if self.keeps_changes:
                         self._dirty[labels] = None
-                    self._changed(labels)
+                    self._totals_changed = True
                 if self.last_seen.get(labels, t) < t:
                     self.last_seen[labels] = t
                     if self.keeps_changes:
@@ -346,7 +364,7 @@ class SourceStore:
                 self.totals[labels] = _plus(self.totals.get(labels, NOTHING), values)
                 if self.keeps_changes:
                     self._dirty[labels] = None
-                self._changed(labels)
+                self._totals_changed = True
         self.final_until = until
         return counted
 
@@ -367,7 +385,7 @@ class SourceStore:
             self._dirty.pop(labels, None)
             if self.keeps_changes:
                 self._forgotten[labels] = None
-            self._changed(labels)
+            self._totals_changed = True
 
     def restore(self, state: SourceState) -> None:
         """Take back what the source had when it last saved (before its first poll after a restart): its
@@ -382,33 +400,20 @@ class SourceStore:
         self.fetched_until = state.fetched_until
         self.final_until = state.final_until
         self.unrecovered = state.unrecovered
-        self._unshown = None
-
-    def _changed(self, labels: Labels) -> None:
-        if self._unshown is not None:
-            self._unshown[labels] = None
+        self._totals_changed = True
 
     def _running(self) -> dict[Labels, Sums]:
-        """The totals in seconds and contacts: the last snapshot's, with the label sets changed since converted
-        again. Copy on write: a snapshot's mapping is never changed once made (a render may be reading it), and
-        one made when nothing changed is the very same mapping (one 100k-entry dict for the collector to walk,
-        not two). The Sums are shared, never changed once made.
+        """The totals, in millionths. Copy on write: a snapshot's mapping is never changed once made (a render
+        may be reading it, while the next poll changes `totals`), and one made when nothing changed is the very
+        same mapping (one 100k-entry dict for the collector to walk, not two; and the renderer keeps the
+        counters it formatted from it). The Sums are shared, never changed once made.
 
         In the order label sets came, as the windows are, not sorted: sorting is one C call that holds the GIL
         throughout, 34 ms for 100k label sets (more when new ones came), during which the event loop waits
         (docs/performance.md, "Values the collector never walks"); Prometheus reads the lines in any order."""
-        if self._unshown is None:
-            self._shown = {labels: _seconds(acc) for labels, acc in self.totals.items()}
-        elif self._unshown:
-            shown = dict(self._shown)
-            for labels in self._unshown:
-                acc = self.totals.get(labels)
-                if acc is None:
-                    shown.pop(labels, None)
-                else:
-                    shown[labels] = _seconds(acc)
-            self._shown = shown
-        self._unshown = {}
+        if self._totals_changed:
+            self._shown = dict(self.totals)
+            self._totals_changed = False
         return self._shown
 
     def take_changes(self, *, everything: bool = False) -> Changes:
@@ -446,7 +451,7 @@ class SourceStore:
                 for labels, values in self._buckets.get(t, {}).items():
                     acc = sums.get(labels)
                     sums[labels] = values if acc is None else _plus(acc, values)
-            windows[w.text] = {labels: _seconds(acc) for labels, acc in sums.items()}
+            windows[w.text] = sums
         running, dropped, counted = self._running(), 0, None
         if max_series is not None:
             running, dropped, counted = _limit_series(windows, running, self.fields, max_series)
@@ -459,6 +464,7 @@ class SourceStore:
             totals=running,
             unrecovered=self.unrecovered,
             counted=counted,
+            scale=MICRO,
         )
 
 

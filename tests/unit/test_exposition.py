@@ -3,9 +3,10 @@ import platform
 import zlib
 from collections.abc import Iterable
 from dataclasses import replace
+from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
@@ -362,7 +363,12 @@ def test_label_texts_kept_from_the_last_render_make_the_bytes_a_fresh_render_mak
     later = [view("g1", range(20, 60), 11.0), view("g2", range(0, 40), 12.0)]
     escaped: list[str] = []
     real = exposition._escape_label_value
-    monkeypatch.setattr(exposition, "_escape_label_value", lambda v: escaped.append(v) or real(v))
+
+    def escape(value: str) -> str:
+        escaped.append(value)
+        return real(value)
+
+    monkeypatch.setattr(exposition, "_escape_label_value", escape)
     body = renderer.render(later)
     monkeypatch.undo()
     # The 20 label sets new to g1 only, with their 2 values each (and each source's name, provider, window).
@@ -379,3 +385,45 @@ def test_label_texts_kept_from_the_last_render_make_the_bytes_a_fresh_render_mak
     # Only the label sets of the last snapshot are kept.
     kept = renderer._texts[("g1", "genesys")]
     assert set(kept.before) == set(kept.after) == set(later[0].snapshot.windows["1h"])  # type: ignore[union-attr]
+
+
+@settings(deadline=None)
+@given(st.lists(st.integers(0, 3_600_000), min_size=1, max_size=8), st.integers(0, 40))
+def test_a_store_s_millionths_are_written_as_the_same_seconds_would_be(ms: list[int], handled: int) -> None:
+    # A SourceStore's snapshot keeps its whole millionths (Snapshot.scale) and each value is divided as its line
+    # is written: the body is byte for byte that of the same snapshot in seconds, AHT included.
+    s = SourceStore(bucket=1800, windows=[Duration.parse("30m"), Duration.parse("4h")], fields=FIELDS)
+    t0 = 1772445600
+    s.replace(
+        t0 - 1800 * len(ms),
+        t0,
+        [
+            Bucket(
+                t0 - 1800 * (i + 1),
+                t0 - 1800 * i,
+                make_labels(agent="a"),
+                {"handle_time_seconds": v / 1000, "contacts_handled": handled},
+            )
+            for i, v in enumerate(ms)
+        ],
+    )
+    s.finalize(t0 - 3600)
+    s.finalize(t0)  # every bucket counted
+    snap = s.snapshot(t0)
+    assert snap.scale == 1_000_000
+    health = SourceHealth("g1", "genesys", 3, up=True, polled=True)
+    tail = ScrapeTail([FixedScrapeFamilies()])
+    body = render([SourceView(health, snap)], tail).text
+    aht = [line for line in body.splitlines() if line.startswith(b"aht_seconds{")]
+    seconds = render([SourceView(health, snap.in_seconds())], tail).text
+    assert [line for line in body.splitlines() if line not in aht] == [
+        line for line in seconds.splitlines() if not line.startswith(b"aht_seconds{")
+    ]
+    assert f'window="4h"}} {sum(ms) / 1000!r}'.encode() in body
+    # The AHT is one division of the two whole sums: the exact ratio, correctly rounded (in seconds it was
+    # two roundings, then a third, at times one bit off).
+    if handled:
+        exact = float(Fraction(sum(ms), 1000 * handled * len(ms)))
+        assert f'aht_seconds{{agent="a",provider="genesys",source="g1",window="4h"}} {exact!r}'.encode() in aht
+    else:
+        assert not aht

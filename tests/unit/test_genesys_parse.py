@@ -271,7 +271,7 @@ def test_the_largest_figures_allowed_pass_and_the_store_keeps_them_exactly() -> 
     assert buckets[2].values[Field.HANDLE_TIME] == 1e12
     store = SourceStore(bucket=1800, windows=[Duration.parse("30m")], fields=fields_for(["queue"]))
     store.replace(NINE, NINE + 1800, buckets)
-    totals = store.snapshot(NINE + 1800).windows["30m"][make_labels(queue="q9")]
+    totals = store.snapshot(NINE + 1800).in_seconds().windows["30m"][make_labels(queue="q9")]
     assert totals[Field.HANDLE_TIME] == 1e12 and totals[Field.CONTACTS_HANDLED] == 1e12
 
 

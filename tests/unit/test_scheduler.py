@@ -104,8 +104,9 @@ async def test_first_poll_backfills_the_longest_window_of_closed_buckets() -> No
     assert await runner.poll()
     assert provider.spans == [(TEN - 7200, TEN)]
     assert runner.snapshot is not None
-    assert runner.snapshot.windows["30m"][VOICE] == Sums(handle_time_seconds=60.0, contacts_handled=1)
-    assert runner.snapshot.windows["2h"][VOICE] == Sums(handle_time_seconds=240.0, contacts_handled=4)
+    snap = runner.snapshot.in_seconds()
+    assert snap.windows["30m"][VOICE] == Sums(handle_time_seconds=60.0, contacts_handled=1)
+    assert snap.windows["2h"][VOICE] == Sums(handle_time_seconds=240.0, contacts_handled=4)
     assert runner.health.data_end == TEN
     assert runner.health.up and runner.health.polled
     await provider.aclose()
@@ -130,8 +131,9 @@ async def test_later_polls_refetch_only_the_refresh_span_and_pick_up_revisions()
     handle[0] = 90.0  # the provider revised everything it serves
     await runner.poll()
     assert provider.spans[1] == (TEN + 1800 - 3600, TEN + 1800)
-    snap = runner.snapshot
-    assert snap is not None and snap.data_end == TEN + 1800
+    assert runner.snapshot is not None
+    snap = runner.snapshot.in_seconds()
+    assert snap.data_end == TEN + 1800
     # 2h window: 2 old buckets at 60 s, 2 re-fetched at 90 s
     assert snap.windows["2h"][VOICE] == Sums(handle_time_seconds=300.0, contacts_handled=4)
     await provider.aclose()
@@ -375,7 +377,9 @@ async def test_a_poll_s_buckets_are_freed_in_the_worker_thread_a_few_thousand_at
     assert await runner.poll() is not refused
     if not refused:
         assert runner.snapshot is not None
-        assert runner.snapshot.windows["2h"][VOICE] == Sums(handle_time_seconds=480_000.0, contacts_handled=8_000)
+        assert runner.snapshot.in_seconds().windows["2h"][VOICE] == Sums(
+            handle_time_seconds=480_000.0, contacts_handled=8_000
+        )
         assert freed_in and freed_in[0] != threading.main_thread().name
     else:  # the failure's traceback holds the (emptied) list a while: its buckets are what weighed
         assert "not one of the 30-minute buckets asked for" in (runner.health.last_error or "")

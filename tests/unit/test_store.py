@@ -42,7 +42,7 @@ def store(*windows: str) -> SourceStore:
 def test_window_30m_sums_the_two_closed_15m_buckets() -> None:
     s = store("30m", "1h")
     s.replace(TEN - 3600, TEN, [bucket(TEN - 3600 + i * B, handle=10.0 * (i + 1), handled=1) for i in range(4)])
-    snap = s.snapshot(TEN)
+    snap = s.snapshot(TEN).in_seconds()
     assert snap.windows["30m"][VOICE] == Sums(handle_time_seconds=70.0, contacts_handled=2)
     assert snap.windows["1h"][VOICE] == Sums(handle_time_seconds=100.0, contacts_handled=4)
 
@@ -50,14 +50,14 @@ def test_window_30m_sums_the_two_closed_15m_buckets() -> None:
 def test_buckets_after_data_end_are_not_in_the_window() -> None:
     s = store("30m")
     s.replace(TEN - 1800, TEN + B, [bucket(TEN - B), bucket(TEN, handle=999.0)])
-    assert s.snapshot(TEN).windows["30m"][VOICE][Field.HANDLE_TIME] == 100.0
+    assert s.snapshot(TEN).in_seconds().windows["30m"][VOICE][Field.HANDLE_TIME] == 100.0
 
 
 def test_a_refetched_bucket_replaces_its_old_value() -> None:
     s = store("30m")
     s.replace(TEN - 1800, TEN, [bucket(TEN - 1800), bucket(TEN - B)])
     s.replace(TEN - B, TEN, [bucket(TEN - B, handle=250.0, handled=3)])
-    totals = s.snapshot(TEN).windows["30m"][VOICE]
+    totals = s.snapshot(TEN).in_seconds().windows["30m"][VOICE]
     assert totals == Sums(handle_time_seconds=350.0, contacts_handled=5)
 
 
@@ -65,7 +65,7 @@ def test_a_bucket_absent_from_a_refetch_has_become_empty() -> None:
     s = store("30m")
     s.replace(TEN - 1800, TEN, [bucket(TEN - 1800), bucket(TEN - B, labels=CHAT)])
     s.replace(TEN - B, TEN, [])
-    snap = s.snapshot(TEN)
+    snap = s.snapshot(TEN).in_seconds()
     assert CHAT not in snap.windows["30m"]
     assert snap.windows["30m"][VOICE][Field.HANDLE_TIME] == 100.0
 
@@ -73,7 +73,7 @@ def test_a_bucket_absent_from_a_refetch_has_become_empty() -> None:
 def test_two_records_for_one_bucket_and_label_set_are_summed() -> None:
     s = store("30m")
     s.replace(TEN - 1800, TEN, [bucket(TEN - B), bucket(TEN - B, handle=50.0, handled=1)])
-    assert s.snapshot(TEN).windows["30m"][VOICE] == Sums(handle_time_seconds=150.0, contacts_handled=3)
+    assert s.snapshot(TEN).in_seconds().windows["30m"][VOICE] == Sums(handle_time_seconds=150.0, contacts_handled=3)
 
 
 def test_buckets_older_than_the_longest_window_are_dropped() -> None:
@@ -98,7 +98,7 @@ def test_a_rejected_answer_leaves_the_store_as_it_was() -> None:
     s.replace(TEN - 3600, TEN, [bucket(TEN - B)])
     with pytest.raises(ProviderError):
         s.replace(TEN - 3600, TEN, [bucket(TEN - B, handle=1.0), Bucket(TEN, TEN + B, VOICE, {})])
-    assert s.snapshot(TEN).windows["1h"][VOICE][Field.HANDLE_TIME] == 100.0
+    assert s.snapshot(TEN).in_seconds().windows["1h"][VOICE][Field.HANDLE_TIME] == 100.0
 
 
 def test_fetched_until_tracks_the_newest_span() -> None:
@@ -150,12 +150,12 @@ def test_window_sums_of_milliseconds_are_exact() -> None:
     s = store("30m")
     # Summed as floats, 0.1 s + 0.2 s would be 0.30000000000000004 s; the vendor's own sum is 300 ms.
     s.replace(TEN - 1800, TEN, [bucket(TEN - 1800, handle=0.1, handled=1), bucket(TEN - B, handle=0.2, handled=1)])
-    assert s.snapshot(TEN).windows["30m"][VOICE][Field.HANDLE_TIME] == 0.3
+    assert s.snapshot(TEN).in_seconds().windows["30m"][VOICE][Field.HANDLE_TIME] == 0.3
     rng = random.Random(7)
     day = store("1d")
     ms = [rng.randrange(1, 3_600_000) for _ in range(96)]
     day.replace(TEN - 86400, TEN, [bucket(TEN - 86400 + i * B, handle=v / 1000, handled=1) for i, v in enumerate(ms)])
-    assert day.snapshot(TEN).windows["1d"][VOICE][Field.HANDLE_TIME] == sum(ms) / 1000  # to the last bit
+    assert day.snapshot(TEN).in_seconds().windows["1d"][VOICE][Field.HANDLE_TIME] == sum(ms) / 1000  # to the last bit
 
 
 # --- hostile vendor values (issue 12, sections 1 and 6) ------------------------------------------------------
@@ -174,7 +174,7 @@ def test_a_value_beyond_the_stores_unit_fails_the_poll_not_the_exporter(value: f
 def test_every_value_a_parser_lets_through_is_stored_and_summed_without_overflow(value: float) -> None:
     s = store("1d")
     s.replace(TEN - 86400, TEN, [bucket(TEN - 86400 + i * B, handle=value, handled=MAX_COUNT) for i in range(96)])
-    totals = s.snapshot(TEN).windows["1d"][VOICE]
+    totals = s.snapshot(TEN).in_seconds().windows["1d"][VOICE]
     assert math.isfinite(totals[Field.HANDLE_TIME]) and totals[Field.CONTACTS_HANDLED] == 96 * MAX_COUNT
 
 

@@ -211,11 +211,11 @@ def _from_scratch(store: SourceStore) -> dict[Labels, Sums]:
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), polls=st.integers(3, 40))
-def test_each_snapshot_shows_the_totals_as_converted_from_scratch_and_keeps_them(seed: int, polls: int) -> None:
-    """The snapshot converts only the label sets changed since the last one (`SourceStore._running`): with
+def test_each_snapshot_shows_the_totals_and_keeps_them(seed: int, polls: int) -> None:
+    """The snapshot copies the totals only when they changed since the last one (`SourceStore._running`): with
     label sets appearing in any order, snapshots skipped, a restart's restore and label sets forgotten, each
-    snapshot equals a conversion of every total from scratch, and an earlier snapshot never
-    changes after it is made (a render may be reading it)."""
+    snapshot equals the totals, and in seconds a conversion of every total from scratch, and an earlier
+    snapshot never changes after it is made (a render may be reading it)."""
     rng = random.Random(seed)
     vendor = Vendor()
     store = new_store()
@@ -234,7 +234,8 @@ def test_each_snapshot_shows_the_totals_as_converted_from_scratch_and_keeps_them
             store = restored
         if rng.random() < 0.6:
             snap = store.snapshot(newest)
-            assert snap.totals == _from_scratch(store), k
+            assert snap.in_seconds().totals == _from_scratch(store), k
+            assert snap.totals == store.totals, k  # in millionths, shared with the store (Snapshot.scale)
             taken.append((dict(snap.totals), snap.totals))  # Sums never change: the mapping is what could
     for was, totals_then in taken:
         assert totals_then == was
