@@ -43,6 +43,7 @@ def only(config: Config, name: str) -> Config:
 
 def om_lines(snapshot: Snapshot, at: int) -> list[str]:
     """The counters of one poll's snapshot, as the backfill writes them, sampled at `at`."""
+    snapshot = snapshot.in_seconds()  # a store's snapshot is in millionths (Snapshot.scale)
     out = []
     for labels, totals in snapshot.totals.items():
         text = ",".join(
