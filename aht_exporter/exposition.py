@@ -539,11 +539,18 @@ def source_chunks(
     )
 
     scale = snap.scale  # values in 1/scale (a store's millionths), divided as they are written (Snapshot)
+    fast, low = repr, -math.inf
 
     def samples(name: str, field: Field, rows: tuple[tuple[str, Sums], ...]) -> Iterator[str]:
         value = attrgetter(field.value)
+        # `go_float` inline: the common case (a float, as a division makes, finite and below a million) is
+        # `repr`, with no call of our own per line (15% of a line's cost).
         return _in_chunks(
-            rows, lambda part: [f"{name}{{{text}}} {go_float(value(totals) / scale)}\n" for text, totals in part]
+            rows,
+            lambda part: [
+                f"{name}{{{text}}} {fast(v) if low < (v := value(totals) / scale) < 1e6 else go_float(v)}\n"
+                for text, totals in part
+            ],
         )
 
     out: dict[str, Iterator[str]] = {
