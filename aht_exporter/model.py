@@ -142,7 +142,8 @@ class Field(StrEnum):
 class Sums(msgspec.Struct, frozen=True, gc=False):
     """A label set's sums over one bucket, one window, or every counted bucket: one number per `Field`, in
     `Field`'s order, zero where the vendor reported nothing (vendors omit empty metrics). The store holds
-    whole millionths (ints); a snapshot holds seconds and contacts (floats). `sums[field]` reads one.
+    whole millionths (ints), and so do its snapshots (`store.Snapshot.scale`); a vendor's averages and
+    `Snapshot.in_seconds()` hold seconds and contacts (floats). `sums[field]` reads one.
 
     Not a dict per label set: at 100k label sets, the store's and a snapshot's dicts of dicts were walked
     entry by entry by every full garbage collection (a dict holding dicts is never untracked), 50 to 70 ms
