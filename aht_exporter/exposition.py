@@ -251,8 +251,8 @@ class Segment:
         """The segment of the pieces' text, concatenated, compressed and checksummed one piece at a time: a
         family's text is never held whole. At 100,000 agents a family is some 10 MB; joined into one str,
         then encoded into bytes, each was two fresh allocations of that size, whose pages the kernel had to
-        map and zero as they were first written: 20 to 30 ms of CPU per family, a quarter of a second in
-        the poll that formats the counters again (docs/performance.md, "A family's text is never whole")."""
+        map and zero as they were first written: 20 to 30 ms of CPU per family, some 0.15 s in the poll that
+        formats the counters again (docs/performance.md, "Fewer copies and conversions")."""
         deflate = deflater()
         deflated: list[bytes] = []
         crc = size = 0
@@ -478,8 +478,8 @@ def _in_chunks(rows: tuple[T, ...], lines: Callable[[tuple[T, ...]], list[str]])
 class LabelTexts:
     """Each label set's pairs, with source and provider, as the text before the window label and after it
     (`source_chunks`), kept by the Renderer from one render of a source to the next: sorting and escaping
-    a label set's pairs was 3 to 4 µs, a fifth of a second per poll at 100,000 agents, for text that is
-    the same each time. Only the label sets of the last snapshot are kept."""
+    a label set's pairs was 3 to 4 µs, for text that is the same each time (docs/performance.md, "Fewer
+    copies and conversions"). Only the label sets of the last snapshot are kept."""
 
     before: dict[Labels, str] = field(default_factory=dict)
     after: dict[Labels, str] = field(default_factory=dict)
@@ -593,18 +593,8 @@ def source_chunks(
     return out
 
 
-def source_samples(view: SourceView, *, counters: bool = True) -> dict[str, bytes]:
-    """`source_chunks`, each family's text whole (the tests, and a small source); families with no line left out."""
-    out: dict[str, bytes] = {}
-    for family, chunks in source_chunks(view, counters=counters).items():
-        text = "".join(chunks)
-        if text:
-            out[family] = encode(text)
-    return out
-
-
 def routing_samples(view: SourceView) -> dict[str, bytes]:
-    """One source's routing-label info series, per family, in the same form as `source_samples`."""
+    """One source's routing-label info series, per family: lines that read the same in both formats."""
     source = _escape_label_value(view.health.source)
 
     def label_text(labels: Labels, **own: str) -> str:

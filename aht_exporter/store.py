@@ -54,8 +54,8 @@ class Snapshot:
 
     Values are in 1/`scale` of a second or of a contact: a `SourceStore`'s are its own whole millionths
     (`MICRO`), shared with the buckets it holds and divided only as each line is written; converting every
-    label set's sums to seconds was a sixth of a 100,000-agent poll's CPU (docs/performance.md, "Sums stay
-    in millionths"). `in_seconds()` has them as seconds.
+    label set's sums to seconds was 130 to 200 ms of a 60,000-label-set poll (docs/performance.md, "Fewer
+    copies and conversions"). `in_seconds()` has them as seconds.
     """
 
     data_end: int
@@ -168,7 +168,7 @@ def _plus(a: Sums, b: Sums) -> Sums:
     return Sums(*map(add, astuple(a), astuple(b)))
 
 
-def _seconds(acc: Sums, scale: int = MICRO) -> Sums:
+def _seconds(acc: Sums, scale: int) -> Sums:
     """Millionths (1/`scale`) as seconds and contacts (floats; a zero is the one shared 0.0)."""
     return Sums(*[v / scale if v else 0.0 for v in astuple(acc)])
 
