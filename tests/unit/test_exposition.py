@@ -397,7 +397,7 @@ def test_label_texts_kept_from_the_last_render_make_the_bytes_a_fresh_render_mak
 @given(st.lists(st.integers(0, 3_600_000), min_size=1, max_size=8), st.integers(0, 40))
 def test_a_store_s_millionths_are_written_as_the_same_seconds_would_be(ms: list[int], handled: int) -> None:
     # A SourceStore's snapshot keeps its whole millionths (Snapshot.scale) and each value is divided as its line
-    # is written: the body is byte for byte that of the same snapshot in seconds, AHT included.
+    # is written: every line but the AHT is byte for byte that of the same snapshot in seconds.
     s = SourceStore(bucket=1800, windows=[Duration.parse("30m"), Duration.parse("4h")], fields=FIELDS)
     t0 = 1772445600
     s.replace(
@@ -414,7 +414,7 @@ def test_a_store_s_millionths_are_written_as_the_same_seconds_would_be(ms: list[
         ],
     )
     s.finalize(t0 - 3600)
-    s.finalize(t0)  # every bucket counted
+    s.finalize(t0)  # the first call counts nothing: the last two buckets are in the totals
     snap = s.snapshot(t0)
     assert snap.scale == 1_000_000
     health = SourceHealth("g1", "genesys", 3, up=True, polled=True)
