@@ -37,13 +37,13 @@ from aht_exporter.config import Config, SourceConfig
 from aht_exporter.exposition import FIELD_HELP
 from aht_exporter.health import SourceHealth
 from aht_exporter.httpclient import Sleep
-from aht_exporter.model import Bucket, ConfigError, Field, Labels, ProviderError, RateLimited
+from aht_exporter.model import MICRO, Bucket, ConfigError, Field, Labels, ProviderError, RateLimited
 from aht_exporter.pacing import Accounts
 from aht_exporter.providers import PROVIDERS
 from aht_exporter.providers.base import BucketProvider
 from aht_exporter.registry import load_config
 from aht_exporter.state import StateStore, identity
-from aht_exporter.store import KEY, MICRO, SourceState, SourceStore
+from aht_exporter.store import KEY, SourceState, SourceStore
 from aht_exporter.timebuckets import closed_until, final_until, floor_to, isoformat_z
 
 log = logging.getLogger(__name__)

@@ -7,18 +7,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from operator import add
 from typing import Protocol, TypeVar
 
 from msgspec.structs import astuple
 
 from aht_exporter.model import (
+    MICRO,
     SUMS_FIELDS,
     SUMS_INDEX,
     AverageUpdate,
     Bucket,
     Field,
     Labels,
+    Micros,
     Names,
     ProviderError,
     Sums,
@@ -40,7 +41,6 @@ a month still has its `_total` counters, so that "this month" stays exact for it
 
 KEY: Mapping[str, str] = {f.value: f.value for f in Field}
 """Each field's plain str, found by a `Field` or by that str (a StrEnum member hashes and compares as its value)."""
-MICRO = 1_000_000  # the store's unit: every provider's values are whole ms or s, exact in millionths
 NOTHING = Sums(*[0] * len(SUMS_FIELDS))  # in millionths: where every label set's running totals start
 
 
@@ -165,7 +165,19 @@ def _span(start: int, end: int) -> str:
 
 
 def _plus(a: Sums, b: Sums) -> Sums:
-    return Sums(*map(add, astuple(a), astuple(b)))
+    """The two sums added field by field. Written out, not `Sums(*map(add, astuple(a), astuple(b)))`: 0.4 µs
+    against 1 µs, once per label set and bucket a window or the totals add (tests/unit/test_store.py checks
+    that every field is added)."""
+    return Sums(
+        a.handle_time_seconds + b.handle_time_seconds,
+        a.contacts_handled + b.contacts_handled,
+        a.talk_time_seconds + b.talk_time_seconds,
+        a.hold_time_seconds + b.hold_time_seconds,
+        a.acw_time_seconds + b.acw_time_seconds,
+        a.contacts_offered + b.contacts_offered,
+        a.contacts_answered + b.contacts_answered,
+        a.contacts_abandoned + b.contacts_abandoned,
+    )
 
 
 def _seconds(acc: Sums, scale: int) -> Sums:
@@ -312,14 +324,19 @@ class SourceStore:
             if labels is None:
                 fit = clean_labels(b.labels)
                 labels = cleaned[b.labels] = self._labels.setdefault(fit, fit)
-            row = zeros.copy()
-            try:
-                for f, v in b.values.items():
-                    row[index[f]] += round(v * MICRO)
-            except (OverflowError, ValueError):
-                raise _unstorable(b) from None
+            values = b.values
+            if isinstance(values, Micros):
+                sums = values.sums  # made in millionths by the provider: nothing to convert
+            else:
+                row = zeros.copy()
+                try:
+                    for f, v in values.items():
+                        row[index[f]] += round(v * MICRO)
+                except (OverflowError, ValueError):
+                    raise _unstorable(b) from None
+                sums = Sums(*row)
             same = group.get(labels)
-            group[labels] = Sums(*row) if same is None else _plus(same, Sums(*row))
+            group[labels] = sums if same is None else _plus(same, sums)
         if self.fetched_until is not None and start > self.fetched_until:
             # Never fetched, and never will be (a poll fetches no further back than the longest window):
             # the exporter was down, or failing, for longer than that. Counted, not hidden.

@@ -43,12 +43,17 @@ from aht_exporter.model import (
     MAX_COUNT,
     MAX_NAMES,
     MAX_SECONDS,
+    MICRO,
     MISSING_LABEL,
+    SUMS_FIELDS,
+    SUMS_INDEX,
     Bucket,
     Field,
     Labels,
+    Micros,
     Names,
     ProviderError,
+    Sums,
     figure,
     out_of_range,
 )
@@ -163,9 +168,13 @@ _STATS: Mapping[str, tuple[tuple[str, Field, float], ...]] = {
     "tAbandon": (("count", Field.CONTACTS_ABANDONED, 1.0),),
     "nOffered": (("count", Field.CONTACTS_OFFERED, 1.0),),
 }
-# The same, with each field as its plain str (model.Bucket): the buckets' values dicts are then untracked.
-_STAT_KEYS: Mapping[str, tuple[tuple[str, str, float], ...]] = {
-    metric: tuple((stat, field.value, divisor) for stat, field, divisor in stats) for metric, stats in _STATS.items()
+# The same, as the buckets are made (model.Micros): each field's place in Sums, its bit, and what turns the
+# vendor's unit into whole millionths (a whole ms is exactly 1,000 of them; a count, 1,000,000).
+_STAT_KEYS: Mapping[str, tuple[tuple[str, int, int, int], ...]] = {
+    metric: tuple(
+        (stat, SUMS_INDEX[field], 1 << SUMS_INDEX[field], MICRO // int(divisor)) for stat, field, divisor in stats
+    )
+    for metric, stats in _STATS.items()
 }
 # The largest stat the vendor may send, in its unit: a `t*` sum in ms, a count in contacts (model.py).
 _LIMITS: Mapping[str, tuple[float, str]] = {"sum": (MAX_SECONDS * 1000, "ms"), "count": (MAX_COUNT, "contacts")}
@@ -381,26 +390,31 @@ def _buckets(slices: Iterator[list[_Result]], group_by: Sequence[str]) -> list[B
     first slice."""
     buckets: list[Bucket] = []
     intervals: dict[str, tuple[int, int]] = {}  # every group repeats the same few intervals
+    zeros = [0] * len(SUMS_FIELDS)
+    dimensions = _dimensions(group_by)
     i = -1
     for results in slices:
         for result in results:
             i += 1
-            labels = _labels(result.group, group_by, i)
+            labels = _labels(result.group, dimensions, i)
             for j, entry in enumerate(result.data):
                 span = intervals.get(entry.interval)
                 if span is None:
                     span = intervals[entry.interval] = _interval(entry.interval, f"results[{i}].data[{j}]")
-                values: dict[str, float] = {}
+                row, reported = zeros.copy(), 0
                 for k, metric in enumerate(entry.metrics):
                     # A metric not asked for: ignored.
-                    for stat, field, divisor in _STAT_KEYS.get(metric.metric, ()):
+                    for stat, index, bit, unit in _STAT_KEYS.get(metric.metric, ()):
                         value = metric.stats.count if stat == "count" else metric.stats.sum
                         # The common case inline (a float in range: NaN fails both comparisons); anything
                         # else is judged, and named by its path, by _stat. At 100k agents a call and an
                         # error path's text per stat were a tenth of the poll.
                         if not (isinstance(value, float) and 0 <= value <= _LIMITS[stat][0]):
                             value = _stat(metric.stats, stat, f"results[{i}].data[{j}].metrics[{k}].stats")
-                        values[field] = values.get(field, 0.0) + value / divisor
+                        # Whole ms or contacts: exact (below 9e12 ms, 285 years); any fraction, rounded once.
+                        row[index] += round(value * unit)
+                        reported |= bit
+                values = Micros(Sums(*row), reported)
                 buckets.append(Bucket(start=span[0], end=span[1], labels=labels, values=values))
     return buckets
 
@@ -426,19 +440,27 @@ def _stat(stats: _Stats, stat: str, where: str) -> float:
     return value
 
 
-def _labels(group: Mapping[str, Any], group_by: Sequence[str], i: int) -> Labels:
-    """The group's labels. A dimension we grouped by that the group lacks (absent, null or empty: an
-    outbound call outside any queue has no queueId) is MISSING_LABEL, never "", which is no label at all."""
-    values: dict[str, str] = {}
-    for label in group_by:
-        value = group.get(DIMENSIONS[label])
+def _labels(group: Mapping[str, Any], dimensions: Sequence[tuple[str, str]], i: int) -> Labels:
+    """The group's labels; `dimensions` pairs each label we group by with its vendor dimension, sorted by
+    label as a label set is (`_dimensions`). A dimension we grouped by that the group lacks (absent, null or
+    empty: an outbound call outside any queue has no queueId) is MISSING_LABEL, never "", which is no label
+    at all."""
+    pairs: list[tuple[str, str]] = []
+    for label, dimension in dimensions:
+        value = group.get(dimension)
         if value is None or value == "":
-            values[label] = MISSING_LABEL
-            continue
-        if not isinstance(value, str):
-            raise ProviderError(f"aggregates response: results[{i}].group.{DIMENSIONS[label]} is not a string")
-        values[label] = value.lower() if label == "media_type" else value
-    return tuple(sorted(values.items()))
+            value = MISSING_LABEL
+        elif not isinstance(value, str):
+            raise ProviderError(f"aggregates response: results[{i}].group.{dimension} is not a string")
+        elif label == "media_type":
+            value = value.lower()
+        pairs.append((label, value))
+    return tuple(pairs)
+
+
+def _dimensions(group_by: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Each label of `group_by` once, with its vendor dimension, in the order of a label set (model.Labels)."""
+    return tuple((label, DIMENSIONS[label]) for label in sorted(set(group_by)))
 
 
 def _interval(text: str, where: str) -> tuple[int, int]:

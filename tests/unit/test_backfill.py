@@ -18,12 +18,11 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from aht_exporter.backfill import RATE_LIMIT_PAUSE, Backfill, Plan, counter_lag, parse_when
 from aht_exporter.clock import FakeClock
 from aht_exporter.config import Config
-from aht_exporter.model import Bucket, ConfigError, Labels
+from aht_exporter.model import MICRO, Bucket, ConfigError, Labels
 from aht_exporter.simulator.demo import Demo
 from aht_exporter.simulator.faults import Fault
 from aht_exporter.simulator.genesys import GenesysSimulator
 from aht_exporter.state import StateStore
-from aht_exporter.store import MICRO
 
 DAY = 86400
 NOW = parse_when("2026-11-20T02:00:00Z", "now")

@@ -10,6 +10,7 @@ from aht_exporter.model import (
     MAX_COUNT,
     MAX_LABEL_VALUE,
     MAX_SECONDS,
+    MICRO,
     SUMS_FIELDS,
     SUMS_INDEX,
     AverageUpdate,
@@ -21,7 +22,7 @@ from aht_exporter.model import (
     Sums,
     make_labels,
 )
-from aht_exporter.store import MICRO, TOTALS_RETENTION, AverageStore, SourceStore, count_series
+from aht_exporter.store import TOTALS_RETENTION, AverageStore, SourceStore, count_series
 from aht_exporter.timebuckets import Duration
 
 TEN = 1772445600  # 2026-03-02T10:00:00Z
@@ -240,6 +241,17 @@ def test_sums_hold_every_field_in_field_order_and_read_by_field() -> None:
     assert sums[Field.HANDLE_TIME] == sums["handle_time_seconds"] == 70.0
     assert [sums[f] for f in Field][2:] == [0.0] * (len(Field) - 2)  # a field not reported is zero
     assert not gc.is_tracked(sums)
+
+
+def test_plus_adds_every_field() -> None:
+    """`_plus` names each field (it is on the hot path): one left out, or one added to Sums and not to it,
+    fails here."""
+    from aht_exporter.store import _plus
+
+    a = Sums(*[10**i for i in range(len(SUMS_FIELDS))])
+    b = Sums(*[7 * 10**i for i in range(len(SUMS_FIELDS))])
+    assert _plus(a, b) == Sums(*[8 * 10**i for i in range(len(SUMS_FIELDS))])
+    assert _plus(a, Sums()) == a
 
 
 def test_a_store_whose_changes_nobody_takes_keeps_none_and_forgets_for_good() -> None:

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from msgspec.structs import asdict, astuple
 
-from aht_exporter.model import Bucket, Field, Labels, Sums, make_labels
-from aht_exporter.store import MICRO, TOTALS_RETENTION, SourceState, SourceStore
+from aht_exporter.model import MICRO, Bucket, Field, Labels, Sums, make_labels
+from aht_exporter.store import TOTALS_RETENTION, SourceState, SourceStore
 from aht_exporter.timebuckets import Duration, closed_until, fetch_span, final_until, poll_boundary
 
 B = 300  # 5-minute buckets
