@@ -192,12 +192,11 @@ class Micros(msgspec.Struct, _AsMapping, frozen=True, gc=False, eq=False):
     whole millionths (`MICRO`), and which fields the vendor reported, one bit per field in `SUMS_FIELDS`'
     order. It reads as any bucket's values do, a Mapping of the reported fields in seconds and contacts; the
     store takes `sums` as they are. Made as a dict of seconds in the provider and converted to millionths in
-    the store, the 56,000 buckets of a 100,000-agent poll were a dict and eight conversions each, 150 to 200 ms
+    the store, the 56,000 buckets of a 100,000-agent poll were a dict and eight conversions each, 100 to 200 ms
     (docs/performance.md, "Straight to millionths").
 
-    A Struct with `gc=False` that acts as a Mapping (registered as one below; a Struct cannot subclass it, so
-    only the type checker sees it as one):
-    the collector never walks it, as it never walks the `Bucket` that holds it."""
+    A Struct with `gc=False`, so the collector never walks it (nor the `Bucket` that holds it), which acts as a
+    Mapping: registered as one below, as a Struct cannot subclass it; the type checker sees it as one."""
 
     sums: Sums
     reported: int
