@@ -554,11 +554,11 @@ def _failed_request(exc: httpx.TransportError) -> httpx.Request | None:
         return None
 
 
-def too_large(response: httpx.Response, limit: int, how: str) -> ProviderError:
+def too_large(request: httpx.Request, status: int, limit: int, how: str) -> ProviderError:
     return ProviderError(
-        f"{where(response.request)}: response larger than max_response_size {size_text(limit)} ({how}); "
+        f"{where(request)}: response larger than max_response_size {size_text(limit)} ({how}); "
         "raise it in the config if this is expected",
-        status=response.status_code,
+        status=status,
     )
 
 
@@ -571,11 +571,11 @@ def limit_body(response: httpx.Response, limit: int) -> None:
     """
     if response.is_stream_consumed:  # built in memory (a test double): only its size is left to check
         if len(response.content) > limit:
-            raise too_large(response, limit, "in memory")
+            raise too_large(response.request, response.status_code, limit, "in memory")
         return
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_large(response, limit, f"Content-Length {declared}")
+        raise too_large(response.request, response.status_code, limit, f"Content-Length {declared}")
     encodings = response.headers.get_list("content-encoding", split_commas=True)
     if "content-encoding" in response.headers:
         del response.headers["content-encoding"]
@@ -618,16 +618,26 @@ class _Inflater:
         return self._inflate.flush()
 
 
+_CLOSED = httpx.ByteStream(b"")  # what a closed `_LimitedBody` reads from: nothing
+
+
 class _LimitedBody(httpx.AsyncByteStream):
     """A response body read within `limit`: counted on the wire, decompressed a step at a time, counted
     again at every layer, and stopped (the connection closed) as soon as a count passes the limit.
 
     The decoded body is gathered in one buffer and handed over whole: httpx's `aread` joins a single
     chunk without copying it, so the body is held once, not in pieces plus their join.
+
+    It holds the request and status it names in errors, not the response, and lets go of the stream under
+    it once closed: httpx's own stream refers back to the response, and so did this one, so that every
+    response, with the reply it read (30 MB at 100,000 agents), lived on until a full garbage collection
+    found the cycle, which then freed several at once with the GIL held (docs/performance.md, "Straight
+    to millionths"). Without the cycle a response goes as soon as the provider lets go of it.
     """
 
     def __init__(self, response: httpx.Response, raw: httpx.AsyncByteStream, limit: int, encodings: list[str]):
-        self._response = response
+        self._request = response.request
+        self._status = response.status_code
         self._raw = raw
         self._limit = limit
         # Content-Encoding lists the codings in the order applied: undone last to first. One we do not
@@ -644,7 +654,7 @@ class _LimitedBody(httpx.AsyncByteStream):
             async for chunk in self._raw:
                 wire += len(chunk)
                 if wire > self._limit:
-                    raise too_large(self._response, self._limit, "on the wire")
+                    raise too_large(self._request, self._status, self._limit, "on the wire")
                 for out in self._decode(chunk, 0):
                     body.write(out)
             for out in self._flush(0):
@@ -664,14 +674,14 @@ class _LimitedBody(httpx.AsyncByteStream):
                 yield from self._counted(out, layer)
         except zlib.error as exc:
             raise ProviderError(
-                f"{where(self._response.request)}: response body is not valid {inflater.encoding} ({exc})",
-                status=self._response.status_code,
+                f"{where(self._request)}: response body is not valid {inflater.encoding} ({exc})",
+                status=self._status,
             ) from None
 
     def _counted(self, out: bytes, layer: int) -> Iterator[bytes]:
         self._counts[layer] += len(out)
         if self._counts[layer] > self._limit:
-            raise too_large(self._response, self._limit, "decompressed")
+            raise too_large(self._request, self._status, self._limit, "decompressed")
         yield from self._decode(out, layer + 1)
 
     def _flush(self, layer: int) -> Iterator[bytes]:
@@ -686,4 +696,5 @@ class _LimitedBody(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._raw.aclose()
+            raw, self._raw = self._raw, _CLOSED  # httpx's stream refers to the response: no cycle through us
+            await raw.aclose()
