@@ -214,21 +214,14 @@ class Micros(msgspec.Struct, _AsMapping, frozen=True, gc=False, eq=False):
     def __len__(self) -> int:
         return self.reported.bit_count()
 
-    def __contains__(self, key: object) -> bool:
-        i = SUMS_INDEX.get(key) if isinstance(key, str) else None
-        return i is not None and bool(self.reported >> i & 1)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        return dict(self.items()) == dict(other.items())
-
     __hash__ = None  # type: ignore[assignment]  # as a dict's: equal to mappings, so not hashable
 
     def __repr__(self) -> str:
         return f"Micros({dict(self.items())!r})"
 
     if not TYPE_CHECKING:  # Mapping's own, as a subclass would inherit them
+        __contains__ = Mapping.__contains__
+        __eq__ = Mapping.__eq__
         keys = Mapping.keys
         items = Mapping.items
         values = Mapping.values

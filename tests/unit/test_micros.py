@@ -49,7 +49,7 @@ def test_micros_read_as_a_mapping_of_the_reported_fields_in_seconds() -> None:
     assert m == {"handle_time_seconds": 733.269, "contacts_handled": 2.0, "hold_time_seconds": 0.0}
     assert {HANDLE: 733.269, HANDLED: 2.0, Field.HOLD_TIME: 0.0} == m  # noqa: SIM300 (a dict's own __eq__ first)
     assert m != {HANDLE: 733.269, HANDLED: 2.0}  # a reported zero is not the same as no figure
-    assert m != [("handle_time_seconds", 733.269)]
+    assert m != [("handle_time_seconds", 733.269)]  # type: ignore[comparison-overlap]
     assert list(m.keys()) == list(m) and dict(m) == dict(m.items()) == {k: m[k] for k in m}
     assert list(m.values()) == [733.269, 2.0, 0.0]
     assert repr(m) == "Micros({'handle_time_seconds': 733.269, 'contacts_handled': 2.0, 'hold_time_seconds': 0.0})"
