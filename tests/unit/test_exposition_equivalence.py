@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gzip
 import math
+import random
 from collections.abc import Iterator, Sequence
 from typing import TypedDict, Unpack
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.core import Metric
@@ -20,6 +22,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.utils import floatToGoString
 
+from aht_exporter import exposition
 from aht_exporter.exposition import (
     FIELD_HELP,
     TOTAL_HELP,
@@ -30,6 +33,7 @@ from aht_exporter.exposition import (
     go_float,
     health_families,
     render,
+    value_texts,
 )
 from aht_exporter.health import Quota, SourceHealth
 from aht_exporter.model import Field, Labels, Names, Sums, make_labels
@@ -198,6 +202,79 @@ def test_special_and_large_floats_are_written_as_go_writes_them() -> None:
     assert_same_as_client_python([SourceView(healthy(), snapshot({"1h": groups}))])
     for v in SPECIAL:
         assert go_float(v) == floatToGoString(v)  # type: ignore[no-untyped-call]
+
+
+def go(values: Sequence[float]) -> list[str]:
+    return [floatToGoString(v) for v in values]  # type: ignore[no-untyped-call]
+
+
+# Where msgspec's writer and Go's text part ways, or nearly: each alone, and each among ordinary values.
+EDGES = [
+    *SPECIAL,
+    1e-4,
+    math.nextafter(1e-4, 0.0),
+    math.nextafter(1e-4, 1.0),
+    1e-5,
+    5e-05,
+    9.99e-05,
+    0.000123,
+    math.nextafter(1e6, 0.0),
+    99_999.999_99,
+    1e5,
+    1e16,
+    10.00001,
+    -0.5,
+    -1e-5,
+    -1e7,
+    2.0**53,
+    0.1 + 0.2,
+]
+
+
+def test_values_written_in_one_call_read_as_go_writes_them() -> None:
+    assert value_texts([]) == []
+    ordinary = [733.269, 12.0, 0.0, 0.001, 86_400.125]
+    for v in EDGES:
+        assert value_texts([v]) == go([v]), v
+        assert value_texts([*ordinary, v, *ordinary]) == go([*ordinary, v, *ordinary]), v
+    assert value_texts(EDGES) == go(EDGES)
+
+
+def test_every_whole_millisecond_and_count_a_store_holds_is_written_as_go_writes_it() -> None:
+    """What the store divides (whole millionths over a million) for the first 10^6 ms, a sample up to 10^6 s
+    and every count to 10^5, in lists of a render's size."""
+    rng = random.Random(18)
+    millis = [m / 1000 for m in range(1_000_000)]
+    sampled = [rng.randrange(10**12) / 10**6 for _ in range(100_000)]
+    counts = [float(n) for n in range(100_000)]
+    for values in (millis, sampled, counts):
+        for i in range(0, len(values), 4096):
+            part = values[i : i + 4096]
+            assert value_texts(part) == go(part)
+
+
+def test_ordinary_values_take_the_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path is the one taken for what a store holds (else the tests above would prove only the
+    fallback): none of these values goes through `go_float`."""
+
+    def refuse(value: float) -> str:
+        raise AssertionError(f"{value} went through go_float")
+
+    values = [m / 1000 for m in range(0, 10**9, 999_983)] + [float(n) for n in range(500)] + [0.000123]
+    monkeypatch.setattr(exposition, "go_float", refuse)
+    assert value_texts(values) == go(values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=50))
+def test_any_floats_in_one_call_read_as_go_writes_them(values: list[float]) -> None:
+    assert value_texts(values) == go(values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(min_value=1e-4, max_value=1e6, exclude_max=True) | st.just(0.0), max_size=50))
+def test_any_floats_below_a_million_in_one_call_read_as_go_writes_them(values: list[float]) -> None:
+    assert value_texts(values) == go(values)
 
 
 def test_a_stale_source_is_left_out_and_the_others_stay() -> None:
