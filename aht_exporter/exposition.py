@@ -18,8 +18,6 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
-from typing import TypeVar
 
 import msgspec
 from isal import isal_zlib
@@ -38,7 +36,7 @@ from prometheus_client.utils import floatToGoString
 
 from aht_exporter import __version__
 from aht_exporter.health import SourceHealth
-from aht_exporter.model import Field, Labels, Sums, clean_text, utf8
+from aht_exporter.model import SUMS_INDEX, Field, Labels, Sums, clean_text, utf8
 from aht_exporter.store import Snapshot
 
 log = logging.getLogger(__name__)
@@ -254,21 +252,10 @@ class Segment:
         then encoded into bytes, each was two fresh allocations of that size, whose pages the kernel had to
         map and zero as they were first written: 20 to 30 ms of CPU per family, some 0.15 s in the poll that
         formats the counters again (docs/performance.md, "Fewer copies and conversions")."""
-        deflate = deflater()
-        deflated: list[bytes] = []
-        crc = size = 0
-        small: list[bytes] = []  # the text while it is smaller than KEEP_TEXT
+        maker = SegmentMaker()
         for piece in pieces:
-            deflated.append(deflate.compress(piece))
-            crc = isal_zlib.crc32(piece, crc)  # ISA-L's: the same CRC-32, ten times faster than zlib's here
-            size += len(piece)
-            if size < KEEP_TEXT:
-                small.append(piece)
-            elif small:
-                small = []
-        deflated.append(deflate.flush(isal_zlib.Z_SYNC_FLUSH))
-        kept = b"".join(small) if size < KEEP_TEXT else None
-        return cls(b"".join(deflated), size, crc, crc_shift(size), kept)
+            maker.add(piece)
+        return maker.segment()
 
     @property
     def raw(self) -> bytes:
@@ -293,6 +280,34 @@ class Segment:
             yield piece
         if made != self.size:
             raise ValueError(f"a segment inflated to {made} bytes, not {self.size}")
+
+
+class SegmentMaker:
+    """A `Segment` made a piece at a time: each piece compressed and checksummed as it comes, then let go
+    (`Segment.of_pieces`; the Renderer makes every family of a source at once, `source_lines`)."""
+
+    __slots__ = ("_crc", "_deflate", "_deflated", "_size", "_small")
+
+    def __init__(self) -> None:
+        self._deflate = deflater()
+        self._deflated: list[bytes] = []
+        self._crc = self._size = 0
+        self._small: list[bytes] = []  # the text while it is smaller than KEEP_TEXT
+
+    def add(self, piece: bytes) -> None:
+        self._deflated.append(self._deflate.compress(piece))
+        self._crc = isal_zlib.crc32(piece, self._crc)  # ISA-L's: the same CRC-32, ten times faster than zlib's
+        self._size += len(piece)
+        if self._size < KEEP_TEXT:
+            self._small.append(piece)
+        elif self._small:
+            self._small = []
+
+    def segment(self) -> Segment:
+        self._deflated.append(self._deflate.flush(isal_zlib.Z_SYNC_FLUSH))
+        size = self._size
+        kept = b"".join(self._small) if size < KEEP_TEXT else None
+        return Segment(b"".join(self._deflated), size, self._crc, crc_shift(size), kept)
 
 
 Part = bytes | Segment
@@ -483,26 +498,23 @@ def value_texts(values: list[float]) -> list[str]:
     return [go_float(v) for v in values]
 
 
-T = TypeVar("T")
-LINES_AT_ONCE = 4096
-"""Lines formatted into one string before they are joined with the rest of their family. A list is walked
-item by item by every garbage collection of its generation while it lives, and collections happen all
-through a render (the poll's thread allocates beside it): a list of a family's 200,000 lines at 100,000
-agents made each of them 10 to 15 ms longer, with the GIL held. Lists of at most this many lines, and rows
-held in tuples (which the collector untracks once their items are), keep that to well under a millisecond
-(docs/performance.md, "Values the collector never walks")."""
+LINES_AT_ONCE = 256
+"""Label sets whose lines are formatted together, each family's into one string, before the next label sets'.
 
-
-def _in_chunks(rows: tuple[T, ...], lines: Callable[[tuple[T, ...]], list[str]]) -> Iterator[str]:
-    """`lines` of the rows, LINES_AT_ONCE rows at a time, each chunk's lines joined into one string."""
-    for i in range(0, len(rows), LINES_AT_ONCE):
-        yield "".join(lines(rows[i : i + LINES_AT_ONCE]))
+Few enough that their sums, numbers and texts stay in the CPU's caches from a family's lines to the next
+family's (`_sample_chunks`): 256 made the render that counts a bucket at 100,000 agents about 10% faster
+than 4,096, and 64 or 128 no faster than 256 (docs/performance.md, "Values written in one call"). Few
+enough, too, for the lists of them: a list is walked item by item by every garbage collection of its
+generation while it lives, and collections happen all through a render (the poll's thread allocates beside
+it): a list of a family's 200,000 lines at 100,000 agents made each of them 10 to 15 ms longer, with the
+GIL held. Short lists, and rows held in tuples (which the collector untracks once their items are), keep
+that to well under a millisecond (docs/performance.md, "Values the collector never walks")."""
 
 
 @dataclass(slots=True)
 class LabelTexts:
     """Each label set's pairs, with source and provider, as the text before the window label and after it
-    (`source_chunks`), kept by the Renderer from one render of a source to the next: sorting and escaping
+    (`source_lines`), kept by the Renderer from one render of a source to the next: sorting and escaping
     a label set's pairs was 3 to 4 µs, for text that is the same each time (docs/performance.md, "Fewer
     copies and conversions"). Only the label sets of the last snapshot are kept: about 280 bytes each."""
 
@@ -510,17 +522,19 @@ class LabelTexts:
     after: dict[Labels, str] = field(default_factory=dict)
 
 
-def source_chunks(
+def source_lines(
     view: SourceView, *, counters: bool = True, last: LabelTexts | None = None, made: LabelTexts | None = None
-) -> dict[str, Iterator[str]]:
-    """One source's data samples, per family: lines that read the same in the text format and in OpenMetrics.
+) -> Iterator[tuple[str, str]]:
+    """One source's data samples: lines that read the same in the text format and in OpenMetrics, as
+    (family, some of its lines), a family's lines in order.
 
     Exactly what prometheus_client writes for the same gauges (labels sorted by name, values as
     `floatToGoString` writes them), but formatted straight from the snapshot: at 100,000 series a few
-    hundred milliseconds instead of seconds, once per poll of this source only. Each family's lines come
-    LINES_AT_ONCE at a time, formatted as they are read (`Segment.of_pieces` compresses each chunk before
-    the next is made), so that no family's text is ever held whole; a family with no line yields nothing.
-    `counters=False` leaves out the `_total` families (the caller has them already: `Renderer`).
+    hundred milliseconds instead of seconds, once per poll of this source only. Lines come LINES_AT_ONCE
+    label sets at a time, formatted as they are read (`Renderer` compresses each before the next is made),
+    so that no family's text is ever held whole, and every family's lines of those label sets come before
+    the next label sets' (`_sample_chunks`). A family with no line yields nothing. `counters=False` leaves
+    out the `_total` families (the caller has them already: `Renderer`).
 
     `last`: the label texts of this source's last render, taken where they are; `made`: where the texts of
     this snapshot's label sets go, for the next (both of the same source and provider).
@@ -562,41 +576,25 @@ def source_chunks(
             for before, after in (around_window(labels),)
         ]
     )
-
-    scale = snap.scale  # values in 1/scale (a store's millionths), divided as they are written (Snapshot)
-
-    def samples(name: str, field: Field, rows: tuple[tuple[str, Sums], ...]) -> Iterator[str]:
-        value = attrgetter(field.value)
-
-        def lines(part: tuple[tuple[str, Sums], ...]) -> list[str]:
-            texts = value_texts([value(totals) / scale for _, totals in part])
-            return [f"{name}{{{text}}} {v}\n" for (text, _), v in zip(part, texts, strict=True)]
-
-        return _in_chunks(rows, lines)
-
-    def averages(part: tuple[tuple[str, Sums], ...]) -> list[str]:
-        handled = [(text, totals) for text, totals in part if totals.contacts_handled > 0]
-        texts = value_texts([totals.handle_time_seconds / totals.contacts_handled for _, totals in handled])
-        return [f"{AHT_FAMILY}{{{text}}} {v}\n" for (text, _), v in zip(handled, texts, strict=True)]
-
-    out: dict[str, Iterator[str]] = {AHT_FAMILY: _in_chunks(sums, averages)}
     fields = [f for f in Field if f in snap.fields]
-    for f in fields:
-        out[f"aht_{f.value}"] = samples(f"aht_{f.value}", f, sums)
+    yield from _sample_chunks(sums, [(f"aht_{f.value}", SUMS_INDEX[f.value]) for f in fields], snap.scale, aht=True)
 
-    def info(family: str, label: str, names: Mapping[str, str]) -> None:
-        if names:
-            out[family] = _in_chunks(
-                tuple(names.items()),
-                lambda part: [
-                    f'{family}{{{label}="{_escape_label_value(key)}",{label}_name="{_escape_label_value(name)}",'
-                    f'source="{source}"}} 1.0\n'
-                    for key, name in part
-                ],
+    def info(family: str, label: str, names: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+        rows = tuple(names.items())
+        for i in range(0, len(rows), LINES_AT_ONCE):
+            yield (
+                family,
+                "".join(
+                    [
+                        f'{family}{{{label}="{_escape_label_value(key)}",{label}_name="{_escape_label_value(name)}",'
+                        f'source="{source}"}} 1.0\n'
+                        for key, name in rows[i : i + LINES_AT_ONCE]
+                    ]
+                ),
             )
 
-    info(QUEUE_INFO, "queue", snap.names.queues)
-    info(AGENT_INFO, "agent", snap.names.agents)
+    yield from info(QUEUE_INFO, "queue", snap.names.queues)
+    yield from info(AGENT_INFO, "agent", snap.names.agents)
     if counters and snap.totals:
         counter_rows = tuple(
             [
@@ -605,9 +603,40 @@ def source_chunks(
                 for before, after in (around_window(labels),)
             ]
         )
-        for f in fields:
-            out[f"aht_{f.value}_total"] = samples(f"aht_{f.value}_total", f, counter_rows)
-    return out
+        names = [(f"aht_{f.value}_total", SUMS_INDEX[f.value]) for f in fields]
+        yield from _sample_chunks(counter_rows, names, snap.scale, aht=False)
+
+
+_HANDLE, _HANDLED = SUMS_INDEX[Field.HANDLE_TIME.value], SUMS_INDEX[Field.CONTACTS_HANDLED.value]
+
+
+def _sample_chunks(
+    rows: tuple[tuple[str, Sums], ...], families: list[tuple[str, int]], scale: int, *, aht: bool
+) -> Iterator[tuple[str, str]]:
+    """The rows' lines in each family (its name, and the index in `Sums` of its value; with `aht`, the AHT
+    gauge's first), LINES_AT_ONCE rows at a time: each row's numbers are read once, for all its families.
+
+    Row by row rather than family by family: a 100,000-agent snapshot's sums and texts are tens of MB,
+    scattered through memory, and reading them once per family missed the CPU's caches each time (a value
+    read and divided took 180 ns where it takes 60 in a row of sums made together); a few thousand rows
+    stay in cache from the first family to the last (docs/performance.md, "Values written in one call")."""
+    astuple = msgspec.structs.astuple
+    for i in range(0, len(rows), LINES_AT_ONCE):
+        part = rows[i : i + LINES_AT_ONCE]
+        texts = [text for text, _ in part]
+        columns = tuple(zip(*[astuple(totals) for _, totals in part], strict=True))
+        if aht:
+            handled = [
+                (text, h / n) for text, h, n in zip(texts, columns[_HANDLE], columns[_HANDLED], strict=True) if n > 0
+            ]
+            averages = value_texts([average for _, average in handled])
+            yield (
+                AHT_FAMILY,
+                "".join([f"{AHT_FAMILY}{{{text}}} {v}\n" for (text, _), v in zip(handled, averages, strict=True)]),
+            )
+        for name, index in families:
+            values = value_texts([v / scale for v in columns[index]])
+            yield name, "".join([f"{name}{{{text}}} {v}\n" for text, v in zip(texts, values, strict=True)])
 
 
 def routing_samples(view: SourceView) -> dict[str, bytes]:
@@ -884,11 +913,15 @@ class Renderer:
         """One source's samples, a segment per family that has lines; a source whose data cannot be rendered
         shows none, and the others still do."""
         try:
-            segments = {
-                family: Segment.of_pieces(encode(chunk) for chunk in chunks)
-                for family, chunks in source_chunks(view, counters=counters, last=last, made=made).items()
-            }
-            return {family: segment for family, segment in segments.items() if segment.size}
+            # Every family's segment is made at once, a chunk of lines at a time (source_lines).
+            makers: dict[str, SegmentMaker] = {}
+            for family, text in source_lines(view, counters=counters, last=last, made=made):
+                if text:
+                    maker = makers.get(family)
+                    if maker is None:
+                        maker = makers[family] = SegmentMaker()
+                    maker.add(encode(text))
+            return {family: maker.segment() for family, maker in makers.items()}
         except Exception as exc:  # a bug, or a value nothing upstream caught: never the whole exposition
             source = view.health.source
             error = clean_text(f"its data could not be rendered ({type(exc).__name__}: {exc}): data omitted")

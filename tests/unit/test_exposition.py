@@ -323,8 +323,10 @@ def test_counters_are_formatted_again_only_when_the_totals_changed() -> None:
 
 
 def source_samples(view: SourceView) -> dict[str, str]:
-    """Each family's lines of `exposition.source_chunks`, joined; families with no line left out."""
-    texts = {family: "".join(chunks) for family, chunks in exposition.source_chunks(view).items()}
+    """Each family's lines of `exposition.source_lines`, joined; families with no line left out."""
+    texts: dict[str, str] = {}
+    for family, lines in exposition.source_lines(view):
+        texts[family] = texts.get(family, "") + lines
     return {family: text for family, text in texts.items() if text}
 
 
@@ -343,9 +345,15 @@ def test_lines_formatted_a_few_at_a_time_make_the_same_bytes(monkeypatch: pytest
     groups[make_labels(agent="idle")] = Sums(contacts_handled=0.0)
     view = SourceView(view.health, replace(snap, windows={**snap.windows, "30m": groups}))
     whole = source_samples(view)
+    tail = ScrapeTail([FixedScrapeFamilies()])
+    body = Renderer(tail).render([view])
     monkeypatch.setattr(exposition, "LINES_AT_ONCE", step)
     assert source_samples(view) == whole
     assert set(whole) >= {"aht_seconds", "aht_handle_time_seconds_total", "aht_agent_info"}
+    # Every family's segment made at once, chunk after chunk (Renderer): the same bodies, and valid gzip.
+    stepped = Renderer(tail).render([view])
+    assert stepped.text == body.text and stepped.openmetrics == body.openmetrics
+    assert gzip.decompress(stepped.text_gzip) == body.text
 
 
 def test_label_texts_kept_from_the_last_render_make_the_bytes_a_fresh_render_makes(
