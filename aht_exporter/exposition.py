@@ -307,7 +307,8 @@ class SegmentMaker:
         self._deflated.append(self._deflate.flush(isal_zlib.Z_SYNC_FLUSH))
         size = self._size
         kept = b"".join(self._small) if size < KEEP_TEXT else None
-        return Segment(b"".join(self._deflated), size, self._crc, crc_shift(size), kept)
+        deflated, self._deflated, self._small = b"".join(self._deflated), [], []
+        return Segment(deflated, size, self._crc, crc_shift(size), kept)
 
 
 Part = bytes | Segment
@@ -524,17 +525,17 @@ class LabelTexts:
 
 def source_lines(
     view: SourceView, *, counters: bool = True, last: LabelTexts | None = None, made: LabelTexts | None = None
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[tuple[str, str | None]]:
     """One source's data samples: lines that read the same in the text format and in OpenMetrics, as
-    (family, some of its lines), a family's lines in order.
+    (family, some of its lines), a family's lines in order, then (family, None) once it has no more.
 
     Exactly what prometheus_client writes for the same gauges (labels sorted by name, values as
     `floatToGoString` writes them), but formatted straight from the snapshot: at 100,000 series a few
     hundred milliseconds instead of seconds, once per poll of this source only. Lines come LINES_AT_ONCE
     label sets at a time, formatted as they are read (`Renderer` compresses each before the next is made),
     so that no family's text is ever held whole, and every family's lines of those label sets come before
-    the next label sets' (`_sample_chunks`). A family with no line yields nothing. `counters=False` leaves
-    out the `_total` families (the caller has them already: `Renderer`).
+    the next label sets' (`_sample_chunks`). A family with no line yields only its end. `counters=False`
+    leaves out the `_total` families (the caller has them already: `Renderer`).
 
     `last`: the label texts of this source's last render, taken where they are; `made`: where the texts of
     this snapshot's label sets go, for the next (both of the same source and provider).
@@ -579,7 +580,7 @@ def source_lines(
     fields = [f for f in Field if f in snap.fields]
     yield from _sample_chunks(sums, [(f"aht_{f.value}", SUMS_INDEX[f.value]) for f in fields], snap.scale, aht=True)
 
-    def info(family: str, label: str, names: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    def info(family: str, label: str, names: Mapping[str, str]) -> Iterator[tuple[str, str | None]]:
         rows = tuple(names.items())
         for i in range(0, len(rows), LINES_AT_ONCE):
             yield (
@@ -592,6 +593,7 @@ def source_lines(
                     ]
                 ),
             )
+        yield family, None
 
     yield from info(QUEUE_INFO, "queue", snap.names.queues)
     yield from info(AGENT_INFO, "agent", snap.names.agents)
@@ -612,7 +614,7 @@ _HANDLE, _HANDLED = SUMS_INDEX[Field.HANDLE_TIME.value], SUMS_INDEX[Field.CONTAC
 
 def _sample_chunks(
     rows: tuple[tuple[str, Sums], ...], families: list[tuple[str, int]], scale: int, *, aht: bool
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[tuple[str, str | None]]:
     """The rows' lines in each family (its name, and the index in `Sums` of its value; with `aht`, the AHT
     gauge's first), LINES_AT_ONCE rows at a time: each row's numbers are read once, for all its families.
 
@@ -637,6 +639,10 @@ def _sample_chunks(
         for name, index in families:
             values = value_texts([v / scale for v in columns[index]])
             yield name, "".join([f"{name}{{{text}}} {v}\n" for text, v in zip(texts, values, strict=True)])
+    if aht:
+        yield AHT_FAMILY, None
+    for name, _ in families:
+        yield name, None
 
 
 def routing_samples(view: SourceView) -> dict[str, bytes]:
@@ -913,15 +919,25 @@ class Renderer:
         """One source's samples, a segment per family that has lines; a source whose data cannot be rendered
         shows none, and the others still do."""
         try:
-            # Every family's segment is made at once, a chunk of lines at a time (source_lines).
+            # The families of a group of label sets (the windows', the counters') are made at once, a chunk of
+            # lines at a time (source_lines), and each is finished as soon as it ends: a family's compressed
+            # pieces, joined into its segment, are let go before the next group's are made, and so the
+            # memory they take at once is one group's, not every family's twice.
             makers: dict[str, SegmentMaker] = {}
+            segments: dict[str, Segment] = {}
             for family, text in source_lines(view, counters=counters, last=last, made=made):
-                if text:
+                if text is None:
+                    done = makers.pop(family, None)
+                    if done is not None:
+                        segments[family] = done.segment()
+                elif text:
                     maker = makers.get(family)
                     if maker is None:
                         maker = makers[family] = SegmentMaker()
                     maker.add(encode(text))
-            return {family: maker.segment() for family, maker in makers.items()}
+            if makers:
+                raise AssertionError(f"families never ended: {sorted(makers)}")
+            return segments
         except Exception as exc:  # a bug, or a value nothing upstream caught: never the whole exposition
             source = view.health.source
             error = clean_text(f"its data could not be rendered ({type(exc).__name__}: {exc}): data omitted")

@@ -325,8 +325,14 @@ def test_counters_are_formatted_again_only_when_the_totals_changed() -> None:
 def source_samples(view: SourceView) -> dict[str, str]:
     """Each family's lines of `exposition.source_lines`, joined; families with no line left out."""
     texts: dict[str, str] = {}
+    ended: set[str] = set()
     for family, lines in exposition.source_lines(view):
-        texts[family] = texts.get(family, "") + lines
+        assert family not in ended, f"{family} went on after its end"
+        if lines is None:
+            ended.add(family)
+        else:
+            texts[family] = texts.get(family, "") + lines
+    assert ended >= set(texts), "every family ends"
     return {family: text for family, text in texts.items() if text}
 
 
