@@ -284,7 +284,7 @@ class Segment:
 
 class SegmentMaker:
     """A `Segment` made a piece at a time: each piece compressed and checksummed as it comes, then let go
-    (`Segment.of_pieces`; the Renderer makes every family of a source at once, `source_lines`)."""
+    (`Segment.of_pieces`; the Renderer makes the families of the same label sets together, `source_lines`)."""
 
     __slots__ = ("_crc", "_deflate", "_deflated", "_size", "_small")
 
