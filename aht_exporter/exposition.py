@@ -620,7 +620,7 @@ def _sample_chunks(
 
     Row by row rather than family by family: a 100,000-agent snapshot's sums and texts are tens of MB,
     scattered through memory, and reading them once per family missed the CPU's caches each time (a value
-    read and divided took 180 ns where it takes 60 in a row of sums made together); a few thousand rows
+    read and divided took 180 ns where it takes 60 in a row of sums made together); a few hundred rows
     stay in cache from the first family to the last (docs/performance.md, "Values written in one call")."""
     astuple = msgspec.structs.astuple
     for i in range(0, len(rows), LINES_AT_ONCE):
